@@ -1,0 +1,46 @@
+//! The library's error type. Every failure a user or a weak adapter can cause ends up here with
+//! a message that says what was wrong and what to do.
+
+/// Errors returned by scorefield.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no GPU adapter found{detail}. Install a GPU driver, or on a headless Linux machine \
+         Mesa's software Vulkan: `apt-get install mesa-vulkan-drivers libvulkan1`"
+    )]
+    NoAdapter { detail: String },
+
+    #[error("no adapter's name contains WGPU_ADAPTER_NAME={wanted:?}; the adapters here are: {available}")]
+    AdapterNotFound { wanted: String, available: String },
+
+    #[error("the GPU device could not be created: {0}")]
+    RequestDevice(#[from] wgpu::RequestDeviceError),
+
+    #[error(
+        "the device's limit `{limit}` is {have}, but scorefield needs at least {need}; \
+         request it when creating the device (the adapter may offer more than the default)"
+    )]
+    Limit { limit: &'static str, have: u64, need: u64 },
+
+    #[error("kernel `{kernel}` failed to build on this device: {message}")]
+    Kernel { kernel: String, message: String },
+
+    #[error("reading a buffer back from the GPU failed: {0}")]
+    Readback(String),
+
+    #[error("waiting for the GPU failed (device lost or timed out): {0}")]
+    Poll(#[from] wgpu::PollError),
+
+    #[error("invalid {what}: {why}")]
+    Invalid { what: String, why: String },
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::Invalid { what: what.into(), why: why.into() }
+    }
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,201 @@
+//! Typed device buffers, upload, and asynchronous readback.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+use bytemuck::Pod;
+use futures_intrusive::channel::shared::{oneshot_channel, OneshotReceiver};
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+/// A device buffer of `len` elements of `T`. Usable as STORAGE, COPY_SRC and COPY_DST, plus
+/// whatever extra usages it was created with (VERTEX for particle buffers, UNIFORM for params).
+pub struct GpuBuffer<T: Pod> {
+    buffer: wgpu::Buffer,
+    len: usize,
+    _elem: PhantomData<T>,
+}
+
+impl<T: Pod> GpuBuffer<T> {
+    /// An uninitialised (zeroed by wgpu) buffer of `len` elements.
+    pub fn new(gpu: &Gpu, label: &str, len: usize, extra: wgpu::BufferUsages) -> Result<Self> {
+        let size = Self::byte_size(gpu, label, len)?;
+        let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST | extra,
+            mapped_at_creation: false,
+        });
+        Ok(Self { buffer, len, _elem: PhantomData })
+    }
+
+    /// A buffer holding `data`.
+    pub fn from_slice(gpu: &Gpu, label: &str, data: &[T], extra: wgpu::BufferUsages) -> Result<Self> {
+        let buf = Self::new(gpu, label, data.len(), extra)?;
+        buf.write(gpu, 0, data);
+        Ok(buf)
+    }
+
+    /// Byte size, checked against the device's limits; never zero (wgpu rejects empty bindings).
+    fn byte_size(gpu: &Gpu, label: &str, len: usize) -> Result<u64> {
+        let bytes = (len.max(1) * std::mem::size_of::<T>()) as u64;
+        let bytes = bytes.div_ceil(wgpu::COPY_BUFFER_ALIGNMENT) * wgpu::COPY_BUFFER_ALIGNMENT;
+        let limits = gpu.limits();
+        let max = limits.max_buffer_size.min(limits.max_storage_buffer_binding_size);
+        if bytes > max {
+            return Err(Error::invalid(
+                format!("buffer `{label}`"),
+                format!(
+                    "{len} elements ({bytes} bytes) exceed this device's largest storage binding ({max} bytes); \
+                     use a smaller batch or particle count"
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Schedules `data` to be written at element `offset` before the next submit.
+    pub fn write(&self, gpu: &Gpu, offset: usize, data: &[T]) {
+        if !data.is_empty() {
+            gpu.queue().write_buffer(
+                &self.buffer,
+                (offset * std::mem::size_of::<T>()) as u64,
+                bytemuck::cast_slice(data),
+            );
+        }
+    }
+
+    /// Fills the whole buffer with one value, e.g. a NaN pattern before a kernel runs, so that an
+    /// element the kernel fails to write shows up in a test.
+    pub fn fill(&self, gpu: &Gpu, value: T) {
+        self.write(gpu, 0, &vec![value; self.len]);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn raw(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        self.buffer.as_entire_binding()
+    }
+
+    /// Reads the whole buffer back. Submits a copy, then waits for that submission only.
+    pub async fn read(&self, gpu: &Gpu) -> Result<Vec<T>> {
+        self.read_range(gpu, 0, self.len).await
+    }
+
+    /// Reads `len` elements starting at element `offset`.
+    pub async fn read_range(&self, gpu: &Gpu, offset: usize, len: usize) -> Result<Vec<T>> {
+        let mut encoder = gpu.encoder("scorefield.readback");
+        let pending =
+            PendingRead::record(gpu, &mut encoder, &self.buffer, (offset * std::mem::size_of::<T>()) as u64, len)?;
+        let submission = gpu.submit(encoder);
+        pending.finish(gpu, Some(submission)).await
+    }
+}
+
+type MapResult = Result<(), wgpu::BufferAsyncError>;
+
+/// A readback in flight: a staging copy recorded into an encoder. After the encoder is submitted,
+/// `start` maps the staging buffer; `try_take` collects the data once the GPU has got there, without
+/// waiting, and `finish` waits for it. This lets a training loop read its loss every N steps
+/// while the GPU keeps running.
+pub struct PendingRead<T: Pod> {
+    staging: wgpu::Buffer,
+    len: usize,
+    receiver: Option<OneshotReceiver<MapResult>>,
+    /// Set by the map callback too, so `try_take` can look without awaiting.
+    done: Arc<Mutex<Option<MapResult>>>,
+    _elem: PhantomData<T>,
+}
+
+impl<T: Pod> PendingRead<T> {
+    /// Records a copy of `len` elements of `source` from byte `offset` into a fresh staging buffer.
+    pub fn record(
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        source: &wgpu::Buffer,
+        offset: u64,
+        len: usize,
+    ) -> Result<Self> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        if !bytes.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
+            || !offset.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
+            || offset + bytes > source.size()
+        {
+            return Err(Error::Readback(format!(
+                "range {offset}..{} of a {}-byte buffer is out of bounds or not 4-byte aligned",
+                offset + bytes,
+                source.size()
+            )));
+        }
+        let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scorefield.readback.staging"),
+            size: bytes.max(wgpu::COPY_BUFFER_ALIGNMENT),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if bytes > 0 {
+            encoder.copy_buffer_to_buffer(source, offset, &staging, 0, bytes);
+        }
+        Ok(Self { staging, len, receiver: None, done: Arc::default(), _elem: PhantomData })
+    }
+
+    /// Asks for the staging buffer to be mapped; call after submitting the encoder.
+    pub fn start(&mut self) {
+        if self.receiver.is_none() {
+            let (sender, receiver) = oneshot_channel();
+            let done = Arc::clone(&self.done);
+            self.staging.map_async(wgpu::MapMode::Read, .., move |result| {
+                *done.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
+                // The receiver may be gone if the read was abandoned; nothing to do then.
+                let _ignored = sender.send(result);
+            });
+            self.receiver = Some(receiver);
+        }
+    }
+
+    /// The data, if the GPU has finished the copy; never waits. `Ok(None)` means not yet.
+    pub fn try_take(&mut self, gpu: &Gpu) -> Result<Option<Vec<T>>> {
+        self.start();
+        gpu.poll()?;
+        let ready = self.done.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match ready {
+            None => Ok(None),
+            Some(Ok(())) => self.copy_out().map(Some),
+            Some(Err(e)) => Err(Error::Readback(e.to_string())),
+        }
+    }
+
+    /// Waits for the data. `submission` is the submit that carried the copy (waits for all
+    /// work if `None`).
+    pub async fn finish(mut self, gpu: &Gpu, submission: Option<wgpu::SubmissionIndex>) -> Result<Vec<T>> {
+        self.start();
+        gpu.wait(submission)?;
+        let receiver = self.receiver.take().ok_or_else(|| Error::Readback("map was never requested".into()))?;
+        match receiver.receive().await {
+            Some(Ok(())) => self.copy_out(),
+            Some(Err(e)) => Err(Error::Readback(e.to_string())),
+            None => Err(Error::Readback("the map callback was dropped (device lost?)".into())),
+        }
+    }
+
+    fn copy_out(&self) -> Result<Vec<T>> {
+        let bytes = self.len * std::mem::size_of::<T>();
+        let out = {
+            let view = self.staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+            bytemuck::cast_slice::<u8, T>(&view[..bytes]).to_vec()
+        };
+        self.staging.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,195 @@
+//! `Gpu`: the device and queue the engine runs on, either its own (headless, chosen from the
+//! usual wgpu environment overrides) or an application's.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gpu::kernel::PipelineCache;
+
+/// Limits below wgpu's defaults that the engine's kernels need, checked when wrapping an
+/// application's device. Each kernel stays within a 16 KiB workgroup tile and 256 invocations.
+/// A limit the engine checks: its name, how to read it, and the least value the kernels need.
+pub type LimitCheck = (&'static str, fn(&wgpu::Limits) -> u64, u64);
+
+pub const MIN_LIMITS: &[LimitCheck] = &[
+    ("max_compute_workgroup_storage_size", |l| l.max_compute_workgroup_storage_size as u64, 16 << 10),
+    ("max_compute_invocations_per_workgroup", |l| l.max_compute_invocations_per_workgroup as u64, 256),
+    ("max_compute_workgroup_size_x", |l| l.max_compute_workgroup_size_x as u64, 256),
+    ("max_storage_buffers_per_shader_stage", |l| l.max_storage_buffers_per_shader_stage as u64, 6),
+    ("max_storage_buffer_binding_size", |l| l.max_storage_buffer_binding_size, 16 << 20),
+    ("max_compute_workgroups_per_dimension", |l| l.max_compute_workgroups_per_dimension as u64, 1024),
+];
+
+/// An adapter's identity and the limits the engine depends on, for `scorefield info`.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+}
+
+impl AdapterSummary {
+    fn of(adapter: &wgpu::Adapter) -> Self {
+        Self { info: adapter.get_info(), limits: adapter.limits(), features: adapter.features() }
+    }
+}
+
+/// The GPU the engine runs on: a device, its queue, and the engine's pipeline cache.
+///
+/// Cheap to clone: clones share the device, queue and cache.
+#[derive(Clone)]
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    pub(crate) pipelines: Arc<PipelineCache>,
+}
+
+impl Gpu {
+    /// Opens a headless device on the best adapter. Honours wgpu's environment overrides:
+    /// `WGPU_BACKEND` (e.g. `vulkan`, `gl`), `WGPU_ADAPTER_NAME` (a substring of the adapter's
+    /// name) and `WGPU_POWER_PREF` (`low` or `high`). Requests every limit the adapter offers,
+    /// so large batches fit where the hardware allows.
+    pub async fn new() -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = choose_adapter(&instance).await?;
+        let summary = AdapterSummary::of(&adapter);
+        check_limits(&summary.limits)?;
+        // Timestamp queries feed the benchmarks; take them where the adapter has them.
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("scorefield.device"),
+                required_features: summary.features & wanted,
+                required_limits: summary.limits.clone(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(Self::wrap(device, queue, summary.info))
+    }
+
+    /// Wraps an application's own device and queue (the embedding path). The engine never
+    /// creates an instance or surface and never installs an error handler on this device.
+    /// Fails with [`Error::Limit`] if the device lacks a limit the kernels need.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
+        check_limits(&device.limits())?;
+        let info = device.adapter_info();
+        Ok(Self::wrap(device, queue, info))
+    }
+
+    fn wrap(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        Self { device, queue, info, pipelines: Arc::new(PipelineCache::default()) }
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    pub fn limits(&self) -> wgpu::Limits {
+        self.device.limits()
+    }
+
+    /// Whether GPU timestamp queries are available (inside compute passes too).
+    pub fn has_timestamps(&self) -> bool {
+        self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    }
+
+    /// A one-line description: name, backend, device type, driver.
+    pub fn describe(&self) -> String {
+        describe_info(&self.info)
+    }
+
+    /// Submits recorded work.
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.queue.submit([encoder.finish()])
+    }
+
+    /// A new command encoder with a label.
+    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Waits until the given submission (or all work, with `None`) has finished. Native only in
+    /// effect: on the web the browser drives the queue and this returns at once.
+    pub fn wait(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: submission, timeout: None })
+            .map(|_| ())
+            .map_err(Error::from)
+    }
+
+    /// Lets finished work run its callbacks (e.g. completed readbacks) without waiting.
+    pub fn poll(&self) -> Result<()> {
+        self.device.poll(wgpu::PollType::Poll).map(|_| ()).map_err(Error::from)
+    }
+}
+
+/// `name (backend, device type, driver driver_info)`.
+pub fn describe_info(info: &wgpu::AdapterInfo) -> String {
+    let driver = [info.driver.as_str(), info.driver_info.as_str()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "{} ({:?}, {:?}, driver: {})",
+        info.name,
+        info.backend,
+        info.device_type,
+        if driver.is_empty() { "unknown" } else { &driver }
+    )
+}
+
+impl AdapterSummary {
+    pub fn describe(&self) -> String {
+        describe_info(&self.info)
+    }
+}
+
+/// Every adapter the environment's backends offer (`WGPU_BACKEND` narrows them).
+pub async fn list_adapters() -> Vec<AdapterSummary> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    instance.enumerate_adapters(wgpu::Backends::all()).await.iter().map(AdapterSummary::of).collect()
+}
+
+async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    // wgpu's own `initialize_adapter_from_env` panics when the name matches nothing; this
+    // returns an error listing what there is instead.
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        let names: Vec<String> = adapters.iter().map(|a| describe_info(&a.get_info())).collect();
+        let wanted_lc = wanted.to_lowercase();
+        return adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&wanted_lc)).ok_or(
+            Error::AdapterNotFound {
+                wanted,
+                available: if names.is_empty() { "none".into() } else { names.join("; ") },
+            },
+        );
+    }
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::NoAdapter { detail: format!(" ({e})") })
+}
+
+fn check_limits(limits: &wgpu::Limits) -> Result<()> {
+    for &(limit, get, need) in MIN_LIMITS {
+        let have = get(limits);
+        if have < need {
+            return Err(Error::Limit { limit, have, need });
+        }
+    }
+    Ok(())
+}

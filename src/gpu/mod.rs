@@ -1,0 +1,10 @@
+//! The device layer: adapter choice, buffers, readback, kernels and pipelines. Nothing here knows
+//! about score models.
+
+mod buffer;
+mod context;
+mod kernel;
+
+pub use buffer::{GpuBuffer, PendingRead};
+pub use context::{list_adapters, AdapterSummary, Gpu, MIN_LIMITS};
+pub use kernel::{KernelSource, Pipeline};

@@ -1,0 +1,23 @@
+//! scorefield: train and sample score-based generative models on any GPU through wgpu, with
+//! hand-written WGSL compute kernels and a thin host that schedules them.
+//!
+//! ```no_run
+//! # async fn run() -> scorefield::Result<()> {
+//! use scorefield::{gpu::{Gpu, GpuBuffer}, noise::NoiseKernels, rng::Stream};
+//! let gpu = Gpu::new().await?;
+//! let noise = NoiseKernels::new(&gpu).await?;
+//! let out = GpuBuffer::<f32>::new(&gpu, "example.normals", 1024, wgpu::BufferUsages::empty())?;
+//! noise.fill_normal(&gpu, &out, 42, Stream::User.at(0), 0)?;
+//! let normals = out.read(&gpu).await?;
+//! assert_eq!(normals.len(), 1024);
+//! # Ok(()) }
+//! ```
+
+pub mod ceiling;
+mod error;
+pub mod gpu;
+pub mod noise;
+pub mod rng;
+pub mod shaders;
+
+pub use error::{Error, Result};

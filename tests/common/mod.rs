@@ -1,0 +1,72 @@
+//! Helpers shared by the GPU tests.
+#![allow(dead_code)]
+
+use scorefield::gpu::Gpu;
+
+/// The test GPU. No adapter is a failure, never a skip: CI must find lavapipe.
+pub fn gpu() -> Gpu {
+    match pollster::block_on(Gpu::new()) {
+        Ok(gpu) => gpu,
+        Err(e) => panic!("GPU tests need an adapter (CI installs lavapipe): {e}"),
+    }
+}
+
+/// A NaN with a payload no kernel produces: buffers are filled with it before a kernel runs, so
+/// an element the kernel did not write is caught.
+pub const POISON: f32 = f32::from_bits(0x7FBA_DBAD);
+
+/// Indices still holding the poison pattern.
+pub fn unwritten(values: &[f32]) -> Vec<usize> {
+    values.iter().enumerate().filter(|(_, v)| v.to_bits() == POISON.to_bits()).map(|(i, _)| i).collect()
+}
+
+/// Panics naming the first unwritten elements, if any.
+pub fn assert_written(what: &str, values: &[f32]) {
+    let missing = unwritten(values);
+    assert!(
+        missing.is_empty(),
+        "{what}: {} elements left unwritten, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(8)]
+    );
+}
+
+/// Largest |a - b| / max(|b|, floor) over the elements.
+pub fn max_rel_err(a: &[f32], b: &[f64], floor: f64) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).abs() / y.abs().max(floor)).fold(0.0, f64::max)
+}
+
+/// A small deterministic generator for test inputs, seeded from the clock so every run draws
+/// fresh inputs; the seed is printed so a failure can be replayed with SCOREFIELD_TEST_SEED.
+pub fn test_seed() -> u64 {
+    let seed = std::env::var("SCOREFIELD_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    eprintln!("test seed: {seed} (replay with SCOREFIELD_TEST_SEED={seed})");
+    seed
+}
+
+/// splitmix64: plain and good enough for test inputs.
+pub struct TestRng(pub u64);
+
+impl TestRng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform(f64::MIN_POSITIVE, 1.0);
+        let u2 = self.uniform(0.0, 1.0);
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}

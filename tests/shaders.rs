@@ -1,0 +1,148 @@
+//! Every kernel, as composed by the loader, parsed and validated by naga and translated to
+//! SPIR-V, MSL, HLSL and GLSL, with no GPU. Where `spirv-val` and `glslangValidator` are
+//! installed (CI installs them; SCOREFIELD_REQUIRE_SHADER_TOOLS=1 makes their absence a failure)
+//! the SPIR-V and GLSL are checked by them too, so a kernel one backend would reject fails here.
+//! Also checks that each `#[repr(C)]` params struct matches its WGSL twin byte for byte.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use naga::back::pipeline_constants::process_overrides;
+use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
+
+fn parse_and_validate(name: &str, source: &str) -> Result<(naga::Module, ModuleInfo), String> {
+    let module =
+        naga::front::wgsl::parse_str(source).map_err(|e| format!("{name}: parse: {}", e.emit_to_string(source)))?;
+    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(&module)
+        .map_err(|e| format!("{name}: validate: {}", e.emit_to_string(source)))?;
+    Ok((module, info))
+}
+
+fn out_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("shaders");
+    std::fs::create_dir_all(&dir).expect("create shader output dir");
+    dir
+}
+
+/// Runs an external validator if present; returns an error string if it rejects the file.
+fn external_check(tool: &str, args: &[&str], file: &PathBuf) -> Option<String> {
+    let require = std::env::var("SCOREFIELD_REQUIRE_SHADER_TOOLS").is_ok_and(|v| v == "1");
+    match Command::new(tool).args(args).arg(file).output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "{tool} rejects {}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )),
+        Err(e) if require => {
+            Some(format!("{tool} is required (SCOREFIELD_REQUIRE_SHADER_TOOLS=1) but could not run: {e}"))
+        }
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn every_kernel_validates_and_translates_to_every_backend() {
+    let mut errors = Vec::new();
+    let dir = out_dir();
+    for kernel in scorefield::shaders::ALL {
+        let source = kernel.compose();
+        let (module, info) = match parse_and_validate(kernel.name, &source) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        for ep in &module.entry_points {
+            let stage_ep = Some((ep.stage, ep.name.as_str()));
+            // Specialise with the defaults, as a pipeline without constants would.
+            let (m, i) = match process_overrides(&module, &info, stage_ep, &Default::default()) {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(format!("{}.{}: overrides: {e:?}", kernel.name, ep.name));
+                    continue;
+                }
+            };
+            let tag = format!("{}.{}", kernel.name, ep.name);
+
+            let spv_opts = naga::back::spv::PipelineOptions { shader_stage: ep.stage, entry_point: ep.name.clone() };
+            match naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&spv_opts)) {
+                Ok(words) => {
+                    let file = dir.join(format!("{tag}.spv"));
+                    std::fs::write(&file, bytemuck::cast_slice::<u32, u8>(&words)).expect("write spv");
+                    errors.extend(external_check("spirv-val", &["--target-env", "vulkan1.1"], &file));
+                }
+                Err(e) => errors.push(format!("{tag}: SPIR-V: {e}")),
+            }
+
+            let msl_opts = naga::back::msl::PipelineOptions {
+                entry_point: Some((ep.stage, ep.name.clone())),
+                ..Default::default()
+            };
+            if let Err(e) = naga::back::msl::write_string(&m, &i, &Default::default(), &msl_opts) {
+                errors.push(format!("{tag}: MSL: {e}"));
+            }
+
+            let hlsl_opts = naga::back::hlsl::Options::default();
+            let hlsl_pipe = naga::back::hlsl::PipelineOptions { entry_point: Some((ep.stage, ep.name.clone())) };
+            let mut hlsl = String::new();
+            if let Err(e) = naga::back::hlsl::Writer::new(&mut hlsl, &hlsl_opts, &hlsl_pipe).write(&m, &i, None) {
+                errors.push(format!("{tag}: HLSL: {e}"));
+            }
+
+            let glsl_opts = naga::back::glsl::Options {
+                version: naga::back::glsl::Version::Embedded { version: 310, is_webgl: false },
+                ..Default::default()
+            };
+            let glsl_pipe = naga::back::glsl::PipelineOptions {
+                shader_stage: ep.stage,
+                entry_point: ep.name.clone(),
+                multiview: None,
+            };
+            let mut glsl = String::new();
+            match naga::back::glsl::Writer::new(&mut glsl, &m, &i, &glsl_opts, &glsl_pipe, Default::default())
+                .and_then(|mut w| w.write())
+            {
+                Ok(_) => {
+                    let file = dir.join(format!("{tag}.comp"));
+                    std::fs::write(&file, &glsl).expect("write glsl");
+                    errors.extend(external_check("glslangValidator", &[], &file));
+                }
+                Err(e) => errors.push(format!("{tag}: GLSL: {e}")),
+            }
+        }
+    }
+    assert!(errors.is_empty(), "{} shader problems:\n{}", errors.len(), errors.join("\n"));
+}
+
+/// Size and member offsets of a WGSL struct, from naga's layouter.
+fn wgsl_layout(source: &str, name: &str) -> (u32, Vec<(String, u32)>) {
+    let (module, _) = parse_and_validate(name, source).expect("kernel validates");
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).expect("layout");
+    let (handle, ty) = module
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no struct {name}"));
+    let naga::TypeInner::Struct { members, .. } = &ty.inner else { panic!("{name} is not a struct") };
+    (layouter[handle].size, members.iter().map(|m| (m.name.clone().unwrap_or_default(), m.offset)).collect())
+}
+
+macro_rules! check_twin {
+    ($kernel:expr, $ty:ty, $wgsl:literal, [$($field:ident),*]) => {{
+        let (size, members) = wgsl_layout(&$kernel.compose(), $wgsl);
+        assert_eq!(size as usize, std::mem::size_of::<$ty>(), "size of {}", $wgsl);
+        let rust: Vec<(String, u32)> = vec![$((stringify!($field).to_string(), std::mem::offset_of!($ty, $field) as u32)),*];
+        assert_eq!(members, rust, "member offsets of {}", $wgsl);
+    }};
+}
+
+#[test]
+fn params_structs_match_their_wgsl_twins() {
+    use scorefield::shaders;
+    check_twin!(shaders::NOISE, scorefield::noise::NoiseParams, "NoiseParams", [seed, stream, offset, count, _pad]);
+}
