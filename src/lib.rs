@@ -16,8 +16,14 @@
 pub mod ceiling;
 mod error;
 pub mod gpu;
+pub mod mixture;
+pub mod model;
 pub mod noise;
+pub mod objective;
+pub mod optim;
+pub mod reference;
 pub mod rng;
 pub mod shaders;
+pub mod train;
 
 pub use error::{Error, Result};

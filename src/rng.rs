@@ -41,6 +41,8 @@ pub enum Stream {
     SamplerStep = 6,
     /// Projections of sliced score matching.
     Projection = 7,
+    /// Exact samples of analytic datasets (Gaussian mixtures).
+    Data = 8,
     /// Free for tests and user code.
     User = 100,
 }

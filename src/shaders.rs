@@ -5,11 +5,22 @@ use crate::gpu::KernelSource;
 pub const RNG_WGSL: &str = include_str!("../shaders/rng.wgsl");
 pub const NOISE_WGSL: &str = include_str!("../shaders/noise.wgsl");
 pub const FMA_WGSL: &str = include_str!("../shaders/fma.wgsl");
+pub const STEP_WGSL: &str = include_str!("../shaders/step.wgsl");
+pub const MLP_WGSL: &str = include_str!("../shaders/mlp.wgsl");
+pub const OBJECTIVE_WGSL: &str = include_str!("../shaders/objective.wgsl");
+pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
 
 /// Philox output and normals into a buffer.
 pub const NOISE: KernelSource = KernelSource { name: "noise", parts: &[RNG_WGSL, NOISE_WGSL] };
 /// The FMA-ceiling probe.
 pub const FMA: KernelSource = KernelSource { name: "fma", parts: &[FMA_WGSL] };
 
+/// Dense layers: forward, backward to the input, backward to the weights.
+pub const MLP: KernelSource = KernelSource { name: "mlp", parts: &[MLP_WGSL] };
+/// Noise injection, input embedding, loss and its gradient.
+pub const OBJECTIVE: KernelSource = KernelSource { name: "objective", parts: &[RNG_WGSL, STEP_WGSL, OBJECTIVE_WGSL] };
+/// Adam and the EMA of the weights.
+pub const ADAM: KernelSource = KernelSource { name: "adam", parts: &[STEP_WGSL, ADAM_WGSL] };
+
 /// Every kernel, for the validation test and for warming the pipeline cache.
-pub const ALL: &[KernelSource] = &[NOISE, FMA];
+pub const ALL: &[KernelSource] = &[NOISE, FMA, MLP, OBJECTIVE, ADAM];

@@ -145,4 +145,13 @@ macro_rules! check_twin {
 fn params_structs_match_their_wgsl_twins() {
     use scorefield::shaders;
     check_twin!(shaders::NOISE, scorefield::noise::NoiseParams, "NoiseParams", [seed, stream, offset, count, _pad]);
+    check_twin!(
+        shaders::ADAM,
+        scorefield::train::StepParams,
+        "StepParams",
+        [
+            seed, step, n_data, lr, beta1, beta2, adam_eps, bias_c1, bias_c2, ema_decay, t_min, sigma_min, sigma_max,
+            beta_min, beta_max
+        ]
+    );
 }

@@ -1,0 +1,103 @@
+//! Isotropic Gaussian mixtures: exact samples and exact noised scores, the ground truth every
+//! learned score and every sampler is checked against.
+
+use crate::error::{Error, Result};
+use crate::rng::{self, Stream};
+
+/// sum_k w_k N(mu_k, s_k^2 I) in R^d.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GaussianMixture {
+    pub dim: usize,
+    pub weights: Vec<f64>,
+    /// [K, d] row-major.
+    pub means: Vec<f64>,
+    pub stds: Vec<f64>,
+}
+
+impl GaussianMixture {
+    pub fn new(dim: usize, weights: Vec<f64>, means: Vec<f64>, stds: Vec<f64>) -> Result<Self> {
+        let k = weights.len();
+        if k == 0 || means.len() != k * dim || stds.len() != k {
+            return Err(Error::invalid("mixture", format!("{k} weights need {k} x {dim} means and {k} stds")));
+        }
+        let total: f64 = weights.iter().sum();
+        if weights.iter().any(|w| w.is_nan() || *w < 0.0) || (total - 1.0).abs() > 1e-6 {
+            return Err(Error::invalid("mixture weights", format!("{weights:?} must be non-negative and sum to 1")));
+        }
+        if stds.iter().any(|s| !(*s > 0.0 && s.is_finite())) || means.iter().any(|m| !m.is_finite()) {
+            return Err(Error::invalid("mixture", "stds must be positive and means finite"));
+        }
+        Ok(Self { dim, weights, means, stds })
+    }
+
+    /// Eight Gaussians of std 0.5 with means on a circle of radius 4 (../shared/WORKLOADS.md W1).
+    pub fn eight_gaussians() -> Self {
+        let means = (0..8)
+            .flat_map(|k| {
+                let a = std::f64::consts::TAU * k as f64 / 8.0;
+                [4.0 * a.cos(), 4.0 * a.sin()]
+            })
+            .collect();
+        Self { dim: 2, weights: vec![0.125; 8], means, stds: vec![0.5; 8] }
+    }
+
+    pub fn components(&self) -> usize {
+        self.weights.len()
+    }
+
+    pub fn mean(&self, k: usize) -> &[f64] {
+        &self.means[k * self.dim..(k + 1) * self.dim]
+    }
+
+    /// `n` exact samples [n, d] and their components, from stream `Stream::Data.at(0)` of `seed`.
+    pub fn sample(&self, n: usize, seed: u64) -> (Vec<f64>, Vec<usize>) {
+        let d = self.dim as u64;
+        let d4 = d.div_ceil(4) * 4 + 4;
+        let mut x = Vec::with_capacity(n * self.dim);
+        let mut comp = Vec::with_capacity(n);
+        for i in 0..n as u64 {
+            // Per sample: one block of d4 normals; the uniform for the component comes from the
+            // u32 stream of Data.at(1).
+            let u = rng::uniform_at(seed, Stream::Data.at(1), i) as f64;
+            let mut acc = 0.0;
+            let k = self.weights.iter().position(|w| {
+                acc += w;
+                u < acc
+            });
+            let k = k.unwrap_or(self.components() - 1);
+            for j in 0..d {
+                let z = rng::normal_at(seed, Stream::Data.at(0), i * d4 + j);
+                x.push(self.mean(k)[j as usize] + self.stds[k] * z);
+            }
+            comp.push(k);
+        }
+        (x, comp)
+    }
+
+    /// The score of the perturbed density of x~ = a x + sigma eps at the points `x` [n, d]:
+    /// component k becomes N(a mu_k, (a^2 s_k^2 + sigma^2) I), and the score is
+    /// sum_k r_k(x) (a mu_k - x) / (a^2 s_k^2 + sigma^2) with responsibilities r_k.
+    pub fn noised_score(&self, x: &[f64], a: f64, sigma: f64) -> Vec<f64> {
+        let d = self.dim;
+        let mut out = Vec::with_capacity(x.len());
+        let mut logp = vec![0.0; self.components()];
+        for row in x.chunks(d) {
+            for (k, lp) in logp.iter_mut().enumerate() {
+                let var = a * a * self.stds[k] * self.stds[k] + sigma * sigma;
+                let dist2: f64 = row.iter().zip(self.mean(k)).map(|(xi, mi)| (xi - a * mi).powi(2)).sum();
+                *lp = self.weights[k].ln() - 0.5 * dist2 / var - 0.5 * d as f64 * var.ln();
+            }
+            let max = logp.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let norm: f64 = logp.iter().map(|l| (l - max).exp()).sum();
+            for (j, xj) in row.iter().enumerate() {
+                let mut s = 0.0;
+                for (k, lp) in logp.iter().enumerate() {
+                    let var = a * a * self.stds[k] * self.stds[k] + sigma * sigma;
+                    s += (lp - max).exp() / norm * (a * self.mean(k)[j] - xj) / var;
+                }
+                out.push(s);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,369 @@
+//! ScoreMlp: the noise-conditional score network, its layer layout in one flat parameter buffer,
+//! initialisation, and the recorded forward/backward passes over a batch.
+//!
+//! Input: x in R^d and the 2F = 32 features sin(c w_k), cos(c w_k) of a conditioning scalar c
+//! (log sigma for VE/NCSN objectives, t for VP/DDPM), with F = 16 fixed frequencies
+//! w_k ~ N(0, 16^2) drawn at initialisation (../shared/WORKLOADS.md). Then `hidden_layers`
+//! dense layers of `width` with SiLU and a linear layer to R^d. The network's output is
+//! sigma * score (score parametrisation) or the predicted noise (eps parametrisation); the
+//! division by sigma happens where a score is needed, not inside the network.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuBuffer, Pipeline};
+use crate::rng::{self, Stream};
+use crate::shaders;
+
+/// Fourier frequencies of the noise embedding; the embedding has twice as many features.
+pub const EMBED_FREQS: usize = 16;
+/// Standard deviation of the embedding frequencies.
+pub const EMBED_STD: f64 = 16.0;
+
+/// The network's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MlpShape {
+    /// Data dimension d.
+    pub dim: usize,
+    /// Number of hidden (SiLU) layers H.
+    pub hidden_layers: usize,
+    /// Width W of the hidden layers.
+    pub width: usize,
+}
+
+/// One dense layer's place in the flat parameter buffer: W is [fan_out, fan_in] row-major at
+/// `w_offset` (PyTorch's `nn.Linear.weight` layout), b at `b_offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layer {
+    pub fan_in: usize,
+    pub fan_out: usize,
+    pub w_offset: usize,
+    pub b_offset: usize,
+}
+
+impl MlpShape {
+    pub fn input_width(&self) -> usize {
+        self.dim + 2 * EMBED_FREQS
+    }
+
+    /// Checks the shape is usable.
+    pub fn validate(&self) -> Result<()> {
+        if self.dim == 0 || self.hidden_layers == 0 || self.width == 0 {
+            return Err(Error::invalid(
+                "model shape",
+                format!("dim, hidden_layers and width must all be at least 1 (got {self:?})"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The layout table: `hidden_layers + 1` layers, weights then bias for each, in order.
+    pub fn layers(&self) -> Vec<Layer> {
+        let mut dims = vec![self.input_width()];
+        dims.extend(std::iter::repeat_n(self.width, self.hidden_layers));
+        dims.push(self.dim);
+        let mut offset = 0;
+        dims.windows(2)
+            .map(|w| {
+                let layer = Layer { fan_in: w[0], fan_out: w[1], w_offset: offset, b_offset: offset + w[0] * w[1] };
+                offset += w[0] * w[1] + w[1];
+                layer
+            })
+            .collect()
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.layers().last().map(|l| l.b_offset + l.fan_out).unwrap_or(0)
+    }
+
+    /// FLOP of one forward pass of one example (2 per multiply-add).
+    pub fn forward_flop(&self) -> f64 {
+        self.layers().iter().map(|l| 2.0 * (l.fan_in * l.fan_out) as f64).sum()
+    }
+}
+
+/// Initial parameters and embedding frequencies for `seed`: weights and biases uniform in
+/// (-1/sqrt(fan_in), 1/sqrt(fan_in)) from u32 number p of stream `Init.at(0)` for parameter p;
+/// frequencies 16 * normal k of stream `Init.at(1)`.
+pub fn init_params(shape: &MlpShape, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let mut params = vec![0.0f32; shape.param_count()];
+    for layer in shape.layers() {
+        let bound = 1.0 / (layer.fan_in as f64).sqrt();
+        let end = layer.b_offset + layer.fan_out;
+        for (p, value) in params.iter_mut().enumerate().take(end).skip(layer.w_offset) {
+            let u = rng::uniform_at(seed, Stream::Init.at(0), p as u64) as f64;
+            *value = (bound * (2.0 * u - 1.0)) as f32;
+        }
+    }
+    let freqs = rng::normals(seed, Stream::Init.at(1), 0, EMBED_FREQS).iter().map(|z| (EMBED_STD * z) as f32).collect();
+    (params, freqs)
+}
+
+/// The network on the device: parameters, their EMA, and the embedding frequencies.
+pub struct ScoreMlp {
+    pub shape: MlpShape,
+    pub params: GpuBuffer<f32>,
+    pub ema: GpuBuffer<f32>,
+    pub freqs: GpuBuffer<f32>,
+}
+
+impl ScoreMlp {
+    /// A freshly initialised network (see [`init_params`]); the EMA starts equal to it.
+    pub fn new(gpu: &Gpu, shape: MlpShape, seed: u64) -> Result<Self> {
+        shape.validate()?;
+        let (params, freqs) = init_params(&shape, seed);
+        Self::from_values(gpu, shape, &params, &params, &freqs)
+    }
+
+    /// A network with given values (e.g. from a checkpoint).
+    pub fn from_values(gpu: &Gpu, shape: MlpShape, params: &[f32], ema: &[f32], freqs: &[f32]) -> Result<Self> {
+        shape.validate()?;
+        let n = shape.param_count();
+        if params.len() != n || ema.len() != n || freqs.len() != EMBED_FREQS {
+            return Err(Error::invalid(
+                "model values",
+                format!(
+                    "shape {shape:?} needs {n} parameters and {EMBED_FREQS} frequencies, got {}, {} (EMA) and {}",
+                    params.len(),
+                    ema.len(),
+                    freqs.len()
+                ),
+            ));
+        }
+        let none = wgpu::BufferUsages::empty();
+        Ok(Self {
+            shape,
+            params: GpuBuffer::from_slice(gpu, "scorefield.model.params", params, none)?,
+            ema: GpuBuffer::from_slice(gpu, "scorefield.model.ema", ema, none)?,
+            freqs: GpuBuffer::from_slice(gpu, "scorefield.model.freqs", freqs, none)?,
+        })
+    }
+}
+
+/// Which weights a pass reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    Raw,
+    Ema,
+}
+
+/// Per-layer activations of a batch: the network input, each layer's pre-activation z and
+/// post-activation silu(z) (hidden layers), and, when training, dL/dz of each layer.
+pub(crate) struct Activations {
+    pub input: GpuBuffer<f32>,
+    pub pre: Vec<GpuBuffer<f32>>,
+    pub post: Vec<GpuBuffer<f32>>,
+    pub dpre: Vec<GpuBuffer<f32>>,
+}
+
+/// The dense-layer dispatches of one batch size, with their bind groups, built once.
+pub(crate) struct MlpPass {
+    pub acts: Activations,
+    forward: Vec<(Pipeline, wgpu::BindGroup, [u32; 2])>,
+    backward: Vec<(Pipeline, wgpu::BindGroup, [u32; 2])>,
+    // Bound where a mode does not use a binding; kept alive with the bind groups.
+    _dummy_read: GpuBuffer<f32>,
+    _dummy_write: GpuBuffer<f32>,
+}
+
+const MODE_FORWARD: f64 = 0.0;
+const MODE_BACKWARD_INPUT: f64 = 1.0;
+const MODE_BACKWARD_WEIGHT: f64 = 2.0;
+const MATMUL_TILE: usize = 64;
+
+fn matmul_grid(m: usize, n: usize) -> [u32; 2] {
+    [n.div_ceil(MATMUL_TILE) as u32, m.div_ceil(MATMUL_TILE) as u32]
+}
+
+impl MlpPass {
+    /// Buffers and dispatches for `batch` rows through `model`'s `weights`; with `grads`, also
+    /// the backward pass writing parameter gradients there.
+    pub async fn new(
+        gpu: &Gpu,
+        model: &ScoreMlp,
+        weights: Weights,
+        batch: usize,
+        grads: Option<&GpuBuffer<f32>>,
+    ) -> Result<Self> {
+        let layers = model.shape.layers();
+        let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        if batch == 0 || batch.div_ceil(MATMUL_TILE) > limit {
+            return Err(Error::invalid(
+                "batch size",
+                format!("{batch} rows; this device allows 1 to {} per pass", limit * MATMUL_TILE),
+            ));
+        }
+        let none = wgpu::BufferUsages::empty();
+        let buf = |label: &str, len: usize| GpuBuffer::<f32>::new(gpu, label, len, none);
+        let acts = Activations {
+            input: buf("scorefield.mlp.input", batch * model.shape.input_width())?,
+            pre: layers.iter().map(|l| buf("scorefield.mlp.pre", batch * l.fan_out)).collect::<Result<_>>()?,
+            post: layers[..layers.len() - 1]
+                .iter()
+                .map(|l| buf("scorefield.mlp.post", batch * l.fan_out))
+                .collect::<Result<_>>()?,
+            dpre: if grads.is_some() {
+                layers.iter().map(|l| buf("scorefield.mlp.dpre", batch * l.fan_out)).collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            },
+        };
+        let dummy_read = buf("scorefield.mlp.unused_read", 1)?;
+        let dummy_write = buf("scorefield.mlp.unused_write", 1)?;
+        let w = match weights {
+            Weights::Raw => &model.params,
+            Weights::Ema => &model.ema,
+        };
+        let last = layers.len() - 1;
+        let mut forward = Vec::new();
+        for (l, layer) in layers.iter().enumerate() {
+            let (m, n, k) = (batch, layer.fan_out, layer.fan_in);
+            let constants = shape_constants(MODE_FORWARD, l < last, m, n, k, layer);
+            let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
+            let input = if l == 0 { &acts.input } else { &acts.post[l - 1] };
+            let out1 = if l < last { acts.post[l].binding() } else { dummy_write.binding() };
+            let bg = pipeline.bind_group(
+                gpu,
+                &[
+                    (0, input.binding()),
+                    (1, w.binding()),
+                    (2, dummy_read.binding()),
+                    (3, acts.pre[l].binding()),
+                    (4, out1),
+                ],
+            );
+            forward.push((pipeline, bg, matmul_grid(m, n)));
+        }
+        let mut backward = Vec::new();
+        if let Some(grads) = grads {
+            for (l, layer) in layers.iter().enumerate().rev() {
+                // dL/dW and dL/db of layer l.
+                let (m, n, k) = (layer.fan_out, layer.fan_in + 1, batch);
+                let constants = shape_constants(MODE_BACKWARD_WEIGHT, false, m, n, k, layer);
+                let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
+                let input = if l == 0 { &acts.input } else { &acts.post[l - 1] };
+                let bg = pipeline.bind_group(
+                    gpu,
+                    &[
+                        (0, acts.dpre[l].binding()),
+                        (1, input.binding()),
+                        (2, dummy_read.binding()),
+                        (3, grads.binding()),
+                        (4, dummy_write.binding()),
+                    ],
+                );
+                backward.push((pipeline, bg, matmul_grid(m, n)));
+                // dL/dz of layer l - 1 (the network input's gradient is not needed).
+                if l > 0 {
+                    let (m, n, k) = (batch, layer.fan_in, layer.fan_out);
+                    let constants = shape_constants(MODE_BACKWARD_INPUT, false, m, n, k, layer);
+                    let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
+                    let bg = pipeline.bind_group(
+                        gpu,
+                        &[
+                            (0, acts.dpre[l].binding()),
+                            (1, w.binding()),
+                            (2, acts.pre[l - 1].binding()),
+                            (3, acts.dpre[l - 1].binding()),
+                            (4, dummy_write.binding()),
+                        ],
+                    );
+                    backward.push((pipeline, bg, matmul_grid(m, n)));
+                }
+            }
+        }
+        Ok(Self { acts, forward, backward, _dummy_read: dummy_read, _dummy_write: dummy_write })
+    }
+
+    /// The network output (sigma * score or predicted noise), [batch, d].
+    pub fn output(&self) -> &GpuBuffer<f32> {
+        self.acts.pre.last().expect("a network has at least one layer")
+    }
+
+    /// dL/d(output), [batch, d]: where the loss kernel writes.
+    pub fn output_grad(&self) -> Option<&GpuBuffer<f32>> {
+        self.acts.dpre.last()
+    }
+
+    pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for (pipeline, bg, grid) in &self.forward {
+            pipeline.dispatch(pass, bg, &[], *grid);
+        }
+    }
+
+    pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for (pipeline, bg, grid) in &self.backward {
+            pipeline.dispatch(pass, bg, &[], *grid);
+        }
+    }
+}
+
+fn shape_constants(mode: f64, act: bool, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 7] {
+    [
+        ("MODE", mode),
+        ("ACT", if act { 1.0 } else { 0.0 }),
+        ("M", m as f64),
+        ("N", n as f64),
+        ("K", k as f64),
+        ("OFF_W", layer.w_offset as f64),
+        ("OFF_B", layer.b_offset as f64),
+    ]
+}
+
+/// Evaluates the network at given points and conditioning values, for score fields, pictures
+/// and tests: embed, then forward, for up to `batch` rows at a time.
+pub struct Evaluator {
+    pass: MlpPass,
+    embed: (Pipeline, wgpu::BindGroup),
+    x: GpuBuffer<f32>,
+    cond: GpuBuffer<f32>,
+    batch: usize,
+    dim: usize,
+}
+
+const WG_ROWS: u32 = 64;
+
+impl Evaluator {
+    pub async fn new(gpu: &Gpu, model: &ScoreMlp, weights: Weights, batch: usize) -> Result<Self> {
+        let pass = MlpPass::new(gpu, model, weights, batch, None).await?;
+        let d = model.shape.dim;
+        let none = wgpu::BufferUsages::empty();
+        let x = GpuBuffer::new(gpu, "scorefield.eval.x", batch * d, none)?;
+        let cond = GpuBuffer::new(gpu, "scorefield.eval.cond", batch, none)?;
+        let constants = [("D", d as f64), ("F", EMBED_FREQS as f64), ("B", batch as f64), ("WG", WG_ROWS as f64)];
+        let pipeline = gpu.pipeline(&shaders::OBJECTIVE, "embed", &constants).await?;
+        let bg = pipeline.bind_group(
+            gpu,
+            &[(3, model.freqs.binding()), (4, pass.acts.input.binding()), (7, x.binding()), (8, cond.binding())],
+        );
+        Ok(Self { pass, embed: (pipeline, bg), x, cond, batch, dim: d })
+    }
+
+    /// The network output [n, d] at the points `x` [n, d] with conditioning values `cond` [n].
+    pub async fn run(&self, gpu: &Gpu, x: &[f32], cond: &[f32]) -> Result<Vec<f32>> {
+        let n = cond.len();
+        if x.len() != n * self.dim {
+            return Err(Error::invalid(
+                "evaluation points",
+                format!("{} floats for {n} rows of {}", x.len(), self.dim),
+            ));
+        }
+        let mut out = Vec::with_capacity(x.len());
+        for start in (0..n).step_by(self.batch) {
+            let rows = (n - start).min(self.batch);
+            self.x.write(gpu, 0, &x[start * self.dim..(start + rows) * self.dim]);
+            self.cond.write(gpu, 0, &cond[start..start + rows]);
+            let mut encoder = gpu.encoder("scorefield.eval");
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("scorefield.eval"),
+                    timestamp_writes: None,
+                });
+                let grid = gpu.grid((self.batch as u32).div_ceil(WG_ROWS));
+                self.embed.0.dispatch(&mut pass, &self.embed.1, &[], grid);
+                self.pass.record_forward(&mut pass);
+            }
+            gpu.submit(encoder);
+            out.extend(self.pass.output().read_range(gpu, 0, rows * self.dim).await?);
+        }
+        Ok(out)
+    }
+}

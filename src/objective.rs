@@ -1,0 +1,183 @@
+//! The training objectives and their noise schedules.
+//!
+//! Every objective perturbs a data point x as x~ = a x + sigma eps, eps ~ N(0, I), conditions the
+//! network on a scalar c, and minimises the batch mean of 0.5 |r|^2, where
+//! - score parametrisation (DSM, NCSN, VE and VP SDE): the network output n = sigma * s(x~) and
+//!   r = n + eps. This is lambda(sigma) = sigma^2 weighting: sigma^2 * 0.5 |s + eps/sigma|^2
+//!   (Song & Ermon 2019, eq. 6; Song et al. 2021's `get_sde_loss_fn` with
+//!   `likelihood_weighting=False`, yang-song/score_sde losses.py, up to its factor 0.5);
+//! - eps parametrisation (DDPM, Ho et al. 2020, L_simple): n = eps_theta(x~, t) and r = n - eps.
+//!   The score is then -n / sigma.
+
+use crate::error::{Error, Result};
+
+/// Continuous-time objectives draw t ~ U(T_MIN, 1): `eps=1e-5` in score_sde's
+/// `get_sde_loss_fn` (losses.py), which avoids the singular sigma(0) of the VP SDE.
+pub const T_MIN: f64 = 1e-5;
+
+/// A training objective with its noise schedule.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Objective {
+    /// Denoising score matching at one noise level (Vincent 2011).
+    Dsm { sigma: f64 },
+    /// NCSN: `levels` noise levels geometric from `sigma_max` down to `sigma_min`, one drawn
+    /// uniformly per example, lambda(sigma) = sigma^2 (Song & Ermon 2019).
+    Ncsn { sigma_max: f64, sigma_min: f64, levels: usize },
+    /// DDPM eps-prediction over `steps` discrete steps with betas linear from `beta_min` to
+    /// `beta_max` (Ho et al. 2020: 1e-4, 0.02, 1000). Conditioned on t / steps.
+    Ddpm { beta_min: f64, beta_max: f64, steps: usize },
+    /// Continuous-time VE SDE: sigma(t) = sigma_min (sigma_max / sigma_min)^t; conditioned on
+    /// log sigma(t) (Song et al. 2021).
+    VeSde { sigma_min: f64, sigma_max: f64 },
+    /// Continuous-time VP SDE: beta(t) = beta_min + t (beta_max - beta_min) (score_sde defaults
+    /// 0.1 and 20); conditioned on t.
+    VpSde { beta_min: f64, beta_max: f64 },
+}
+
+/// How the network's output relates to the score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parametrisation {
+    /// output = sigma * score
+    Score,
+    /// output = predicted noise; score = -output / sigma
+    Eps,
+}
+
+/// One entry of a discrete schedule: x~ = a x + sigma eps, conditioning value c.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NoiseLevel {
+    pub a: f64,
+    pub sigma: f64,
+    pub cond: f64,
+}
+
+impl Objective {
+    /// Checks the settings, naming the offending one.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::invalid(name, format!("{v} must be a positive finite number")))
+            }
+        };
+        match *self {
+            Objective::Dsm { sigma } => positive("sigma", sigma),
+            Objective::Ncsn { sigma_max, sigma_min, levels } => {
+                positive("sigma_max", sigma_max)?;
+                positive("sigma_min", sigma_min)?;
+                if sigma_min >= sigma_max || levels < 2 {
+                    return Err(Error::invalid(
+                        "ncsn schedule",
+                        format!("need sigma_min < sigma_max and levels >= 2 (got {sigma_min}, {sigma_max}, {levels})"),
+                    ));
+                }
+                Ok(())
+            }
+            Objective::Ddpm { beta_min, beta_max, steps } => {
+                positive("beta_min", beta_min)?;
+                if !(beta_min <= beta_max && beta_max < 1.0) || steps < 2 {
+                    return Err(Error::invalid(
+                        "ddpm schedule",
+                        format!(
+                            "need 0 < beta_min <= beta_max < 1 and steps >= 2 (got {beta_min}, {beta_max}, {steps})"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            Objective::VeSde { sigma_min, sigma_max } => {
+                positive("sigma_min", sigma_min)?;
+                positive("sigma_max", sigma_max)?;
+                if sigma_min >= sigma_max {
+                    return Err(Error::invalid(
+                        "ve schedule",
+                        format!("sigma_min {sigma_min} >= sigma_max {sigma_max}"),
+                    ));
+                }
+                Ok(())
+            }
+            Objective::VpSde { beta_min, beta_max } => {
+                positive("beta_min", beta_min)?;
+                positive("beta_max", beta_max)?;
+                if beta_min > beta_max {
+                    return Err(Error::invalid("vp schedule", format!("beta_min {beta_min} > beta_max {beta_max}")));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn parametrisation(&self) -> Parametrisation {
+        match self {
+            Objective::Ddpm { .. } => Parametrisation::Eps,
+            _ => Parametrisation::Score,
+        }
+    }
+
+    /// The schedule kind the perturb kernel uses: 0 table, 1 VE SDE, 2 VP SDE.
+    pub fn schedule_kind(&self) -> u32 {
+        match self {
+            Objective::VeSde { .. } => 1,
+            Objective::VpSde { .. } => 2,
+            _ => 0,
+        }
+    }
+
+    /// The discrete levels (DSM: one; NCSN: sigma_1 > ... > sigma_L; DDPM: t = 0 .. T-1).
+    /// Empty for continuous-time objectives.
+    pub fn levels(&self) -> Vec<NoiseLevel> {
+        match *self {
+            Objective::Dsm { sigma } => vec![NoiseLevel { a: 1.0, sigma, cond: sigma.ln() }],
+            Objective::Ncsn { sigma_max, sigma_min, levels } => geometric_sigmas(sigma_max, sigma_min, levels)
+                .into_iter()
+                .map(|sigma| NoiseLevel { a: 1.0, sigma, cond: sigma.ln() })
+                .collect(),
+            Objective::Ddpm { beta_min, beta_max, steps } => {
+                let mut alpha_bar = 1.0;
+                (0..steps)
+                    .map(|t| {
+                        alpha_bar *= 1.0 - ddpm_beta(beta_min, beta_max, steps, t);
+                        NoiseLevel {
+                            a: alpha_bar.sqrt(),
+                            sigma: (1.0 - alpha_bar).sqrt(),
+                            cond: t as f64 / steps as f64,
+                        }
+                    })
+                    .collect()
+            }
+            Objective::VeSde { .. } | Objective::VpSde { .. } => Vec::new(),
+        }
+    }
+
+    /// The perturbation at continuous time t (VE and VP SDEs).
+    pub fn at_time(&self, t: f64) -> Option<NoiseLevel> {
+        match *self {
+            Objective::VeSde { sigma_min, sigma_max } => {
+                let sigma = sigma_min * (sigma_max / sigma_min).powf(t);
+                Some(NoiseLevel { a: 1.0, sigma, cond: sigma.ln() })
+            }
+            Objective::VpSde { beta_min, beta_max } => {
+                let log_mean = -0.25 * t * t * (beta_max - beta_min) - 0.5 * t * beta_min;
+                Some(NoiseLevel { a: log_mean.exp(), sigma: (1.0 - (2.0 * log_mean).exp()).sqrt(), cond: t })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// beta_t of a linear DDPM schedule, t = 0 .. steps-1.
+pub fn ddpm_beta(beta_min: f64, beta_max: f64, steps: usize, t: usize) -> f64 {
+    beta_min + (beta_max - beta_min) * t as f64 / (steps - 1) as f64
+}
+
+/// `levels` sigmas geometric from `sigma_max` down to `sigma_min` (ncsn's `np.exp(np.linspace(
+/// np.log(sigma_begin), np.log(sigma_end), num_classes))`, ermongroup/ncsn).
+pub fn geometric_sigmas(sigma_max: f64, sigma_min: f64, levels: usize) -> Vec<f64> {
+    if levels == 1 {
+        return vec![sigma_max];
+    }
+    (0..levels)
+        .map(|i| (sigma_max.ln() + (sigma_min.ln() - sigma_max.ln()) * i as f64 / (levels - 1) as f64).exp())
+        .collect()
+}

@@ -1,0 +1,7 @@
+//! f64 CPU versions of every kernel, small and plainly right, for tests and for checking.
+//! File for file beside shaders/: mlp.rs ~ mlp.wgsl, objective.rs ~ objective.wgsl,
+//! adam.rs ~ adam.wgsl.
+
+pub mod adam;
+pub mod mlp;
+pub mod objective;

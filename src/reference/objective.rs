@@ -1,0 +1,64 @@
+//! Noise injection and the loss in f64, drawing the same random numbers as the kernels.
+
+use crate::model::MlpShape;
+use crate::objective::{Objective, Parametrisation, T_MIN};
+use crate::reference::mlp::embed;
+use crate::rng::{self, Stream};
+
+/// One drawn batch: which data rows, the noise, the network input, and each row's level.
+pub struct Batch {
+    pub index: Vec<usize>,
+    pub noise: Vec<f64>,
+    pub input: Vec<f64>,
+    pub level: Vec<f64>,
+}
+
+/// The batch of training step `step`, as shaders/objective.wgsl `perturb` draws it.
+pub fn perturb(
+    objective: &Objective,
+    shape: &MlpShape,
+    freqs: &[f64],
+    data: &[f64],
+    seed: u64,
+    step: u32,
+    batch: usize,
+) -> Batch {
+    let d = shape.dim;
+    let n_data = (data.len() / d) as u64;
+    let d4 = d.div_ceil(4) as u64;
+    let levels = objective.levels();
+    let (mut index, mut noise, mut x, mut cond, mut level) = (vec![], vec![], vec![], vec![], vec![]);
+    for b in 0..batch as u64 {
+        let i = (rng::u32_at(seed, Stream::BatchIndex.at(step), b) as u64 % n_data) as usize;
+        let u = rng::u32_at(seed, Stream::NoiseLevel.at(step), b);
+        let (lvl, nl) = if levels.is_empty() {
+            // f32 as the kernel computes t, then f64 from there.
+            let t = T_MIN as f32 + (1.0 - T_MIN as f32) * ((u >> 8) as f32 * (1.0 / 16_777_216.0));
+            (t as f64, objective.at_time(t as f64).expect("continuous objective"))
+        } else {
+            let l = u as usize % levels.len();
+            (l as f64, levels[l])
+        };
+        for j in 0..d as u64 {
+            let e = rng::normal_at(seed, Stream::NoiseValue.at(step), b * d4 * 4 + j);
+            noise.push(e);
+            x.push(nl.a * data[i * d + j as usize] + nl.sigma * e);
+        }
+        index.push(i);
+        cond.push(nl.cond);
+        level.push(lvl);
+    }
+    let input = embed(shape, freqs, &x, &cond);
+    Batch { index, noise, input, level }
+}
+
+/// Per-example losses 0.5 |r|^2 and dL/d(output) for the batch mean; r = output + eps (score
+/// parametrisation) or output - eps (eps parametrisation).
+pub fn loss_grad(param: Parametrisation, output: &[f64], noise: &[f64], dim: usize) -> (Vec<f64>, Vec<f64>) {
+    let batch = output.len() / dim;
+    let sign = if param == Parametrisation::Eps { -1.0 } else { 1.0 };
+    let r: Vec<f64> = output.iter().zip(noise).map(|(o, e)| o + sign * e).collect();
+    let losses = r.chunks(dim).map(|row| 0.5 * row.iter().map(|v| v * v).sum::<f64>()).collect();
+    let dout = r.iter().map(|v| v / batch as f64).collect();
+    (losses, dout)
+}

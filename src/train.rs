@@ -1,0 +1,402 @@
+//! Trainer: keeps the data, the network, its gradients and Adam state on the device, and records
+//! whole training steps (batch draw and noise, forward, loss gradient, backward, Adam) into one
+//! compute pass, many steps per submit. The loss comes back every `log_every` steps through a
+//! readback that never waits.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuBuffer, PendingRead, Pipeline};
+use crate::model::{MlpPass, MlpShape, ScoreMlp, Weights, EMBED_FREQS};
+use crate::objective::{Objective, Parametrisation, T_MIN};
+use crate::optim::AdamConfig;
+use crate::shaders;
+
+/// Twin of `StepParams` in shaders/step.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct StepParams {
+    pub seed: [u32; 2],
+    pub step: u32,
+    pub n_data: u32,
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub adam_eps: f32,
+    pub bias_c1: f32,
+    pub bias_c2: f32,
+    pub ema_decay: f32,
+    pub t_min: f32,
+    pub sigma_min: f32,
+    pub sigma_max: f32,
+    pub beta_min: f32,
+    pub beta_max: f32,
+}
+
+/// Everything that defines a training run besides the data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub shape: MlpShape,
+    pub objective: Objective,
+    pub adam: AdamConfig,
+    pub batch: usize,
+    pub seed: u64,
+    /// Steps recorded per submit: more means fewer submits, less host work per step.
+    pub steps_per_submit: usize,
+}
+
+/// The per-example losses of one logged step, with each example's noise level (the level
+/// index for discrete schedules, t for continuous ones).
+#[derive(Clone, Debug)]
+pub struct LossRecord {
+    pub step: u64,
+    pub losses: Vec<f32>,
+    pub levels: Vec<f32>,
+}
+
+impl LossRecord {
+    pub fn mean(&self) -> f64 {
+        self.losses.iter().map(|&l| l as f64).sum::<f64>() / self.losses.len().max(1) as f64
+    }
+}
+
+const WG_ROWS: u32 = 64;
+const WG_ADAM: u32 = 256;
+
+/// A training run on the device.
+pub struct Trainer {
+    gpu: Gpu,
+    config: TrainConfig,
+    model: ScoreMlp,
+    n_data: usize,
+    step: u64,
+    _data: GpuBuffer<f32>,
+    _table: GpuBuffer<f32>,
+    grads: GpuBuffer<f32>,
+    adam_m: GpuBuffer<f32>,
+    adam_v: GpuBuffer<f32>,
+    noise: GpuBuffer<f32>,
+    level: GpuBuffer<f32>,
+    loss: GpuBuffer<f32>,
+    /// A ring of `steps_per_submit` uniform slots, one StepParams each.
+    step_ring: wgpu::Buffer,
+    slot_stride: u64,
+    mlp: MlpPass,
+    perturb: (Pipeline, Vec<wgpu::BindGroup>),
+    loss_grad: (Pipeline, wgpu::BindGroup),
+    adam: (Pipeline, Vec<wgpu::BindGroup>),
+    pending: Vec<PendingLoss>,
+}
+
+/// A logged step's losses and levels on their way back.
+struct PendingLoss {
+    step: u64,
+    losses: PendingRead<f32>,
+    levels: PendingRead<f32>,
+    got_losses: Option<Vec<f32>>,
+}
+
+impl Trainer {
+    /// Uploads `data` (`n` rows of `config.shape.dim` floats, row-major) and builds every
+    /// pipeline and bind group the steps need.
+    pub async fn new(gpu: &Gpu, config: TrainConfig, data: &[f32]) -> Result<Self> {
+        let model = ScoreMlp::new(gpu, config.shape, config.seed)?;
+        Self::with_model(gpu, config, data, model).await
+    }
+
+    /// As [`Trainer::new`], starting from a given network.
+    pub async fn with_model(gpu: &Gpu, config: TrainConfig, data: &[f32], model: ScoreMlp) -> Result<Self> {
+        config.shape.validate()?;
+        config.objective.validate()?;
+        if model.shape != config.shape {
+            return Err(Error::invalid(
+                "model",
+                format!("shape {:?} differs from the config's {:?}", model.shape, config.shape),
+            ));
+        }
+        let d = config.shape.dim;
+        if data.is_empty() || !data.len().is_multiple_of(d) {
+            return Err(Error::invalid(
+                "training data",
+                format!("{} floats is not a non-empty whole number of {d}-dimensional rows", data.len()),
+            ));
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                "training data",
+                format!("value {} at row {}, column {} is not finite", data[i], i / d, i % d),
+            ));
+        }
+        if config.batch == 0 || config.steps_per_submit == 0 {
+            return Err(Error::invalid("trainer", "batch and steps_per_submit must be at least 1"));
+        }
+        let n_data = data.len() / d;
+        let batch = config.batch;
+        let p = config.shape.param_count();
+        let none = wgpu::BufferUsages::empty();
+        let data_buf = GpuBuffer::from_slice(gpu, "scorefield.train.data", data, none)?;
+        let levels = config.objective.levels();
+        let mut table: Vec<f32> =
+            levels.iter().flat_map(|l| [l.a as f32, l.sigma as f32, l.cond as f32, 0.0]).collect();
+        // Continuous-time objectives read no table, but the binding needs one vec4.
+        table.resize(table.len().max(4), 0.0);
+        let table_buf = GpuBuffer::from_slice(gpu, "scorefield.train.schedule", &table, none)?;
+        let zeros = |label: &str, len: usize| GpuBuffer::<f32>::new(gpu, label, len, none);
+        let grads = zeros("scorefield.train.grads", p)?;
+        let adam_m = zeros("scorefield.train.adam_m", p)?;
+        let adam_v = zeros("scorefield.train.adam_v", p)?;
+        let noise = zeros("scorefield.train.noise", batch * d)?;
+        let level = zeros("scorefield.train.level", batch)?;
+        let loss = zeros("scorefield.train.loss", batch)?;
+
+        let slot_stride = (std::mem::size_of::<StepParams>() as u64)
+            .next_multiple_of(gpu.limits().min_uniform_buffer_offset_alignment as u64);
+        let slots = config.steps_per_submit;
+        let step_ring = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scorefield.train.step_params"),
+            size: slot_stride * slots as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let slot = |i: usize| {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &step_ring,
+                offset: i as u64 * slot_stride,
+                size: wgpu::BufferSize::new(std::mem::size_of::<StepParams>() as u64),
+            })
+        };
+
+        let mlp = MlpPass::new(gpu, &model, Weights::Raw, batch, Some(&grads)).await?;
+
+        let objective_constants = [
+            ("D", d as f64),
+            ("F", EMBED_FREQS as f64),
+            ("B", batch as f64),
+            ("L", levels.len().max(1) as f64),
+            ("SCHEDULE", config.objective.schedule_kind() as f64),
+            ("PARAM", if config.objective.parametrisation() == Parametrisation::Eps { 1.0 } else { 0.0 }),
+            ("WG", WG_ROWS as f64),
+        ];
+        let perturb = gpu.pipeline(&shaders::OBJECTIVE, "perturb", &objective_constants).await?;
+        let perturb_groups = (0..slots)
+            .map(|i| {
+                perturb.bind_group(
+                    gpu,
+                    &[
+                        (0, slot(i)),
+                        (1, data_buf.binding()),
+                        (2, table_buf.binding()),
+                        (3, model.freqs.binding()),
+                        (4, mlp.acts.input.binding()),
+                        (5, noise.binding()),
+                        (6, level.binding()),
+                    ],
+                )
+            })
+            .collect();
+        let loss_pipeline = gpu.pipeline(&shaders::OBJECTIVE, "loss_grad", &objective_constants).await?;
+        let output_grad = mlp.output_grad().ok_or_else(|| Error::invalid("trainer", "no backward pass"))?;
+        let loss_group = loss_pipeline.bind_group(
+            gpu,
+            &[(5, noise.binding()), (9, mlp.output().binding()), (10, output_grad.binding()), (11, loss.binding())],
+        );
+        let adam = gpu.pipeline(&shaders::ADAM, "main", &[("P", p as f64), ("WG", WG_ADAM as f64)]).await?;
+        let adam_groups = (0..slots)
+            .map(|i| {
+                adam.bind_group(
+                    gpu,
+                    &[
+                        (0, slot(i)),
+                        (1, grads.binding()),
+                        (2, model.params.binding()),
+                        (3, adam_m.binding()),
+                        (4, adam_v.binding()),
+                        (5, model.ema.binding()),
+                    ],
+                )
+            })
+            .collect();
+        Ok(Self {
+            gpu: gpu.clone(),
+            config,
+            model,
+            n_data,
+            step: 0,
+            _data: data_buf,
+            _table: table_buf,
+            grads,
+            adam_m,
+            adam_v,
+            noise,
+            level,
+            loss,
+            step_ring,
+            slot_stride,
+            mlp,
+            perturb: (perturb, perturb_groups),
+            loss_grad: (loss_pipeline, loss_group),
+            adam: (adam, adam_groups),
+            pending: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    pub fn model(&self) -> &ScoreMlp {
+        &self.model
+    }
+
+    /// Steps taken so far.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    pub fn grads(&self) -> &GpuBuffer<f32> {
+        &self.grads
+    }
+
+    /// Adam's first and second moments.
+    pub fn adam_state(&self) -> (&GpuBuffer<f32>, &GpuBuffer<f32>) {
+        (&self.adam_m, &self.adam_v)
+    }
+
+    /// The noise drawn for the last step's batch, [batch, d].
+    pub fn noise(&self) -> &GpuBuffer<f32> {
+        &self.noise
+    }
+
+    /// The parameters of step `step` (0-based) as the kernels see them.
+    pub fn step_params(&self, step: u64) -> Result<StepParams> {
+        let a = &self.config.adam;
+        let (c1, c2) = a.bias_corrections(step + 1);
+        let step32 = u32::try_from(step).map_err(|_| Error::invalid("step", "more than 2^32 steps"))?;
+        let (sigma_min, sigma_max, beta_min, beta_max) = match self.config.objective {
+            Objective::VeSde { sigma_min, sigma_max } => (sigma_min, sigma_max, 0.0, 0.0),
+            Objective::VpSde { beta_min, beta_max } => (0.0, 0.0, beta_min, beta_max),
+            _ => (0.0, 0.0, 0.0, 0.0),
+        };
+        Ok(StepParams {
+            seed: [self.config.seed as u32, (self.config.seed >> 32) as u32],
+            step: step32,
+            n_data: self.n_data as u32,
+            lr: a.lr as f32,
+            beta1: a.beta1 as f32,
+            beta2: a.beta2 as f32,
+            adam_eps: a.eps as f32,
+            bias_c1: c1 as f32,
+            bias_c2: c2 as f32,
+            ema_decay: a.ema_decay as f32,
+            t_min: T_MIN as f32,
+            sigma_min: sigma_min as f32,
+            sigma_max: sigma_max as f32,
+            beta_min: beta_min as f32,
+            beta_max: beta_max as f32,
+        })
+    }
+
+    /// Records up to `steps_per_submit` steps into `encoder` (the embedding path: the caller
+    /// submits). Returns how many were recorded. The step parameters are written with
+    /// `queue.write_buffer`, so the encoder must be submitted before the next call records more.
+    pub fn record_steps(&mut self, encoder: &mut wgpu::CommandEncoder, steps: usize) -> Result<usize> {
+        let n = steps.min(self.config.steps_per_submit);
+        let mut ring = vec![0u8; self.slot_stride as usize * n];
+        for i in 0..n {
+            let params = self.step_params(self.step + i as u64)?;
+            let at = i * self.slot_stride as usize;
+            ring[at..at + std::mem::size_of::<StepParams>()].copy_from_slice(bytemuck::bytes_of(&params));
+        }
+        self.gpu.queue().write_buffer(&self.step_ring, 0, &ring);
+        let rows = self.gpu.grid((self.config.batch as u32).div_ceil(WG_ROWS));
+        let params = self.gpu.grid((self.config.shape.param_count() as u32).div_ceil(WG_ADAM));
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("scorefield.train.step"),
+            timestamp_writes: None,
+        });
+        for i in 0..n {
+            self.perturb.0.dispatch(&mut pass, &self.perturb.1[i], &[], rows);
+            self.mlp.record_forward(&mut pass);
+            self.loss_grad.0.dispatch(&mut pass, &self.loss_grad.1, &[], rows);
+            self.mlp.record_backward(&mut pass);
+            self.adam.0.dispatch(&mut pass, &self.adam.1[i], &[], params);
+        }
+        drop(pass);
+        self.step += n as u64;
+        Ok(n)
+    }
+
+    /// Runs `steps` steps, submitting every `steps_per_submit`. With `log_every > 0`, the
+    /// per-example losses of every step whose count is a multiple of it are copied out and
+    /// collected by [`Trainer::take_losses`] once the GPU has finished them.
+    pub fn run(&mut self, steps: u64, log_every: u64) -> Result<()> {
+        let mut left = steps;
+        while left > 0 {
+            // Stop a chunk at the next logged step so its losses can be copied right after it.
+            let mut chunk = left.min(self.config.steps_per_submit as u64);
+            if log_every > 0 {
+                let to_log = log_every - (self.step % log_every);
+                chunk = chunk.min(to_log);
+            }
+            let mut encoder = self.gpu.encoder("scorefield.train");
+            let n = self.record_steps(&mut encoder, chunk as usize)? as u64;
+            let mut logged = None;
+            if log_every > 0 && self.step.is_multiple_of(log_every) {
+                let b = self.config.batch;
+                let losses = PendingRead::record(&self.gpu, &mut encoder, self.loss.raw(), 0, b)?;
+                let levels = PendingRead::record(&self.gpu, &mut encoder, self.level.raw(), 0, b)?;
+                logged = Some((self.step, losses, levels));
+            }
+            self.gpu.submit(encoder);
+            if let Some((step, mut losses, mut levels)) = logged {
+                losses.start();
+                levels.start();
+                self.pending.push(PendingLoss { step, losses, levels, got_losses: None });
+            }
+            left -= n;
+        }
+        Ok(())
+    }
+
+    /// The loss records whose readback has completed, oldest first; never waits.
+    pub fn take_losses(&mut self) -> Result<Vec<LossRecord>> {
+        let mut done = Vec::new();
+        while let Some(p) = self.pending.first_mut() {
+            if p.got_losses.is_none() {
+                p.got_losses = p.losses.try_take(&self.gpu)?;
+            }
+            let Some(losses) = p.got_losses.take() else { break };
+            let Some(levels) = p.levels.try_take(&self.gpu)? else {
+                p.got_losses = Some(losses);
+                break;
+            };
+            done.push(LossRecord { step: p.step, losses, levels });
+            self.pending.remove(0);
+        }
+        Ok(done)
+    }
+
+    /// Waits for all submitted work and returns every outstanding loss record.
+    pub async fn finish(&mut self) -> Result<Vec<LossRecord>> {
+        let mut done = Vec::new();
+        for p in self.pending.drain(..) {
+            let losses = match p.got_losses {
+                Some(l) => l,
+                None => p.losses.finish(&self.gpu, None).await?,
+            };
+            let levels = p.levels.finish(&self.gpu, None).await?;
+            done.push(LossRecord { step: p.step, losses, levels });
+        }
+        self.gpu.wait(None)?;
+        Ok(done)
+    }
+
+    /// The per-example losses and levels of the last step (waits for it).
+    pub async fn last_losses(&self) -> Result<LossRecord> {
+        Ok(LossRecord {
+            step: self.step,
+            losses: self.loss.read(&self.gpu).await?,
+            levels: self.level.read(&self.gpu).await?,
+        })
+    }
+}
