@@ -4,6 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuBuffer, Pipeline};
+use crate::rng::split;
 use crate::shaders;
 
 /// Twin of `NoiseParams` in shaders/noise.wgsl.
@@ -23,10 +24,6 @@ const WG: u32 = 256;
 pub struct NoiseKernels {
     uniform_u32: Pipeline,
     normal: Pipeline,
-}
-
-fn split(v: u64) -> [u32; 2] {
-    [v as u32, (v >> 32) as u32]
 }
 
 impl NoiseKernels {

@@ -72,7 +72,8 @@ pub fn philox4x32_10(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     c
 }
 
-fn split(v: u64) -> [u32; 2] {
+/// A 64-bit value as the (low, high) word pair the shaders use for it.
+pub fn split(v: u64) -> [u32; 2] {
     [v as u32, (v >> 32) as u32]
 }
 

@@ -278,7 +278,7 @@ impl Trainer {
             _ => (0.0, 0.0, 0.0, 0.0),
         };
         Ok(StepParams {
-            seed: [self.config.seed as u32, (self.config.seed >> 32) as u32],
+            seed: crate::rng::split(self.config.seed),
             step: step32,
             n_data: self.n_data as u32,
             lr: a.lr as f32,
