@@ -23,6 +23,8 @@ pub mod objective;
 pub mod optim;
 pub mod reference;
 pub mod rng;
+pub mod sample;
+pub mod schedule;
 pub mod shaders;
 pub mod train;
 

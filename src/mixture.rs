@@ -1,33 +1,55 @@
-//! Isotropic Gaussian mixtures: exact samples and exact noised scores, the ground truth every
-//! learned score and every sampler is checked against.
+//! Gaussian mixtures with diagonal covariances: exact samples and exact noised scores, the
+//! ground truth every learned score and every sampler is checked against. A single Gaussian is
+//! a mixture of one component.
 
 use crate::error::{Error, Result};
 use crate::rng::{self, Stream};
 
-/// sum_k w_k N(mu_k, s_k^2 I) in R^d.
+/// sum_k w_k N(mu_k, diag(s_k)^2) in R^d.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GaussianMixture {
     pub dim: usize,
     pub weights: Vec<f64>,
     /// [K, d] row-major.
     pub means: Vec<f64>,
+    /// [K, d] row-major: the standard deviation of each component along each axis.
     pub stds: Vec<f64>,
 }
 
 impl GaussianMixture {
+    /// A mixture of `weights.len()` components with `means` [K, d] and `stds` either [K]
+    /// (isotropic components) or [K, d] (diagonal ones).
     pub fn new(dim: usize, weights: Vec<f64>, means: Vec<f64>, stds: Vec<f64>) -> Result<Self> {
         let k = weights.len();
-        if k == 0 || means.len() != k * dim || stds.len() != k {
-            return Err(Error::invalid("mixture", format!("{k} weights need {k} x {dim} means and {k} stds")));
+        if dim == 0 || k == 0 || means.len() != k * dim || (stds.len() != k && stds.len() != k * dim) {
+            return Err(Error::invalid(
+                "mixture",
+                format!(
+                    "{k} weights in {dim} dimensions need {} means and {k} or {} stds (got {} and {})",
+                    k * dim,
+                    k * dim,
+                    means.len(),
+                    stds.len()
+                ),
+            ));
         }
         let total: f64 = weights.iter().sum();
-        if weights.iter().any(|w| w.is_nan() || *w < 0.0) || (total - 1.0).abs() > 1e-6 {
-            return Err(Error::invalid("mixture weights", format!("{weights:?} must be non-negative and sum to 1")));
+        if weights.iter().any(|w| !(w.is_finite() && *w > 0.0)) || (total - 1.0).abs() > 1e-6 {
+            return Err(Error::invalid("mixture weights", format!("{weights:?} must be positive and sum to 1")));
         }
-        if stds.iter().any(|s| !(*s > 0.0 && s.is_finite())) || means.iter().any(|m| !m.is_finite()) {
-            return Err(Error::invalid("mixture", "stds must be positive and means finite"));
+        if let Some(s) = stds.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
+            return Err(Error::invalid("mixture stds", format!("{s} is not a positive finite number")));
         }
+        if let Some(m) = means.iter().find(|m| !m.is_finite()) {
+            return Err(Error::invalid("mixture means", format!("{m} is not finite")));
+        }
+        let stds = if stds.len() == k { stds.iter().flat_map(|&s| std::iter::repeat_n(s, dim)).collect() } else { stds };
         Ok(Self { dim, weights, means, stds })
+    }
+
+    /// One Gaussian N(mean, diag(std)^2).
+    pub fn gaussian(mean: Vec<f64>, std: Vec<f64>) -> Result<Self> {
+        Self::new(mean.len(), vec![1.0], mean, std)
     }
 
     /// Eight Gaussians of std 0.5 with means on a circle of radius 4 (../shared/WORKLOADS.md W1).
@@ -38,7 +60,7 @@ impl GaussianMixture {
                 [4.0 * a.cos(), 4.0 * a.sin()]
             })
             .collect();
-        Self { dim: 2, weights: vec![0.125; 8], means, stds: vec![0.5; 8] }
+        Self { dim: 2, weights: vec![0.125; 8], means, stds: vec![0.5; 16] }
     }
 
     pub fn components(&self) -> usize {
@@ -47,6 +69,24 @@ impl GaussianMixture {
 
     pub fn mean(&self, k: usize) -> &[f64] {
         &self.means[k * self.dim..(k + 1) * self.dim]
+    }
+
+    pub fn std(&self, k: usize) -> &[f64] {
+        &self.stds[k * self.dim..(k + 1) * self.dim]
+    }
+
+    /// The largest distance between two component means (0 for one component): Song & Ermon
+    /// (2020, technique 1) take the largest noise level about this large.
+    pub fn max_mean_distance(&self) -> f64 {
+        let k = self.components();
+        let mut best: f64 = 0.0;
+        for i in 0..k {
+            for j in i + 1..k {
+                let d2: f64 = self.mean(i).iter().zip(self.mean(j)).map(|(a, b)| (a - b).powi(2)).sum();
+                best = best.max(d2.sqrt());
+            }
+        }
+        best
     }
 
     /// `n` exact samples [n, d] and their components, from stream `Stream::Data.at(0)` of `seed`.
@@ -67,7 +107,7 @@ impl GaussianMixture {
             let k = k.unwrap_or(self.components() - 1);
             for j in 0..d {
                 let z = rng::normal_at(seed, Stream::Data.at(0), i * d4 + j);
-                x.push(self.mean(k)[j as usize] + self.stds[k] * z);
+                x.push(self.mean(k)[j as usize] + self.std(k)[j as usize] * z);
             }
             comp.push(k);
         }
@@ -75,26 +115,26 @@ impl GaussianMixture {
     }
 
     /// The score of the perturbed density of x~ = a x + sigma eps at the points `x` [n, d]:
-    /// component k becomes N(a mu_k, (a^2 s_k^2 + sigma^2) I), and the score is
+    /// component k becomes N(a mu_k, diag(a^2 s_k^2 + sigma^2)), and the score is
     /// sum_k r_k(x) (a mu_k - x) / (a^2 s_k^2 + sigma^2) with responsibilities r_k.
     pub fn noised_score(&self, x: &[f64], a: f64, sigma: f64) -> Vec<f64> {
         let d = self.dim;
+        let var = |k: usize, j: usize| a * a * self.std(k)[j].powi(2) + sigma * sigma;
         let mut out = Vec::with_capacity(x.len());
         let mut logp = vec![0.0; self.components()];
         for row in x.chunks(d) {
             for (k, lp) in logp.iter_mut().enumerate() {
-                let var = a * a * self.stds[k] * self.stds[k] + sigma * sigma;
-                let dist2: f64 = row.iter().zip(self.mean(k)).map(|(xi, mi)| (xi - a * mi).powi(2)).sum();
-                *lp = self.weights[k].ln() - 0.5 * dist2 / var - 0.5 * d as f64 * var.ln();
+                *lp = self.weights[k].ln()
+                    + (0..d).map(|j| -0.5 * (row[j] - a * self.mean(k)[j]).powi(2) / var(k, j) - 0.5 * var(k, j).ln()).sum::<f64>();
             }
             let max = logp.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let norm: f64 = logp.iter().map(|l| (l - max).exp()).sum();
             for (j, xj) in row.iter().enumerate() {
-                let mut s = 0.0;
-                for (k, lp) in logp.iter().enumerate() {
-                    let var = a * a * self.stds[k] * self.stds[k] + sigma * sigma;
-                    s += (lp - max).exp() / norm * (a * self.mean(k)[j] - xj) / var;
-                }
+                let s: f64 = logp
+                    .iter()
+                    .enumerate()
+                    .map(|(k, lp)| (lp - max).exp() / norm * (a * self.mean(k)[j] - xj) / var(k, j))
+                    .sum();
                 out.push(s);
             }
         }

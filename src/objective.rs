@@ -10,6 +10,8 @@
 //!   The score is then -n / sigma.
 
 use crate::error::{Error, Result};
+pub use crate::schedule::NoiseLevel;
+use crate::schedule::Sde;
 
 /// Continuous-time objectives draw t ~ U(T_MIN, 1): `eps=1e-5` in score_sde's
 /// `get_sde_loss_fn` (losses.py), which avoids the singular sigma(0) of the VP SDE.
@@ -43,13 +45,6 @@ pub enum Parametrisation {
     Eps,
 }
 
-/// One entry of a discrete schedule: x~ = a x + sigma eps, conditioning value c.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct NoiseLevel {
-    pub a: f64,
-    pub sigma: f64,
-    pub cond: f64,
-}
 
 impl Objective {
     /// Checks the settings, naming the offending one.
@@ -128,10 +123,10 @@ impl Objective {
     /// Empty for continuous-time objectives.
     pub fn levels(&self) -> Vec<NoiseLevel> {
         match *self {
-            Objective::Dsm { sigma } => vec![NoiseLevel { a: 1.0, sigma, cond: sigma.ln() }],
+            Objective::Dsm { sigma } => vec![NoiseLevel::ve(sigma)],
             Objective::Ncsn { sigma_max, sigma_min, levels } => geometric_sigmas(sigma_max, sigma_min, levels)
                 .into_iter()
-                .map(|sigma| NoiseLevel { a: 1.0, sigma, cond: sigma.ln() })
+                .map(NoiseLevel::ve)
                 .collect(),
             Objective::Ddpm { beta_min, beta_max, steps } => {
                 let mut alpha_bar = 1.0;
@@ -150,19 +145,18 @@ impl Objective {
         }
     }
 
-    /// The perturbation at continuous time t (VE and VP SDEs).
-    pub fn at_time(&self, t: f64) -> Option<NoiseLevel> {
+    /// The SDE of a continuous-time objective.
+    pub fn sde(&self) -> Option<Sde> {
         match *self {
-            Objective::VeSde { sigma_min, sigma_max } => {
-                let sigma = sigma_min * (sigma_max / sigma_min).powf(t);
-                Some(NoiseLevel { a: 1.0, sigma, cond: sigma.ln() })
-            }
-            Objective::VpSde { beta_min, beta_max } => {
-                let log_mean = -0.25 * t * t * (beta_max - beta_min) - 0.5 * t * beta_min;
-                Some(NoiseLevel { a: log_mean.exp(), sigma: (1.0 - (2.0 * log_mean).exp()).sqrt(), cond: t })
-            }
+            Objective::VeSde { sigma_min, sigma_max } => Some(Sde::Ve { sigma_min, sigma_max }),
+            Objective::VpSde { beta_min, beta_max } => Some(Sde::Vp { beta_min, beta_max }),
             _ => None,
         }
+    }
+
+    /// The perturbation at continuous time t (VE and VP SDEs).
+    pub fn at_time(&self, t: f64) -> Option<NoiseLevel> {
+        self.sde().map(|sde| sde.marginal(t))
     }
 }
 

@@ -9,6 +9,7 @@ pub const STEP_WGSL: &str = include_str!("../shaders/step.wgsl");
 pub const MLP_WGSL: &str = include_str!("../shaders/mlp.wgsl");
 pub const OBJECTIVE_WGSL: &str = include_str!("../shaders/objective.wgsl");
 pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
+pub const SAMPLE_WGSL: &str = include_str!("../shaders/sample.wgsl");
 
 /// Philox output and normals into a buffer.
 pub const NOISE: KernelSource = KernelSource { name: "noise", parts: &[RNG_WGSL, NOISE_WGSL] };
@@ -22,5 +23,8 @@ pub const OBJECTIVE: KernelSource = KernelSource { name: "objective", parts: &[R
 /// Adam and the EMA of the weights.
 pub const ADAM: KernelSource = KernelSource { name: "adam", parts: &[STEP_WGSL, ADAM_WGSL] };
 
+/// Sampler steps: exact mixture scores, the per-particle network, updates, the corrector's norms.
+pub const SAMPLE: KernelSource = KernelSource { name: "sample", parts: &[RNG_WGSL, SAMPLE_WGSL] };
+
 /// Every kernel, for the validation test and for warming the pipeline cache.
-pub const ALL: &[KernelSource] = &[NOISE, FMA, MLP, OBJECTIVE, ADAM];
+pub const ALL: &[KernelSource] = &[NOISE, FMA, MLP, OBJECTIVE, ADAM, SAMPLE];

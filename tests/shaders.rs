@@ -154,4 +154,11 @@ fn params_structs_match_their_wgsl_twins() {
             beta_min, beta_max
         ]
     );
+    check_twin!(
+        shaders::SAMPLE,
+        scorefield::sample::SampleStep,
+        "SampleStep",
+        [stream, flags, _pad, a, sigma, cond, out_scale, c_x, c_s, c_z, c_p, k_x, k_s, snr, snr_alpha]
+    );
+    check_twin!(shaders::SAMPLE, scorefield::sample::SampleCursor, "SampleCursor", [seed, first, count]);
 }

@@ -1,0 +1,360 @@
+// sample.wgsl: sampler steps over N particles, one invocation per particle. Composed after
+// rng.wgsl.
+//
+// Bindings (group 0), by entry point:
+//   all:           0 uniform cursor: SampleCursor (seed; the schedule entries this dispatch runs)
+//                  1 read schedule: array<SampleStep>     2 rw particles [N, D]
+//   fused:         3 rw saved [N, D] (Heun)  5 read mixture (SOURCE 0)  6 read params, 7 read freqs (SOURCE 1)
+//   score_mixture: 4 rw score [N, D]  5 read mixture
+//   embed:         7 read freqs  10 rw net_input [N, D + 2F]
+//   measure_norms: 4 rw score  8 rw norms [2N]
+//   reduce_norms:  8 rw norms  9 rw norm_sum [2]
+//   update:        3 rw saved  4 rw score  9 rw norm_sum (read only here)
+//
+// Every sampler is a list of SampleSteps, built on the host (src/sample/method.rs). Step i
+// evaluates the score s = s(x; a_i, sigma_i) of the noised density at the particle, draws
+// z ~ N(0, I) and sets, elementwise,
+//     x <- c_x x + c_s s + c_z z + c_p p,      and, if SAVE, p <- k_x x + k_s s
+// with the coefficients of the step; p is a second register per particle (Heun's partial sum).
+// A step with SNR > 0 is a Langevin corrector step (Song et al. 2021, score_sde `LangevinCorrector`):
+//     eps = 2 alpha (snr |z| / |s|)^2 with |z|, |s| averaged over all particles,
+//     x <- x + eps s + sqrt(2 eps) z,
+// which couples the particles and so runs staged only (measure_norms, reduce_norms, update).
+//
+// The score comes from SOURCE:
+//   0: a Gaussian mixture with diagonal covariances, exactly: component k of the noised density
+//      is N(a mu_k, diag(a^2 s_k^2 + sigma^2)); mixture[k * (1 + 2D)] = log w_k, then mu_k [D],
+//      then s_k [D]. The responsibilities use a max-shifted log-sum-exp.
+//   1: the score MLP (src/model.rs layout): out_scale * net(x, cond), with out_scale = 1/sigma
+//      (score parametrisation) or -1/sigma (eps parametrisation).
+// Two paths give the same numbers (tests/sample.rs):
+//   fused:  every step of cursor.first .. first + count in one dispatch, the particle in private
+//           memory, the network evaluated per particle (D <= MAX_D, W <= MAX_W), the weights read
+//           from storage with uniform indices (one broadcast load per weight per SIMD group);
+//   staged: per step, score_mixture or embed + the dense-layer kernels (mlp.wgsl) write the
+//           score (or network output) to `score`, then update applies it; for any D and width.
+// Noise of step i: normals mul_wide(n, ceil(D/4)) + j/4 of stream (step.stream), lane j % 4.
+
+struct SampleStep {
+    stream: vec2<u32>,   // Philox stream of this step's noise
+    flags: u32,          // FLAG_SAVE | FLAG_NO_SCORE
+    _pad: u32,
+    a: f32,              // the noise level the score is evaluated at: x~ = a x + sigma eps
+    sigma: f32,
+    cond: f32,           // the network's conditioning value
+    out_scale: f32,      // score = out_scale * network output (1 for the mixture)
+    c_x: f32,
+    c_s: f32,
+    c_z: f32,
+    c_p: f32,
+    k_x: f32,
+    k_s: f32,
+    snr: f32,            // > 0: Langevin corrector step with this signal-to-noise ratio
+    snr_alpha: f32,
+}
+
+struct SampleCursor {
+    seed: vec2<u32>,
+    first: u32,          // schedule index of the first step of this dispatch
+    count: u32,          // steps in this dispatch (fused; staged dispatches run one)
+}
+
+const FLAG_SAVE: u32 = 1u;
+const FLAG_NO_SCORE: u32 = 2u;
+const MAX_D: u32 = 64u;      // private particle arrays (fused path and mixture scores)
+const MAX_W: u32 = 128u;     // private activations of the fused network (width and input width)
+
+override D: u32 = 2u;        // particle dimension
+override N: u32 = 1u;        // particles
+override SOURCE: u32 = 0u;   // 0 Gaussian mixture, 1 score MLP
+override K: u32 = 1u;        // mixture components
+override H: u32 = 1u;        // hidden layers of the network
+override W: u32 = 1u;        // hidden width
+override F: u32 = 16u;       // embedding frequencies (2F embedding features)
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> cursor: SampleCursor;
+@group(0) @binding(1) var<storage, read> schedule: array<SampleStep>;
+@group(0) @binding(2) var<storage, read_write> particles: array<f32>;
+@group(0) @binding(3) var<storage, read_write> saved: array<f32>;
+@group(0) @binding(4) var<storage, read_write> score: array<f32>;
+@group(0) @binding(5) var<storage, read> mixture: array<f32>;
+@group(0) @binding(6) var<storage, read> params: array<f32>;
+@group(0) @binding(7) var<storage, read> freqs: array<f32>;
+@group(0) @binding(8) var<storage, read_write> norms: array<f32>;
+@group(0) @binding(9) var<storage, read_write> norm_sum: array<f32>;
+@group(0) @binding(10) var<storage, read_write> net_input: array<f32>;
+
+fn particle_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+// The four normals of z for particle n, dimensions j0 .. j0 + 3 (j0 a multiple of 4).
+fn noise4(st: SampleStep, n: u32, j0: u32) -> vec4<f32> {
+    return normal4(cursor.seed, st.stream, add_u64(mul_wide(n, (D + 3u) / 4u), vec2<u32>(j0 / 4u, 0u)));
+}
+
+// The update of one element: (new x, new p).
+fn update_elem(st: SampleStep, x: f32, s: f32, z: f32, p: f32) -> vec2<f32> {
+    // c_x = 0 starts afresh: the old x may be anything, even NaN, and must not leak in.
+    let xc = select(st.c_x * x, 0.0, st.c_x == 0.0);
+    let pc = select(st.c_p * p, 0.0, st.c_p == 0.0);
+    let x_new = xc + st.c_s * s + st.c_z * z + pc;
+    return vec2<f32>(x_new, st.k_x * x + st.k_s * s);
+}
+
+// ---- exact scores of a Gaussian mixture -------------------------------------------------------
+
+fn component_logit(x: ptr<function, array<f32, MAX_D>>, k: u32, a: f32, sigma: f32) -> f32 {
+    let base = k * (1u + 2u * D);
+    var l = mixture[base];
+    for (var j = 0u; j < D; j++) {
+        let sd = mixture[base + 1u + D + j];
+        let v = a * a * sd * sd + sigma * sigma;
+        let r = (*x)[j] - a * mixture[base + 1u + j];
+        l -= 0.5 * (r * r / v + log(v));
+    }
+    return l;
+}
+
+fn mixture_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32, MAX_D>>, a: f32, sigma: f32) {
+    var top = -3.0e38;
+    for (var k = 0u; k < K; k++) {
+        top = max(top, component_logit(x, k, a, sigma));
+    }
+    var total = 0.0;
+    for (var j = 0u; j < D; j++) {
+        (*s)[j] = 0.0;
+    }
+    for (var k = 0u; k < K; k++) {
+        let r = exp(component_logit(x, k, a, sigma) - top);
+        total += r;
+        let base = k * (1u + 2u * D);
+        for (var j = 0u; j < D; j++) {
+            let sd = mixture[base + 1u + D + j];
+            let v = a * a * sd * sd + sigma * sigma;
+            (*s)[j] += r * (a * mixture[base + 1u + j] - (*x)[j]) / v;
+        }
+    }
+    for (var j = 0u; j < D; j++) {
+        (*s)[j] /= total;
+    }
+}
+
+// ---- the score MLP, one particle at a time (fused path) ---------------------------------------
+
+fn silu(z: f32) -> f32 {
+    return z / (1.0 + exp(-z));
+}
+
+// dst = act(W src + b) for the layer whose W [fan_out, fan_in] sits at w_off, b right after.
+// Four outputs at a time share each load of src; sums run over k in order with fma, as in
+// mlp.wgsl, so both paths round alike.
+fn dense(src: ptr<function, array<f32, MAX_W>>, dst: ptr<function, array<f32, MAX_W>>, fan_in: u32, fan_out: u32, w_off: u32, act: bool) {
+    let b_off = w_off + fan_in * fan_out;
+    for (var j = 0u; j < fan_out; j += 4u) {
+        let rows = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(fan_out - 1u)) * fan_in + w_off;
+        var acc = vec4<f32>(0.0);
+        for (var k = 0u; k < fan_in; k++) {
+            let w = vec4<f32>(params[rows.x + k], params[rows.y + k], params[rows.z + k], params[rows.w + k]);
+            acc = fma(w, vec4<f32>((*src)[k]), acc);
+        }
+        for (var t = 0u; t < min(4u, fan_out - j); t++) {
+            let z = acc[t] + params[b_off + j + t];
+            (*dst)[j + t] = select(z, silu(z), act);
+        }
+    }
+}
+
+fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32, MAX_D>>, st: SampleStep) {
+    var h: array<f32, MAX_W>;
+    var g: array<f32, MAX_W>;
+    let fan_in = D + 2u * F;
+    for (var j = 0u; j < D; j++) {
+        h[j] = (*x)[j];
+    }
+    for (var k = 0u; k < F; k++) {
+        let arg = st.cond * freqs[k];
+        h[D + k] = sin(arg);
+        h[D + F + k] = cos(arg);
+    }
+    dense(&h, &g, fan_in, W, 0u, true);
+    var off = fan_in * W + W;
+    for (var l = 1u; l < H; l++) {
+        if (l & 1u) == 1u {
+            dense(&g, &h, W, W, off, true);
+        } else {
+            dense(&h, &g, W, W, off, true);
+        }
+        off += W * W + W;
+    }
+    // After H hidden layers the activations are in g (H odd) or h (H even).
+    if (H & 1u) == 1u {
+        dense(&g, &h, W, D, off, false);
+        for (var j = 0u; j < D; j++) {
+            (*s)[j] = st.out_scale * h[j];
+        }
+    } else {
+        dense(&h, &g, W, D, off, false);
+        for (var j = 0u; j < D; j++) {
+            (*s)[j] = st.out_scale * g[j];
+        }
+    }
+}
+
+// ---- entry points -----------------------------------------------------------------------------
+
+@compute @workgroup_size(WG)
+fn fused(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = particle_id(gid, nwg);
+    if n >= N {
+        return;
+    }
+    var x: array<f32, MAX_D>;
+    var p: array<f32, MAX_D>;
+    var s: array<f32, MAX_D>;
+    for (var j = 0u; j < D; j++) {
+        x[j] = particles[n * D + j];
+        p[j] = saved[n * D + j];
+    }
+    for (var i = cursor.first; i < cursor.first + cursor.count; i++) {
+        let st = schedule[i];
+        if (st.flags & FLAG_NO_SCORE) != 0u {
+            for (var j = 0u; j < D; j++) {
+                s[j] = 0.0;
+            }
+        } else if SOURCE == 0u {
+            mixture_score(&x, &s, st.a, st.sigma);
+        } else {
+            network_score(&x, &s, st);
+        }
+        let save = (st.flags & FLAG_SAVE) != 0u;
+        for (var j0 = 0u; j0 < D; j0 += 4u) {
+            let z = noise4(st, n, j0);
+            for (var j = j0; j < min(j0 + 4u, D); j++) {
+                let r = update_elem(st, x[j], s[j], z[j - j0], p[j]);
+                x[j] = r.x;
+                if save {
+                    p[j] = r.y;
+                }
+            }
+        }
+    }
+    for (var j = 0u; j < D; j++) {
+        particles[n * D + j] = x[j];
+        saved[n * D + j] = p[j];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn score_mixture(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = particle_id(gid, nwg);
+    if n >= N {
+        return;
+    }
+    let st = schedule[cursor.first];
+    var x: array<f32, MAX_D>;
+    var s: array<f32, MAX_D>;
+    for (var j = 0u; j < D; j++) {
+        x[j] = particles[n * D + j];
+    }
+    mixture_score(&x, &s, st.a, st.sigma);
+    for (var j = 0u; j < D; j++) {
+        score[n * D + j] = s[j];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn embed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = particle_id(gid, nwg);
+    if n >= N {
+        return;
+    }
+    let cond = schedule[cursor.first].cond;
+    let base = n * (D + 2u * F);
+    for (var j = 0u; j < D; j++) {
+        net_input[base + j] = particles[n * D + j];
+    }
+    for (var k = 0u; k < F; k++) {
+        let arg = cond * freqs[k];
+        net_input[base + D + k] = sin(arg);
+        net_input[base + D + F + k] = cos(arg);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn measure_norms(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = particle_id(gid, nwg);
+    if n >= N {
+        return;
+    }
+    let st = schedule[cursor.first];
+    var s2 = 0.0;
+    var z2 = 0.0;
+    for (var j0 = 0u; j0 < D; j0 += 4u) {
+        let z = noise4(st, n, j0);
+        for (var j = j0; j < min(j0 + 4u, D); j++) {
+            let s = st.out_scale * score[n * D + j];
+            s2 += s * s;
+            z2 += z[j - j0] * z[j - j0];
+        }
+    }
+    norms[2u * n] = sqrt(s2);
+    norms[2u * n + 1u] = sqrt(z2);
+}
+
+const REDUCE_WG: u32 = 256u;
+var<workgroup> partial: array<vec2<f32>, REDUCE_WG>;
+
+// One workgroup sums the per-particle norms in a fixed order (strided, then a tree), so the
+// corrector's step size is reproducible.
+@compute @workgroup_size(REDUCE_WG)
+fn reduce_norms(@builtin(local_invocation_index) lid: u32) {
+    var acc = vec2<f32>(0.0);
+    for (var n = lid; n < N; n += REDUCE_WG) {
+        acc += vec2<f32>(norms[2u * n], norms[2u * n + 1u]);
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var width = REDUCE_WG / 2u; width > 0u; width /= 2u) {
+        if lid < width {
+            partial[lid] += partial[lid + width];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        norm_sum[0] = partial[0].x;
+        norm_sum[1] = partial[0].y;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = particle_id(gid, nwg);
+    if n >= N {
+        return;
+    }
+    var st = schedule[cursor.first];
+    if st.snr > 0.0 {
+        // The ratio of the mean norms is the ratio of their sums.
+        let ratio = st.snr * norm_sum[1] / norm_sum[0];
+        let eps = 2.0 * st.snr_alpha * ratio * ratio;
+        st.c_x = 1.0;
+        st.c_s = eps;
+        st.c_z = sqrt(2.0 * eps);
+    }
+    let no_score = (st.flags & FLAG_NO_SCORE) != 0u;
+    let save = (st.flags & FLAG_SAVE) != 0u;
+    for (var j0 = 0u; j0 < D; j0 += 4u) {
+        let z = noise4(st, n, j0);
+        for (var j = j0; j < min(j0 + 4u, D); j++) {
+            let i = n * D + j;
+            let s = select(st.out_scale * score[i], 0.0, no_score);
+            let r = update_elem(st, particles[i], s, z[j - j0], saved[i]);
+            particles[i] = r.x;
+            if save {
+                saved[i] = r.y;
+            }
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The samplers as lists of steps. Every sampler here is, per step, one score evaluation at a
+//! noise level and an elementwise update x <- c_x x + c_s s + c_z z + c_p p (p: Heun's partial
+//! sum), or a Langevin corrector step whose size comes from the particles' mean norms. This file
+//! turns each method into that list, with the defaults and update rules of its reference; the
+//! kernels (shaders/sample.wgsl) only ever see the list.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use crate::objective::{ddpm_beta, Objective};
+use crate::rng::Stream;
+use crate::schedule::{NoiseLevel, Sde};
+
+/// Twin of `SampleStep` in shaders/sample.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct SampleStep {
+    pub stream: [u32; 2],
+    pub flags: u32,
+    pub _pad: u32,
+    pub a: f32,
+    pub sigma: f32,
+    pub cond: f32,
+    pub out_scale: f32,
+    pub c_x: f32,
+    pub c_s: f32,
+    pub c_z: f32,
+    pub c_p: f32,
+    pub k_x: f32,
+    pub k_s: f32,
+    pub snr: f32,
+    pub snr_alpha: f32,
+}
+
+/// Twin of `SampleCursor` in shaders/sample.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct SampleCursor {
+    pub seed: [u32; 2],
+    pub first: u32,
+    pub count: u32,
+}
+
+pub const FLAG_SAVE: u32 = 1;
+pub const FLAG_NO_SCORE: u32 = 2;
+
+/// A sampling method with its settings. Constructors with the reference defaults are below.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Method {
+    /// Langevin dynamics at one noise level: x <- x + alpha/2 s(x) + sqrt(alpha) z, from
+    /// N(0, init_std^2 I).
+    Langevin { level: NoiseLevel, step_size: f64, steps: usize, init_std: f64 },
+    /// Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1): for sigma_1 > ... > sigma_L,
+    /// `steps_per_level` Langevin steps with alpha_i = eps sigma_i^2 / sigma_L^2, from
+    /// N(0, sigma_1^2 I); with `denoise`, a last step x + sigma_L^2 s(x, sigma_L) (Tweedie's
+    /// formula; Song & Ermon 2020, Jolicoeur-Martineau et al. 2021).
+    AnnealedLangevin { sigmas: Vec<f64>, steps_per_level: usize, eps: f64, denoise: bool },
+    /// Reverse-time SDE with Euler-Maruyama steps (score_sde `EulerMaruyamaPredictor`): t from
+    /// 1 to the SDE's sampling eps in `steps` steps of dt = -1/steps; the last step adds no noise
+    /// (score_sde's `noise_removal`).
+    ReverseSde { sde: Sde, steps: usize },
+    /// Predictor-corrector (score_sde `pc_sampler`): per time step, `corrector_steps` Langevin
+    /// corrector steps with signal-to-noise ratio `snr`, then one reverse-diffusion predictor
+    /// step (the SDE's own discretisation run backwards).
+    PredictorCorrector { sde: Sde, steps: usize, snr: f64, corrector_steps: usize },
+    /// The probability-flow ODE dx/dt = f(x, t) - g(t)^2 / 2 s(x, t), from t = 1 to the SDE's
+    /// sampling eps on a uniform grid of `steps` steps, with Euler or Heun (Karras et al. 2022,
+    /// Algorithm 1) steps.
+    ProbabilityFlow { sde: Sde, steps: usize, heun: bool },
+    /// DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) over the linear beta schedule of
+    /// `Objective::Ddpm`, with sigma_t^2 = beta_t; conditioned on t / steps like its training.
+    Ddpm { beta_min: f64, beta_max: f64, steps: usize },
+}
+
+/// One step of a sampler as the host plans it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlannedStep {
+    pub level: NoiseLevel,
+    pub step: SampleStep,
+    /// This step ends one step of the method (snapshots are taken at these).
+    pub boundary: bool,
+}
+
+impl Method {
+    /// Annealed Langevin with the settings that sample a 2-D mixture well (../shared/
+    /// WORKLOADS.md, notes for a default 2-D run): L = 10 sigmas geometric from `sigma_max`
+    /// (about the largest distance between modes) to 0.01, T = 100, eps = 1e-4, and the final
+    /// denoising step. Song & Ermon (2019) used sigma 1 .. 0.01, T = 100, eps = 2e-5 for images.
+    pub fn annealed_langevin(sigma_max: f64) -> Self {
+        Method::AnnealedLangevin {
+            sigmas: crate::objective::geometric_sigmas(sigma_max, 0.01, 10),
+            steps_per_level: 100,
+            eps: 1e-4,
+            denoise: true,
+        }
+    }
+
+    /// score_sde's VE predictor-corrector defaults: 1000 steps (`model.num_scales`), snr 0.16,
+    /// one corrector step (`configs/ve/*`).
+    pub fn predictor_corrector(sde: Sde) -> Self {
+        Method::PredictorCorrector { sde, steps: 1000, snr: 0.16, corrector_steps: 1 }
+    }
+
+    /// Ho et al. (2020): betas 1e-4 .. 0.02 over 1000 steps.
+    pub fn ddpm() -> Self {
+        Method::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000 }
+    }
+
+    /// The method's name as the CLI spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Langevin { .. } => "langevin",
+            Method::AnnealedLangevin { .. } => "annealed",
+            Method::ReverseSde { .. } => "euler-maruyama",
+            Method::PredictorCorrector { .. } => "pc",
+            Method::ProbabilityFlow { heun: false, .. } => "ode-euler",
+            Method::ProbabilityFlow { heun: true, .. } => "ode-heun",
+            Method::Ddpm { .. } => "ddpm",
+        }
+    }
+
+    /// Whether some step couples the particles (the corrector's mean norms): such methods run
+    /// on the staged path only.
+    pub fn couples_particles(&self) -> bool {
+        matches!(self, Method::PredictorCorrector { corrector_steps, .. } if *corrector_steps > 0)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::invalid(name, format!("{v} must be a positive finite number")))
+            }
+        };
+        let at_least = |name: &str, v: usize, min: usize| {
+            if v >= min {
+                Ok(())
+            } else {
+                Err(Error::invalid(name, format!("{v} must be at least {min}")))
+            }
+        };
+        match self {
+            Method::Langevin { level, step_size, steps, init_std } => {
+                positive("langevin sigma", level.sigma)?;
+                positive("langevin step_size", *step_size)?;
+                positive("langevin init_std", *init_std)?;
+                at_least("langevin steps", *steps, 1)
+            }
+            Method::AnnealedLangevin { sigmas, steps_per_level, eps, .. } => {
+                positive("annealed eps", *eps)?;
+                at_least("annealed steps_per_level", *steps_per_level, 1)?;
+                at_least("annealed sigmas (count)", sigmas.len(), 1)?;
+                for s in sigmas {
+                    positive("annealed sigmas", *s)?;
+                }
+                if sigmas.windows(2).any(|w| w[1] >= w[0]) {
+                    return Err(Error::invalid("annealed sigmas", format!("{sigmas:?} must be strictly decreasing")));
+                }
+                Ok(())
+            }
+            Method::ReverseSde { sde, steps } | Method::ProbabilityFlow { sde, steps, .. } => {
+                sde.validate()?;
+                at_least("sampler steps", *steps, 2)
+            }
+            Method::PredictorCorrector { sde, steps, snr, .. } => {
+                sde.validate()?;
+                positive("pc snr", *snr)?;
+                at_least("sampler steps", *steps, 2)
+            }
+            Method::Ddpm { beta_min, beta_max, steps } => {
+                Objective::Ddpm { beta_min: *beta_min, beta_max: *beta_max, steps: *steps }.validate()
+            }
+        }
+    }
+
+    /// The standard deviation of the Gaussian the particles start from.
+    pub fn init_std(&self) -> f64 {
+        match self {
+            Method::Langevin { init_std, .. } => *init_std,
+            Method::AnnealedLangevin { sigmas, .. } => sigmas[0],
+            Method::ReverseSde { sde, .. }
+            | Method::PredictorCorrector { sde, .. }
+            | Method::ProbabilityFlow { sde, .. } => sde.prior_std(),
+            Method::Ddpm { .. } => 1.0,
+        }
+    }
+
+    /// The whole run: an initial step drawing x ~ N(0, init_std^2 I), then the method's steps.
+    /// Step i (the initial one is 0) draws its noise from stream `SamplerStep.at(i)`, the initial
+    /// one from `SamplerInit.at(0)`.
+    pub fn plan(&self) -> Result<Vec<PlannedStep>> {
+        self.validate()?;
+        let mut plan = vec![PlannedStep {
+            level: NoiseLevel::ve(1.0),
+            step: SampleStep {
+                stream: crate::rng::split(Stream::SamplerInit.at(0)),
+                flags: FLAG_NO_SCORE,
+                c_z: self.init_std() as f32,
+                ..Default::default()
+            },
+            boundary: true,
+        }];
+        let mut push = |level: NoiseLevel, c: Coefficients, boundary: bool| {
+            let i = u32::try_from(plan.len()).map_err(|_| Error::invalid("sampler", "more than 2^32 steps"))?;
+            plan.push(PlannedStep {
+                level,
+                step: SampleStep {
+                    stream: crate::rng::split(Stream::SamplerStep.at(i)),
+                    flags: c.flags,
+                    a: level.a as f32,
+                    sigma: level.sigma as f32,
+                    cond: level.cond as f32,
+                    out_scale: 1.0,
+                    c_x: c.x as f32,
+                    c_s: c.s as f32,
+                    c_z: c.z as f32,
+                    c_p: c.p as f32,
+                    k_x: c.k_x as f32,
+                    k_s: c.k_s as f32,
+                    snr: c.snr as f32,
+                    snr_alpha: c.snr_alpha as f32,
+                    _pad: 0,
+                },
+                boundary,
+            });
+            Ok::<(), Error>(())
+        };
+        match self {
+            Method::Langevin { level, step_size, steps, .. } => {
+                for _ in 0..*steps {
+                    push(*level, Coefficients::langevin(*step_size), true)?;
+                }
+            }
+            Method::AnnealedLangevin { sigmas, steps_per_level, eps, denoise } => {
+                let last = sigmas[sigmas.len() - 1];
+                for &sigma in sigmas {
+                    let alpha = eps * sigma * sigma / (last * last);
+                    for _ in 0..*steps_per_level {
+                        push(NoiseLevel::ve(sigma), Coefficients::langevin(alpha), true)?;
+                    }
+                }
+                if *denoise {
+                    push(NoiseLevel::ve(last), Coefficients { s: last * last, ..Coefficients::IDENTITY }, true)?;
+                }
+            }
+            Method::ReverseSde { sde, steps } => {
+                let n = *steps as f64;
+                for (k, t) in sde_times(sde, *steps).enumerate() {
+                    // x + (f - g^2 s) dt + g sqrt(-dt) z, dt = -1/N; f = alpha x.
+                    let (alpha, g2) = sde.drift_diffusion(t);
+                    let last = k + 1 == *steps;
+                    let c = Coefficients {
+                        x: 1.0 - alpha / n,
+                        s: g2 / n,
+                        z: if last { 0.0 } else { (g2 / n).sqrt() },
+                        ..Coefficients::IDENTITY
+                    };
+                    push(sde.marginal(t), c, true)?;
+                }
+            }
+            Method::PredictorCorrector { sde, steps, snr, corrector_steps } => {
+                for (k, t) in sde_times(sde, *steps).enumerate() {
+                    let level = sde.marginal(t);
+                    // score_sde LangevinCorrector: alpha = alphas[timestep] for VP, 1 for VE.
+                    let snr_alpha = 1.0 - sde.discrete_beta(t, *steps);
+                    for _ in 0..*corrector_steps {
+                        push(level, Coefficients { snr: *snr, snr_alpha, ..Coefficients::IDENTITY }, false)?;
+                    }
+                    // ReverseDiffusionPredictor: x - (f - G^2 s) + G z with (f, G) = discretize.
+                    let (f, g) = sde.discretize(t, *steps);
+                    let last = k + 1 == *steps;
+                    let c =
+                        Coefficients { x: 1.0 - f, s: g * g, z: if last { 0.0 } else { g }, ..Coefficients::IDENTITY };
+                    push(level, c, true)?;
+                }
+            }
+            Method::ProbabilityFlow { sde, steps, heun } => {
+                let t_end = sde.sampling_eps();
+                let time = |k: usize| 1.0 + (t_end - 1.0) * k as f64 / *steps as f64;
+                for k in 0..*steps {
+                    let (t, t_next) = (time(k), time(k + 1));
+                    let h = t_next - t;
+                    // d(x, t) = alpha x + beta s with beta = -g^2 / 2.
+                    let (alpha, g2) = sde.drift_diffusion(t);
+                    let beta = -0.5 * g2;
+                    let euler = Coefficients { x: 1.0 + h * alpha, s: h * beta, ..Coefficients::IDENTITY };
+                    if !*heun {
+                        push(sde.marginal(t), euler, true)?;
+                        continue;
+                    }
+                    // Heun: x~ = x + h d(x, t); x' = x + h/2 (d(x, t) + d(x~, t')). The first
+                    // evaluation moves to x~ and keeps p = x + h/2 d(x, t); the second adds
+                    // h/2 d(x~, t') to p.
+                    let (alpha2, g2_next) = sde.drift_diffusion(t_next);
+                    let predict = Coefficients {
+                        k_x: 1.0 + 0.5 * h * alpha,
+                        k_s: 0.5 * h * beta,
+                        flags: FLAG_SAVE,
+                        ..euler
+                    };
+                    push(sde.marginal(t), predict, false)?;
+                    let correct = Coefficients {
+                        x: 0.5 * h * alpha2,
+                        s: 0.5 * h * -0.5 * g2_next,
+                        p: 1.0,
+                        ..Coefficients::IDENTITY
+                    };
+                    push(sde.marginal(t_next), correct, true)?;
+                }
+            }
+            Method::Ddpm { beta_min, beta_max, steps } => {
+                let levels = Objective::Ddpm { beta_min: *beta_min, beta_max: *beta_max, steps: *steps }.levels();
+                for t in (0..*steps).rev() {
+                    // x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) + sigma_t z,
+                    // and eps = -sqrt(1 - abar_t) s.
+                    let beta = ddpm_beta(*beta_min, *beta_max, *steps, t);
+                    let root_alpha = (1.0 - beta).sqrt();
+                    let c = Coefficients {
+                        x: 1.0 / root_alpha,
+                        s: beta / root_alpha,
+                        z: if t == 0 { 0.0 } else { beta.sqrt() },
+                        ..Coefficients::IDENTITY
+                    };
+                    push(levels[t], c, true)?;
+                }
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// The times of score_sde's samplers: `torch.linspace(sde.T, eps, sde.N)`.
+fn sde_times(sde: &Sde, steps: usize) -> impl Iterator<Item = f64> {
+    let eps = sde.sampling_eps();
+    (0..steps).map(move |k| 1.0 + (eps - 1.0) * k as f64 / (steps - 1) as f64)
+}
+
+/// The coefficients of one step, in f64 until they go to the device.
+#[derive(Clone, Copy, Debug)]
+struct Coefficients {
+    x: f64,
+    s: f64,
+    z: f64,
+    p: f64,
+    k_x: f64,
+    k_s: f64,
+    snr: f64,
+    snr_alpha: f64,
+    flags: u32,
+}
+
+impl Coefficients {
+    const IDENTITY: Self = Self { x: 1.0, s: 0.0, z: 0.0, p: 0.0, k_x: 0.0, k_s: 0.0, snr: 0.0, snr_alpha: 1.0, flags: 0 };
+
+    fn langevin(alpha: f64) -> Self {
+        Self { s: 0.5 * alpha, z: alpha.sqrt(), ..Self::IDENTITY }
+    }
+}

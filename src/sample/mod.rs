@@ -1,0 +1,536 @@
+//! Sampler: N particles in one device buffer, moved by a score field through the steps of a
+//! sampling method (see [`Method`]), many steps per submit and, for small networks and analytic
+//! scores, many steps per dispatch.
+//!
+//! The particle buffer is `[N, d]` f32, row-major, usable as STORAGE, VERTEX and COPY_SRC: an
+//! application can bind it as a vertex buffer (stride `4 d` bytes, `Float32x2` for d = 2) and
+//! draw it without a copy. Sampling records into an encoder and never waits; reading back is
+//! asynchronous.
+
+pub mod method;
+
+pub use method::{Method, PlannedStep, SampleCursor, SampleStep};
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuBuffer, PendingRead, Pipeline};
+use crate::mixture::GaussianMixture;
+use crate::model::{MlpPass, ScoreMlp, Weights, EMBED_FREQS};
+use crate::objective::Parametrisation;
+use crate::shaders;
+use method::FLAG_NO_SCORE;
+
+/// Where the score comes from.
+#[derive(Clone, Copy)]
+pub enum ScoreSource<'a> {
+    /// The exact score of a Gaussian mixture under the noise of each step.
+    Mixture(&'a GaussianMixture),
+    /// A trained network; `parametrisation` says how its output becomes a score (the training
+    /// objective's, [`crate::objective::Objective::parametrisation`]).
+    Network { model: &'a ScoreMlp, weights: Weights, parametrisation: Parametrisation },
+}
+
+impl ScoreSource<'_> {
+    pub fn dim(&self) -> usize {
+        match self {
+            ScoreSource::Mixture(m) => m.dim,
+            ScoreSource::Network { model, .. } => model.shape.dim,
+        }
+    }
+}
+
+/// How the steps are dispatched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Fused where the source and method allow it, staged otherwise.
+    Auto,
+    /// Many steps per dispatch, each particle in private memory (analytic scores, and networks
+    /// up to width 128 and d <= 64; not for methods that couple particles).
+    Fused,
+    /// One score evaluation and one update per step, as separate dispatches (any network).
+    Staged,
+}
+
+/// Particles, seed and dispatch settings of a sampling run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SamplerConfig {
+    pub particles: usize,
+    pub seed: u64,
+    pub path: Path,
+    /// Fused path: steps per dispatch. Shorter dispatches keep a desktop responsive (and under
+    /// an OS's GPU watchdog); longer ones cost fewer dispatches.
+    pub steps_per_dispatch: usize,
+    /// Dispatches recorded per submit by [`Sampler::run`].
+    pub dispatches_per_submit: usize,
+    /// Keep a copy of the particles after the initial draw and after every `k`-th step of the
+    /// method (and at the end); 0 keeps none.
+    pub snapshot_every: usize,
+}
+
+impl SamplerConfig {
+    pub fn new(particles: usize, seed: u64) -> Self {
+        Self { particles, seed, path: Path::Auto, steps_per_dispatch: 50, dispatches_per_submit: 64, snapshot_every: 0 }
+    }
+}
+
+/// Largest particle dimension of the per-particle kernels (`MAX_D` in sample.wgsl).
+pub const MAX_FUSED_DIM: usize = 64;
+/// Largest network width, and input width d + 32, of the fused path (`MAX_W` in sample.wgsl).
+pub const MAX_FUSED_WIDTH: usize = 128;
+
+const WG: u32 = 64;
+const CURSOR_BYTES: u64 = std::mem::size_of::<SampleCursor>() as u64;
+
+/// A run of dispatches between two cursor updates.
+#[derive(Clone, Copy, Debug)]
+struct Chunk {
+    first: usize,
+    count: usize,
+    /// Snapshot slot to copy the particles into after this chunk.
+    snapshot: Option<usize>,
+}
+
+/// How a staged step gets its score.
+enum ScoreStage {
+    Mixture(Pipeline, wgpu::BindGroup),
+    Network { embed: (Pipeline, wgpu::BindGroup), mlp: Box<MlpPass> },
+}
+
+struct Staged {
+    score: ScoreStage,
+    norms: (Pipeline, wgpu::BindGroup),
+    reduce: (Pipeline, wgpu::BindGroup),
+    update: (Pipeline, wgpu::BindGroup),
+}
+
+/// A sampling run on the device.
+pub struct Sampler {
+    gpu: Gpu,
+    dim: usize,
+    config: SamplerConfig,
+    plan: Vec<PlannedStep>,
+    chunks: Vec<Chunk>,
+    position: usize,
+    fused: Option<(Pipeline, wgpu::BindGroup)>,
+    staged: Option<Staged>,
+    particles: GpuBuffer<f32>,
+    schedule: GpuBuffer<SampleStep>,
+    cursors: GpuBuffer<SampleCursor>,
+    cursor: wgpu::Buffer,
+    snapshots: Option<GpuBuffer<f32>>,
+    snapshot_count: usize,
+    // Bound by the kernels; kept alive with their bind groups.
+    _buffers: Vec<GpuBuffer<f32>>,
+}
+
+impl Sampler {
+    /// Builds every pipeline, buffer and bind group of the run; records nothing yet.
+    pub async fn new(gpu: &Gpu, source: ScoreSource<'_>, method: &Method, config: SamplerConfig) -> Result<Self> {
+        let plan = method.plan()?;
+        let fusable = !method.couples_particles();
+        Self::from_plan(gpu, source, plan, fusable, config).await
+    }
+
+    pub(crate) async fn from_plan(
+        gpu: &Gpu,
+        source: ScoreSource<'_>,
+        mut plan: Vec<PlannedStep>,
+        fusable: bool,
+        config: SamplerConfig,
+    ) -> Result<Self> {
+        let d = source.dim();
+        let n = config.particles;
+        if n == 0 || config.steps_per_dispatch == 0 || config.dispatches_per_submit == 0 {
+            return Err(Error::invalid(
+                "sampler config",
+                "particles, steps_per_dispatch and dispatches_per_submit must be at least 1",
+            ));
+        }
+        let max_groups = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        if n.div_ceil(WG as usize) > max_groups * max_groups {
+            return Err(Error::Limit { limit: "max_compute_workgroups_per_dimension^2 * 64 particles", have: (max_groups * max_groups * WG as usize) as u64, need: n as u64 });
+        }
+        for p in &mut plan {
+            p.step.out_scale = out_scale(&source, p.level.sigma);
+        }
+        let fused_ok = fusable
+            && match source {
+                ScoreSource::Mixture(m) => m.dim <= MAX_FUSED_DIM,
+                ScoreSource::Network { model, .. } => {
+                    model.shape.dim <= MAX_FUSED_DIM
+                        && model.shape.width <= MAX_FUSED_WIDTH
+                        && model.shape.input_width() <= MAX_FUSED_WIDTH
+                }
+            };
+        if let ScoreSource::Mixture(m) = source {
+            if m.dim > MAX_FUSED_DIM {
+                return Err(Error::invalid(
+                    "mixture dimension",
+                    format!("{} > {MAX_FUSED_DIM}: exact mixture scores are computed per particle", m.dim),
+                ));
+            }
+        }
+        let fused = match config.path {
+            Path::Auto => fused_ok,
+            Path::Staged => false,
+            Path::Fused if fused_ok => true,
+            Path::Fused => {
+                return Err(Error::invalid(
+                    "sampler path",
+                    format!(
+                        "the fused path needs an uncoupled method (not predictor-corrector), d <= {MAX_FUSED_DIM} \
+                         and a network no wider than {MAX_FUSED_WIDTH}; use the staged path"
+                    ),
+                ))
+            }
+        };
+        let chunks = plan_chunks(&plan, fused, config);
+        let snapshot_count = chunks.iter().filter_map(|c| c.snapshot).max().map_or(0, |m| m + 1);
+
+        let none = wgpu::BufferUsages::empty();
+        let particles = GpuBuffer::new(gpu, "scorefield.sample.particles", n * d, wgpu::BufferUsages::VERTEX)?;
+        let steps: Vec<SampleStep> = plan.iter().map(|p| p.step).collect();
+        let schedule = GpuBuffer::from_slice(gpu, "scorefield.sample.schedule", &steps, none)?;
+        let seed = crate::rng::split(config.seed);
+        let cursor_values: Vec<SampleCursor> =
+            chunks.iter().map(|c| SampleCursor { seed, first: c.first as u32, count: c.count as u32 }).collect();
+        let cursors = GpuBuffer::from_slice(gpu, "scorefield.sample.cursors", &cursor_values, none)?;
+        let cursor = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scorefield.sample.cursor"),
+            size: CURSOR_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let snapshots = if snapshot_count > 0 {
+            Some(GpuBuffer::new(gpu, "scorefield.sample.snapshots", snapshot_count * n * d, none)?)
+        } else {
+            None
+        };
+        let buf = |label: &str, len: usize| GpuBuffer::<f32>::new(gpu, label, len, none);
+        let saved = buf("scorefield.sample.saved", n * d)?;
+        let mixture_values = match source {
+            ScoreSource::Mixture(m) => pack_mixture(m),
+            ScoreSource::Network { .. } => vec![0.0],
+        };
+        let mixture = GpuBuffer::from_slice(gpu, "scorefield.sample.mixture", &mixture_values, none)?;
+        let (shape_constants, params, freqs) = match source {
+            ScoreSource::Mixture(m) => ((0.0, m.components(), 1, 1), None, None),
+            ScoreSource::Network { model, weights, .. } => {
+                let p = match weights {
+                    Weights::Raw => &model.params,
+                    Weights::Ema => &model.ema,
+                };
+                ((1.0, 1, model.shape.hidden_layers, model.shape.width), Some(p), Some(&model.freqs))
+            }
+        };
+        let (source_kind, k, h, w) = shape_constants;
+        let constants = [
+            ("D", d as f64),
+            ("N", n as f64),
+            ("SOURCE", source_kind),
+            ("K", k as f64),
+            ("H", h as f64),
+            ("W", w as f64),
+            ("F", EMBED_FREQS as f64),
+            ("WG", WG as f64),
+        ];
+        let cursor_binding = || {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &cursor, offset: 0, size: None })
+        };
+
+        let mut keep = Vec::new();
+        let (fused_kernel, staged) = if fused {
+            let pipeline = gpu.pipeline(&shaders::SAMPLE, "fused", &constants).await?;
+            let mut entries = vec![
+                (0, cursor_binding()),
+                (1, schedule.binding()),
+                (2, particles.binding()),
+                (3, saved.binding()),
+            ];
+            match (params, freqs) {
+                (Some(p), Some(f)) => {
+                    entries.push((6, p.binding()));
+                    entries.push((7, f.binding()));
+                }
+                _ => entries.push((5, mixture.binding())),
+            }
+            let bg = pipeline.bind_group(gpu, &entries);
+            (Some((pipeline, bg)), None)
+        } else {
+            let norms = buf("scorefield.sample.norms", 2 * n)?;
+            let norm_sum = buf("scorefield.sample.norm_sum", 2)?;
+            let (score_stage, score_buffer) = match source {
+                ScoreSource::Mixture(_) => {
+                    let score = buf("scorefield.sample.score", n * d)?;
+                    let pipeline = gpu.pipeline(&shaders::SAMPLE, "score_mixture", &constants).await?;
+                    let bg = pipeline.bind_group(
+                        gpu,
+                        &[
+                            (0, cursor_binding()),
+                            (1, schedule.binding()),
+                            (2, particles.binding()),
+                            (4, score.binding()),
+                            (5, mixture.binding()),
+                        ],
+                    );
+                    let raw = score.raw().clone();
+                    keep.push(score);
+                    (ScoreStage::Mixture(pipeline, bg), raw)
+                }
+                ScoreSource::Network { model, weights, .. } => {
+                    let mlp = MlpPass::new(gpu, model, weights, n, None).await?;
+                    let pipeline = gpu.pipeline(&shaders::SAMPLE, "embed", &constants).await?;
+                    let bg = pipeline.bind_group(
+                        gpu,
+                        &[
+                            (0, cursor_binding()),
+                            (1, schedule.binding()),
+                            (2, particles.binding()),
+                            (7, model.freqs.binding()),
+                            (10, mlp.acts.input.binding()),
+                        ],
+                    );
+                    let raw = mlp.output().raw().clone();
+                    (ScoreStage::Network { embed: (pipeline, bg), mlp: Box::new(mlp) }, raw)
+                }
+            };
+            let score_binding =
+                || wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &score_buffer, offset: 0, size: None });
+            let measure = gpu.pipeline(&shaders::SAMPLE, "measure_norms", &constants).await?;
+            let measure_bg = measure.bind_group(
+                gpu,
+                &[(0, cursor_binding()), (1, schedule.binding()), (4, score_binding()), (8, norms.binding())],
+            );
+            let reduce = gpu.pipeline(&shaders::SAMPLE, "reduce_norms", &constants).await?;
+            let reduce_bg = reduce.bind_group(gpu, &[(8, norms.binding()), (9, norm_sum.binding())]);
+            let update = gpu.pipeline(&shaders::SAMPLE, "update", &constants).await?;
+            let update_bg = update.bind_group(
+                gpu,
+                &[
+                    (0, cursor_binding()),
+                    (1, schedule.binding()),
+                    (2, particles.binding()),
+                    (3, saved.binding()),
+                    (4, score_binding()),
+                    (9, norm_sum.binding()),
+                ],
+            );
+            keep.push(norms);
+            keep.push(norm_sum);
+            let staged = Staged {
+                score: score_stage,
+                norms: (measure, measure_bg),
+                reduce: (reduce, reduce_bg),
+                update: (update, update_bg),
+            };
+            (None, Some(staged))
+        };
+        keep.push(saved);
+        keep.push(mixture);
+        Ok(Self {
+            gpu: gpu.clone(),
+            dim: d,
+            config,
+            plan,
+            chunks,
+            position: 0,
+            fused: fused_kernel,
+            staged,
+            particles,
+            schedule,
+            cursors,
+            cursor,
+            snapshots,
+            snapshot_count,
+            _buffers: keep,
+        })
+    }
+
+    /// The particles, `[N, d]` f32 row-major (STORAGE | VERTEX | COPY_SRC).
+    pub fn particles(&self) -> &GpuBuffer<f32> {
+        &self.particles
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn config(&self) -> &SamplerConfig {
+        &self.config
+    }
+
+    /// Whether the fused path was chosen.
+    pub fn is_fused(&self) -> bool {
+        self.fused.is_some()
+    }
+
+    /// The planned steps (the initial draw first).
+    pub fn plan(&self) -> &[PlannedStep] {
+        &self.plan
+    }
+
+    /// Dispatch groups (cursor updates) in the whole run, and how many are recorded so far.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.position, self.chunks.len())
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.position == self.chunks.len()
+    }
+
+    /// Starts over from a fresh initial draw at the next record.
+    pub fn reset(&mut self) {
+        self.position = 0;
+    }
+
+    /// Starts over from the given particles `[N, d]`, skipping the initial draw.
+    pub fn restart_from(&mut self, particles: &[f32]) -> Result<()> {
+        if particles.len() != self.particles.len() {
+            return Err(Error::invalid(
+                "particles",
+                format!("{} floats given, the sampler holds {} x {}", particles.len(), self.config.particles, self.dim),
+            ));
+        }
+        self.particles.write(&self.gpu, 0, particles);
+        self.position = 1;
+        Ok(())
+    }
+
+    /// Records up to `max_dispatches` more dispatch groups into `encoder` (the embedding path:
+    /// the caller submits). Returns how many were recorded; 0 once the run is done.
+    pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, max_dispatches: usize) -> usize {
+        let end = (self.position + max_dispatches).min(self.chunks.len());
+        let nd_bytes = (self.config.particles * self.dim * 4) as u64;
+        for c in self.position..end {
+            let chunk = self.chunks[c];
+            encoder.copy_buffer_to_buffer(self.cursors.raw(), c as u64 * CURSOR_BYTES, &self.cursor, 0, CURSOR_BYTES);
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("scorefield.sample.step"),
+                    timestamp_writes: None,
+                });
+                self.record_chunk(&mut pass, chunk);
+            }
+            if let (Some(slot), Some(snaps)) = (chunk.snapshot, &self.snapshots) {
+                encoder.copy_buffer_to_buffer(self.particles.raw(), 0, snaps.raw(), slot as u64 * nd_bytes, nd_bytes);
+            }
+        }
+        let recorded = end - self.position;
+        self.position = end;
+        recorded
+    }
+
+    fn record_chunk(&self, pass: &mut wgpu::ComputePass<'_>, chunk: Chunk) {
+        let grid = self.gpu.grid((self.config.particles as u32).div_ceil(WG));
+        if let Some((pipeline, bg)) = &self.fused {
+            pipeline.dispatch(pass, bg, &[], grid);
+            return;
+        }
+        let Some(staged) = &self.staged else { return };
+        let step = self.plan[chunk.first].step;
+        if step.flags & FLAG_NO_SCORE == 0 {
+            match &staged.score {
+                ScoreStage::Mixture(pipeline, bg) => pipeline.dispatch(pass, bg, &[], grid),
+                ScoreStage::Network { embed, mlp } => {
+                    embed.0.dispatch(pass, &embed.1, &[], grid);
+                    mlp.record_forward(pass);
+                }
+            }
+        }
+        if step.snr > 0.0 {
+            staged.norms.0.dispatch(pass, &staged.norms.1, &[], grid);
+            staged.reduce.0.dispatch(pass, &staged.reduce.1, &[], [1, 1]);
+        }
+        staged.update.0.dispatch(pass, &staged.update.1, &[], grid);
+    }
+
+    /// Records and submits the rest of the run, `dispatches_per_submit` at a time. Never waits.
+    pub fn run(&mut self) {
+        while !self.is_done() {
+            let mut encoder = self.gpu.encoder("scorefield.sample");
+            self.record(&mut encoder, self.config.dispatches_per_submit);
+            self.gpu.submit(encoder);
+        }
+    }
+
+    /// Reads the particles back (waits for the work before it).
+    pub async fn read(&self) -> Result<Vec<f32>> {
+        self.particles.read(&self.gpu).await
+    }
+
+    /// Starts copying the particles out now; the returned read completes without stalling the
+    /// work submitted after it.
+    pub fn read_later(&self) -> Result<PendingRead<f32>> {
+        let mut encoder = self.gpu.encoder("scorefield.sample.readback");
+        let mut read = PendingRead::record(&self.gpu, &mut encoder, self.particles.raw(), 0, self.particles.len())?;
+        self.gpu.submit(encoder);
+        read.start();
+        Ok(read)
+    }
+
+    /// The snapshots taken so far, oldest first, each `[N, d]` (waits for the work before it).
+    pub async fn read_snapshots(&self) -> Result<Vec<Vec<f32>>> {
+        let Some(snaps) = &self.snapshots else { return Ok(Vec::new()) };
+        let taken = self.chunks[..self.position].iter().filter_map(|c| c.snapshot).max().map_or(0, |m| m + 1);
+        let all = snaps.read_range(&self.gpu, 0, taken * self.particles.len()).await?;
+        Ok(all.chunks(self.particles.len().max(1)).map(|c| c.to_vec()).collect())
+    }
+
+    /// How many snapshots a whole run takes.
+    pub fn snapshot_count(&self) -> usize {
+        self.snapshot_count
+    }
+
+    /// The steps' schedule on the device (read by the kernels).
+    pub fn schedule(&self) -> &GpuBuffer<SampleStep> {
+        &self.schedule
+    }
+}
+
+/// The factor from the source's output to a score at noise level sigma.
+fn out_scale(source: &ScoreSource<'_>, sigma: f64) -> f32 {
+    match source {
+        ScoreSource::Mixture(_) => 1.0,
+        ScoreSource::Network { parametrisation: Parametrisation::Score, .. } => (1.0 / sigma) as f32,
+        ScoreSource::Network { parametrisation: Parametrisation::Eps, .. } => (-1.0 / sigma) as f32,
+    }
+}
+
+/// The mixture as the kernel reads it: per component log w, mean [d], std [d].
+fn pack_mixture(m: &GaussianMixture) -> Vec<f32> {
+    (0..m.components())
+        .flat_map(|k| {
+            std::iter::once(m.weights[k].ln() as f32)
+                .chain(m.mean(k).iter().map(|&v| v as f32))
+                .chain(m.std(k).iter().map(|&v| v as f32))
+        })
+        .collect()
+}
+
+/// Groups the steps into dispatches: one step each when staged; when fused, up to
+/// `steps_per_dispatch`, cut at snapshots. The initial draw is always its own group, so a run
+/// can restart after it.
+fn plan_chunks(plan: &[PlannedStep], fused: bool, config: SamplerConfig) -> Vec<Chunk> {
+    let k = config.snapshot_every;
+    let mut boundaries = 0;
+    let mut slot = 0;
+    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut start = 0;
+    for (i, p) in plan.iter().enumerate() {
+        let mut snapshot = None;
+        if p.boundary && k > 0 {
+            // The initial draw is boundary 0; then every k-th step; and the last.
+            if boundaries % k == 0 || i + 1 == plan.len() {
+                snapshot = Some(slot);
+                slot += 1;
+            }
+            boundaries += 1;
+        }
+        let len = i + 1 - start;
+        let cut = !fused || i == 0 || snapshot.is_some() || len == config.steps_per_dispatch || i + 1 == plan.len();
+        if cut {
+            chunks.push(Chunk { first: start, count: len, snapshot });
+            start = i + 1;
+        }
+    }
+    chunks
+}
