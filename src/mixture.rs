@@ -43,7 +43,8 @@ impl GaussianMixture {
         if let Some(m) = means.iter().find(|m| !m.is_finite()) {
             return Err(Error::invalid("mixture means", format!("{m} is not finite")));
         }
-        let stds = if stds.len() == k { stds.iter().flat_map(|&s| std::iter::repeat_n(s, dim)).collect() } else { stds };
+        let stds =
+            if stds.len() == k { stds.iter().flat_map(|&s| std::iter::repeat_n(s, dim)).collect() } else { stds };
         Ok(Self { dim, weights, means, stds })
     }
 
@@ -125,7 +126,9 @@ impl GaussianMixture {
         for row in x.chunks(d) {
             for (k, lp) in logp.iter_mut().enumerate() {
                 *lp = self.weights[k].ln()
-                    + (0..d).map(|j| -0.5 * (row[j] - a * self.mean(k)[j]).powi(2) / var(k, j) - 0.5 * var(k, j).ln()).sum::<f64>();
+                    + (0..d)
+                        .map(|j| -0.5 * (row[j] - a * self.mean(k)[j]).powi(2) / var(k, j) - 0.5 * var(k, j).ln())
+                        .sum::<f64>();
             }
             let max = logp.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let norm: f64 = logp.iter().map(|l| (l - max).exp()).sum();

@@ -45,7 +45,6 @@ pub enum Parametrisation {
     Eps,
 }
 
-
 impl Objective {
     /// Checks the settings, naming the offending one.
     pub fn validate(&self) -> Result<()> {
@@ -124,10 +123,9 @@ impl Objective {
     pub fn levels(&self) -> Vec<NoiseLevel> {
         match *self {
             Objective::Dsm { sigma } => vec![NoiseLevel::ve(sigma)],
-            Objective::Ncsn { sigma_max, sigma_min, levels } => geometric_sigmas(sigma_max, sigma_min, levels)
-                .into_iter()
-                .map(NoiseLevel::ve)
-                .collect(),
+            Objective::Ncsn { sigma_max, sigma_min, levels } => {
+                geometric_sigmas(sigma_max, sigma_min, levels).into_iter().map(NoiseLevel::ve).collect()
+            }
             Objective::Ddpm { beta_min, beta_max, steps } => {
                 let mut alpha_bar = 1.0;
                 (0..steps)

@@ -106,9 +106,7 @@ impl Sde {
         let i = (t * (n - 1) as f64).floor() as usize;
         match *self {
             Sde::Ve { sigma_min, sigma_max } => {
-                let sigma_at = |i: usize| {
-                    sigma_min * (sigma_max / sigma_min).powf(i as f64 / (n - 1) as f64)
-                };
+                let sigma_at = |i: usize| sigma_min * (sigma_max / sigma_min).powf(i as f64 / (n - 1) as f64);
                 let prev = if i == 0 { 0.0 } else { sigma_at(i - 1) };
                 (0.0, (sigma_at(i).powi(2) - prev * prev).sqrt())
             }

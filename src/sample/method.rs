@@ -293,12 +293,8 @@ impl Method {
                     // evaluation moves to x~ and keeps p = x + h/2 d(x, t); the second adds
                     // h/2 d(x~, t') to p.
                     let (alpha2, g2_next) = sde.drift_diffusion(t_next);
-                    let predict = Coefficients {
-                        k_x: 1.0 + 0.5 * h * alpha,
-                        k_s: 0.5 * h * beta,
-                        flags: FLAG_SAVE,
-                        ..euler
-                    };
+                    let predict =
+                        Coefficients { k_x: 1.0 + 0.5 * h * alpha, k_s: 0.5 * h * beta, flags: FLAG_SAVE, ..euler };
                     push(sde.marginal(t), predict, false)?;
                     let correct = Coefficients {
                         x: 0.5 * h * alpha2,
@@ -351,7 +347,8 @@ struct Coefficients {
 }
 
 impl Coefficients {
-    const IDENTITY: Self = Self { x: 1.0, s: 0.0, z: 0.0, p: 0.0, k_x: 0.0, k_s: 0.0, snr: 0.0, snr_alpha: 1.0, flags: 0 };
+    const IDENTITY: Self =
+        Self { x: 1.0, s: 0.0, z: 0.0, p: 0.0, k_x: 0.0, k_s: 0.0, snr: 0.0, snr_alpha: 1.0, flags: 0 };
 
     fn langevin(alpha: f64) -> Self {
         Self { s: 0.5 * alpha, z: alpha.sqrt(), ..Self::IDENTITY }

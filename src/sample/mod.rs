@@ -147,7 +147,11 @@ impl Sampler {
         }
         let max_groups = gpu.limits().max_compute_workgroups_per_dimension as usize;
         if n.div_ceil(WG as usize) > max_groups * max_groups {
-            return Err(Error::Limit { limit: "max_compute_workgroups_per_dimension^2 * 64 particles", have: (max_groups * max_groups * WG as usize) as u64, need: n as u64 });
+            return Err(Error::Limit {
+                limit: "max_compute_workgroups_per_dimension^2 * 64 particles",
+                have: (max_groups * max_groups * WG as usize) as u64,
+                need: n as u64,
+            });
         }
         for p in &mut plan {
             p.step.out_scale = out_scale(&source, p.level.sigma);
@@ -233,27 +237,30 @@ impl Sampler {
             ("F", EMBED_FREQS as f64),
             ("WG", WG as f64),
         ];
-        let cursor_binding = || {
-            wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &cursor, offset: 0, size: None })
-        };
+        let cursor_binding =
+            || wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &cursor, offset: 0, size: None });
 
         let mut keep = Vec::new();
         let (fused_kernel, staged) = if fused {
             let pipeline = gpu.pipeline(&shaders::SAMPLE, "fused", &constants).await?;
-            let mut entries = vec![
+            // Both score sources are in the kernel, so every binding must be filled; the one
+            // not used gets a one-float placeholder.
+            let placeholder = buf("scorefield.sample.unused", 1)?;
+            let (p, f) = match (params, freqs) {
+                (Some(p), Some(f)) => (p.binding(), f.binding()),
+                _ => (placeholder.binding(), placeholder.binding()),
+            };
+            let entries = [
                 (0, cursor_binding()),
                 (1, schedule.binding()),
                 (2, particles.binding()),
                 (3, saved.binding()),
+                (5, mixture.binding()),
+                (6, p),
+                (7, f),
             ];
-            match (params, freqs) {
-                (Some(p), Some(f)) => {
-                    entries.push((6, p.binding()));
-                    entries.push((7, f.binding()));
-                }
-                _ => entries.push((5, mixture.binding())),
-            }
             let bg = pipeline.bind_group(gpu, &entries);
+            keep.push(placeholder);
             (Some((pipeline, bg)), None)
         } else {
             let norms = buf("scorefield.sample.norms", 2 * n)?;

@@ -1,0 +1,46 @@
+//! The sampler steps of shaders/sample.wgsl in f64: the same plan, the same normals (from
+//! `rng::normal_at`), any score function.
+
+use crate::rng;
+use crate::sample::method::{PlannedStep, FLAG_NO_SCORE, FLAG_SAVE};
+use crate::schedule::NoiseLevel;
+
+/// Runs `plan[range]` on `x` [n, d] (and Heun's partial sums `p`, same shape) with the score
+/// `score(points [n, d], level) -> [n, d]`.
+pub fn run(
+    plan: &[PlannedStep],
+    range: std::ops::Range<usize>,
+    seed: u64,
+    d: usize,
+    x: &mut [f64],
+    p: &mut [f64],
+    score: impl Fn(&[f64], &NoiseLevel) -> Vec<f64>,
+) {
+    let n = x.len() / d;
+    let d4 = d.div_ceil(4) as u64 * 4;
+    for planned in &plan[range] {
+        let st = &planned.step;
+        let stream = st.stream[0] as u64 | (st.stream[1] as u64) << 32;
+        let z: Vec<f64> =
+            (0..n * d).map(|i| rng::normal_at(seed, stream, (i / d) as u64 * d4 + (i % d) as u64)).collect();
+        let s = if st.flags & FLAG_NO_SCORE != 0 { vec![0.0; n * d] } else { score(x, &planned.level) };
+        let (mut c_x, mut c_s, mut c_z) = (st.c_x as f64, st.c_s as f64, st.c_z as f64);
+        if st.snr > 0.0 {
+            // score_sde LangevinCorrector: means over particles of the per-particle norms.
+            let norm = |v: &[f64], i: usize| v[i * d..(i + 1) * d].iter().map(|a| a * a).sum::<f64>().sqrt();
+            let s_norm: f64 = (0..n).map(|i| norm(&s, i)).sum();
+            let z_norm: f64 = (0..n).map(|i| norm(&z, i)).sum();
+            let eps = 2.0 * st.snr_alpha as f64 * (st.snr as f64 * z_norm / s_norm).powi(2);
+            (c_x, c_s, c_z) = (1.0, eps, (2.0 * eps).sqrt());
+        }
+        for i in 0..n * d {
+            let xc = if c_x == 0.0 { 0.0 } else { c_x * x[i] };
+            let pc = if st.c_p == 0.0 { 0.0 } else { st.c_p as f64 * p[i] };
+            let x_new = xc + c_s * s[i] + c_z * z[i] + pc;
+            if st.flags & FLAG_SAVE != 0 {
+                p[i] = st.k_x as f64 * x[i] + st.k_s as f64 * s[i];
+            }
+            x[i] = x_new;
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The samplers against the f64 reference of their steps and, with exact scores of Gaussians and
+//! Gaussian mixtures, against the distributions they should reach: moments, mixture weights,
+//! and MMD to exact samples with a threshold calibrated on exact-vs-exact samples.
+
+mod common;
+
+use common::*;
+use scorefield::gpu::Gpu;
+use scorefield::mixture::GaussianMixture;
+use scorefield::model::{MlpShape, ScoreMlp, Weights};
+use scorefield::objective::Parametrisation;
+use scorefield::reference::{mlp, sample as rsample};
+use scorefield::sample::{Method, Path, Sampler, SamplerConfig, ScoreSource};
+use scorefield::schedule::{NoiseLevel, Sde};
+
+fn run_sampler(gpu: &Gpu, source: ScoreSource<'_>, method: &Method, config: SamplerConfig) -> (Vec<f32>, bool) {
+    let mut sampler = pollster::block_on(Sampler::new(gpu, source, method, config)).unwrap();
+    sampler.particles().fill(gpu, POISON);
+    sampler.run();
+    let x = pollster::block_on(sampler.read()).unwrap();
+    assert_written("particles", &x);
+    (x, sampler.is_fused())
+}
+
+fn with_path(mut config: SamplerConfig, path: Path) -> SamplerConfig {
+    config.path = path;
+    config
+}
+
+/// Every method, shortened, for the step-level comparisons.
+fn short_methods() -> Vec<Method> {
+    let ve = Sde::ve(0.01, 10.0);
+    let vp = Sde::vp_default();
+    vec![
+        Method::Langevin { level: NoiseLevel::ve(0.3), step_size: 0.05, steps: 6, init_std: 3.0 },
+        Method::AnnealedLangevin { sigmas: vec![10.0, 1.0, 0.1], steps_per_level: 2, eps: 1e-2, denoise: true },
+        Method::ReverseSde { sde: ve, steps: 5 },
+        Method::ReverseSde { sde: vp, steps: 5 },
+        Method::PredictorCorrector { sde: ve, steps: 4, snr: 0.16, corrector_steps: 2 },
+        Method::PredictorCorrector { sde: vp, steps: 4, snr: 0.16, corrector_steps: 1 },
+        Method::ProbabilityFlow { sde: ve, steps: 5, heun: false },
+        Method::ProbabilityFlow { sde: vp, steps: 5, heun: true },
+        Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 6 },
+    ]
+}
+
+/// max |a - b| / (1 + |b|) elementwise.
+fn max_err(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).abs() / (1.0 + y.abs())).fold(0.0, f64::max)
+}
+
+fn reference_run(
+    method: &Method,
+    seed: u64,
+    n: usize,
+    d: usize,
+    score: impl Fn(&[f64], &NoiseLevel) -> Vec<f64>,
+) -> Vec<f64> {
+    let plan = method.plan().unwrap();
+    let mut x = vec![0.0; n * d];
+    let mut p = vec![0.0; n * d];
+    rsample::run(&plan, 0..plan.len(), seed, d, &mut x, &mut p, score);
+    x
+}
+
+#[test]
+fn every_method_matches_the_reference_with_an_exact_score() {
+    let gpu = gpu();
+    let mut r = TestRng(test_seed());
+    // A 3-D mixture with diagonal stds and unequal weights.
+    let mix = GaussianMixture::new(
+        3,
+        vec![0.3, 0.7],
+        (0..6).map(|_| r.uniform(-3.0, 3.0)).collect(),
+        (0..6).map(|_| r.uniform(0.3, 1.5)).collect(),
+    )
+    .unwrap();
+    let n = 300;
+    for method in short_methods() {
+        let seed = r.next_u64();
+        let want = reference_run(&method, seed, n, 3, |x, l| mix.noised_score(x, l.a, l.sigma));
+        for path in [Path::Fused, Path::Staged] {
+            if path == Path::Fused && method.couples_particles() {
+                continue;
+            }
+            let config = with_path(SamplerConfig { steps_per_dispatch: 3, ..SamplerConfig::new(n, seed) }, path);
+            let (got, _) = run_sampler(&gpu, ScoreSource::Mixture(&mix), &method, config);
+            let err = max_err(&got, &want);
+            eprintln!("{} {path:?}: max error {err:.2e}", method.name());
+            // f32 steps of f32 coefficients: a few ulps of |x| per step, over a handful of steps.
+            assert!(err < 2e-5, "{} {path:?}: max error {err:.2e} against the f64 reference", method.name());
+        }
+    }
+}
+
+#[test]
+fn network_scores_match_the_reference_on_both_paths() {
+    let gpu = gpu();
+    let mut r = TestRng(test_seed());
+    let shape = MlpShape { dim: 2, hidden_layers: 2, width: 24 };
+    let model = ScoreMlp::new(&gpu, shape, r.next_u64()).unwrap();
+    let params: Vec<f64> = pollster::block_on(model.params.read(&gpu)).unwrap().iter().map(|&v| v as f64).collect();
+    let freqs: Vec<f64> = pollster::block_on(model.freqs.read(&gpu)).unwrap().iter().map(|&v| v as f64).collect();
+    let n = 200;
+    for (method, param) in [
+        (
+            Method::AnnealedLangevin { sigmas: vec![3.0, 0.5], steps_per_level: 3, eps: 0.05, denoise: true },
+            Parametrisation::Score,
+        ),
+        (Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 5 }, Parametrisation::Eps),
+        (Method::ProbabilityFlow { sde: Sde::vp_default(), steps: 3, heun: true }, Parametrisation::Score),
+    ] {
+        let seed = r.next_u64();
+        let sign = if param == Parametrisation::Eps { -1.0 } else { 1.0 };
+        let want = reference_run(&method, seed, n, 2, |x, l| {
+            let cond = vec![l.cond as f32 as f64; x.len() / 2];
+            let out = mlp::forward(&shape, &params, &mlp::embed(&shape, &freqs, x, &cond));
+            out.output().iter().map(|o| sign * o / l.sigma).collect()
+        });
+        let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: param };
+        let mut results = Vec::new();
+        for path in [Path::Fused, Path::Staged] {
+            let (got, fused) = run_sampler(&gpu, source, &method, with_path(SamplerConfig::new(n, seed), path));
+            assert_eq!(fused, path == Path::Fused);
+            let err = max_err(&got, &want);
+            eprintln!("network {} {path:?}: max error {err:.2e}", method.name());
+            // As forward_matches_reference in tests/train.rs: the embedding's f32 sin/cos of
+            // large arguments limits agreement to ~1e-5 relative per evaluation.
+            assert!(err < 1e-4, "network {} {path:?}: max error {err:.2e}", method.name());
+            results.push(got);
+        }
+        let diff =
+            results[0].iter().zip(&results[1]).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0.0f32, f32::max);
+        eprintln!(
+            "network {}: fused vs staged max difference {diff:.2e} (bit-identical: {})",
+            method.name(),
+            diff == 0.0
+        );
+        assert!(diff < 1e-5, "fused and staged paths differ by {diff:.2e}");
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_particles() {
+    let gpu = gpu();
+    let mix = GaussianMixture::eight_gaussians();
+    let method = Method::ReverseSde { sde: Sde::ve(0.01, 10.0), steps: 50 };
+    let seed = test_seed();
+    for path in [Path::Fused, Path::Staged] {
+        let config = with_path(SamplerConfig::new(1000, seed), path);
+        let a = run_sampler(&gpu, ScoreSource::Mixture(&mix), &method, config).0;
+        let b = run_sampler(&gpu, ScoreSource::Mixture(&mix), &method, config).0;
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{path:?}: same seed, different particles");
+        let other = SamplerConfig { seed: seed ^ 1, ..config };
+        let c = run_sampler(&gpu, ScoreSource::Mixture(&mix), &method, other).0;
+        assert!(
+            a.iter().zip(&c).filter(|(x, y)| x != y).count() > a.len() * 9 / 10,
+            "another seed should move the particles"
+        );
+    }
+}
+
+#[test]
+fn snapshots_record_the_run() {
+    let gpu = gpu();
+    let mix = GaussianMixture::eight_gaussians();
+    let method =
+        Method::AnnealedLangevin { sigmas: vec![10.0, 1.0, 0.1], steps_per_level: 10, eps: 0.01, denoise: false };
+    let config = SamplerConfig { snapshot_every: 7, ..SamplerConfig::new(500, 5) };
+    let mut sampler = pollster::block_on(Sampler::new(&gpu, ScoreSource::Mixture(&mix), &method, config)).unwrap();
+    sampler.run();
+    let snaps = pollster::block_on(sampler.read_snapshots()).unwrap();
+    let last = pollster::block_on(sampler.read()).unwrap();
+    // The initial draw, steps 7, 14, 21, 28, and the last (30).
+    assert_eq!(snaps.len(), 6);
+    assert_eq!(snaps.len(), sampler.snapshot_count());
+    assert_eq!(snaps.last().unwrap(), &last);
+    // The initial draw is N(0, 10^2 I): its spread is far wider than the end's.
+    let spread = |v: &[f32]| (v.iter().map(|x| (x * x) as f64).sum::<f64>() / v.len() as f64).sqrt();
+    assert!(spread(&snaps[0]) > 8.0 && spread(&last) < 5.0, "{} {}", spread(&snaps[0]), spread(&last));
+}
+
+// ---- distributions -----------------------------------------------------------------------------
+
+#[test]
+fn langevin_recovers_the_mean_and_covariance_of_a_gaussian() {
+    let gpu = gpu();
+    let (mean, std) = ([1.0, -2.0], [0.5, 1.5]);
+    let target = GaussianMixture::gaussian(mean.to_vec(), std.to_vec()).unwrap();
+    // alpha = 0.01: the chain's stationary variance is v / (1 - alpha / (4 v)), 1% above v on
+    // the narrow axis; 3000 steps contract the wide axis's start error in the mean by
+    // (1 - alpha / (2 * 2.25))^3000 ~ e^-6.7 (and in the variance by its square).
+    let method = Method::Langevin { level: NoiseLevel::ve(1e-3), step_size: 0.01, steps: 3000, init_std: 3.0 };
+    let n = 65536;
+    let config = SamplerConfig { steps_per_dispatch: 1000, ..SamplerConfig::new(n, test_seed()) };
+    let (x, _) = run_sampler(&gpu, ScoreSource::Mixture(&target), &method, config);
+    for j in 0..2 {
+        let col: Vec<f64> = x.iter().skip(j).step_by(2).map(|&v| v as f64).collect();
+        let m = col.iter().sum::<f64>() / n as f64;
+        let var = col.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let want_var = std[j] * std[j];
+        // 5 standard errors: of the mean std / sqrt(n); of the variance v sqrt(2 / n), plus the
+        // chain's known 1% bias.
+        let mean_tol = 5.0 * std[j] / (n as f64).sqrt();
+        let var_tol = want_var * (5.0 * (2.0 / n as f64).sqrt() + 0.01);
+        eprintln!("axis {j}: mean {m:.4} (want {}), variance {var:.4} (want {want_var})", mean[j]);
+        assert!((m - mean[j]).abs() < mean_tol, "axis {j}: mean {m} vs {} (tolerance {mean_tol:.4})", mean[j]);
+        assert!((var - want_var).abs() < var_tol, "axis {j}: variance {var} vs {want_var} (tolerance {var_tol:.4})");
+    }
+    let cov = x.chunks(2).map(|p| (p[0] as f64 - mean[0]) * (p[1] as f64 - mean[1])).sum::<f64>() / n as f64;
+    let cov_tol = 5.0 * std[0] * std[1] / (n as f64).sqrt();
+    assert!(cov.abs() < cov_tol, "covariance {cov} should be 0 (tolerance {cov_tol:.4})");
+}
+
+/// The share of points nearest to each of the mixture's means.
+fn mode_shares(mix: &GaussianMixture, x: &[f32]) -> Vec<f64> {
+    let mut counts = vec![0usize; mix.components()];
+    for p in x.chunks(mix.dim) {
+        let dist = |k: usize| p.iter().zip(mix.mean(k)).map(|(&a, b)| (a as f64 - b).powi(2)).sum::<f64>();
+        let k = (0..mix.components()).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap_or(0);
+        counts[k] += 1;
+    }
+    counts.iter().map(|&c| c as f64 / (x.len() / mix.dim) as f64).collect()
+}
+
+#[test]
+fn annealed_langevin_recovers_mixture_weights_where_plain_langevin_does_not() {
+    let gpu = gpu();
+    // Song & Ermon (2019), section 3.2 and Figure 3: 1/5 N((-5, -5), I) + 4/5 N((5, 5), I),
+    // sigmas geometric 20 .. 1 (L = 10), eps = 0.1. With their T = 100 the particles stop
+    // hopping between the modes while the noised modes still overlap, and the left share
+    // freezes near 0.217 (measured); T = 1000 lets them equilibrate further down (0.1995).
+    let mix = GaussianMixture::new(2, vec![0.2, 0.8], vec![-5.0, -5.0, 5.0, 5.0], vec![1.0, 1.0]).unwrap();
+    let n = 16384;
+    let seed = test_seed();
+    let annealed = Method::AnnealedLangevin {
+        sigmas: scorefield::objective::geometric_sigmas(20.0, 1.0, 10),
+        steps_per_level: 1000,
+        eps: 0.1,
+        denoise: true,
+    };
+    let config = SamplerConfig { steps_per_dispatch: 500, ..SamplerConfig::new(n, seed) };
+    let (x, _) = run_sampler(&gpu, ScoreSource::Mixture(&mix), &annealed, config);
+    let shares = mode_shares(&mix, &x);
+    // 5 standard errors of a share: 5 sqrt(0.2 * 0.8 / n) = 0.016.
+    let tol = 5.0 * (0.2f64 * 0.8 / n as f64).sqrt();
+    eprintln!("annealed Langevin: mode shares {shares:?} (want [0.2, 0.8], tolerance {tol:.4})");
+    assert!((shares[0] - 0.2).abs() < tol, "annealed Langevin shares {shares:?}");
+    // Plain Langevin at the smallest level from the same start keeps the start's split (about
+    // half and half): the modes do not mix, which is why annealing exists. The weight check above
+    // must be able to see that.
+    let plain = Method::Langevin { level: NoiseLevel::ve(1.0), step_size: 0.1, steps: 1000, init_std: 20.0 };
+    let (y, _) = run_sampler(&gpu, ScoreSource::Mixture(&mix), &plain, SamplerConfig::new(n, seed));
+    let plain_shares = mode_shares(&mix, &y);
+    eprintln!("plain Langevin: mode shares {plain_shares:?}");
+    assert!((plain_shares[0] - 0.2).abs() > 10.0 * tol, "plain Langevin should not find the weights");
+}
+
+/// Unbiased MMD^2 with a Gaussian kernel of bandwidth 0.5, the modes' own scale: wider
+/// kernels see mostly the (easy) placement of the modes and little of their shape.
+fn mmd2(x: &[f64], y: &[f64], d: usize) -> f64 {
+    let k = |a: &[f64], b: &[f64]| {
+        let r2: f64 = a.iter().zip(b).map(|(p, q)| (p - q).powi(2)).sum();
+        (-r2 / (2.0 * 0.25)).exp()
+    };
+    let (xs, ys): (Vec<&[f64]>, Vec<&[f64]>) = (x.chunks(d).collect(), y.chunks(d).collect());
+    let (n, m) = (xs.len() as f64, ys.len() as f64);
+    let within = |s: &[&[f64]]| {
+        let mut t = 0.0;
+        for i in 0..s.len() {
+            for j in 0..i {
+                t += 2.0 * k(s[i], s[j]);
+            }
+        }
+        t
+    };
+    let cross: f64 = xs.iter().map(|a| ys.iter().map(|b| k(a, b)).sum::<f64>()).sum();
+    within(&xs) / (n * (n - 1.0)) + within(&ys) / (m * (m - 1.0)) - 2.0 * cross / (n * m)
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt())
+}
+
+#[test]
+fn every_sampler_matches_the_eight_gaussians() {
+    let gpu = gpu();
+    let mix = GaussianMixture::eight_gaussians();
+    let n = 4000;
+    let seed = test_seed();
+    let (reference, _) = mix.sample(n, seed);
+    let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    // Thresholds from exact samples: 8 independent draws against the same reference give the
+    // null distribution of each statistic; a sampler passes within mean + 4 sd of it (MMD^2) or
+    // within 4 sd of the exact value (spread), and the mode shares within 5 binomial standard
+    // errors. Below, the thresholds are shown to reject a 10% error in the modes' spread and a
+    // 0.05 error in two weights.
+    let draws: Vec<Vec<f64>> = (1..=8).map(|i| mix.sample(n, seed ^ (i * 7919)).0).collect();
+    let (mmd_mean, mmd_sd) = mean_sd(&draws.iter().map(|x| mmd2(x, &reference, 2)).collect::<Vec<_>>());
+    let mmd_limit = mmd_mean + 4.0 * mmd_sd;
+    let (spread_mean, spread_sd) = mean_sd(&draws.iter().map(|x| mode_spread(&mix, &to32(x))).collect::<Vec<_>>());
+    let share_tol = 5.0 * (0.125f64 * 0.875 / n as f64).sqrt();
+    eprintln!(
+        "null: MMD^2 {mmd_mean:.2e} +- {mmd_sd:.2e} (limit {mmd_limit:.2e}); spread {spread_mean:.4} +- {spread_sd:.4}; \
+         share tolerance {share_tol:.4}"
+    );
+    let check = |x: &[f32]| -> Vec<String> {
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let m = mmd2(&x64, &reference, 2);
+        let spread = mode_spread(&mix, x);
+        let shares = mode_shares(&mix, x);
+        let worst = shares.iter().map(|s| (s - 0.125).abs()).fold(0.0, f64::max);
+        eprintln!("    MMD^2 {m:.2e}, spread {spread:.4}, worst share error {worst:.4}");
+        let mut bad = Vec::new();
+        if m.is_nan() || m >= mmd_limit {
+            bad.push(format!("MMD^2 {m:.2e} > {mmd_limit:.2e}"));
+        }
+        if spread.is_nan() || (spread - spread_mean).abs() >= 4.0 * spread_sd {
+            bad.push(format!("spread {spread:.4} vs {spread_mean:.4} +- 4 x {spread_sd:.4}"));
+        }
+        if worst.is_nan() || worst >= share_tol {
+            bad.push(format!("a mode share is off by {worst:.4} > {share_tol:.4}"));
+        }
+        bad
+    };
+    let wider = GaussianMixture { stds: vec![0.55; 16], ..mix.clone() };
+    let skewed =
+        GaussianMixture { weights: vec![0.175, 0.075, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125], ..mix.clone() };
+    for (what, wrong) in [("stds 0.55", wider), ("two weights off by 0.05", skewed)] {
+        eprintln!("{what}:");
+        assert!(!check(&to32(&wrong.sample(n, seed ^ 99).0)).is_empty(), "the checks must reject {what}");
+    }
+    let ve = Sde::ve(0.01, 10.0);
+    let vp = Sde::vp_default();
+    let methods = [
+        Method::annealed_langevin(10.0),
+        Method::ReverseSde { sde: ve, steps: 1000 },
+        Method::ReverseSde { sde: vp, steps: 1000 },
+        Method::predictor_corrector(ve),
+        Method::PredictorCorrector { sde: vp, steps: 1000, snr: 0.16, corrector_steps: 1 },
+        Method::ProbabilityFlow { sde: ve, steps: 1000, heun: false },
+        Method::ProbabilityFlow { sde: vp, steps: 200, heun: true },
+        Method::ddpm(),
+    ];
+    let mut failures = Vec::new();
+    for method in &methods {
+        eprintln!("{} {}:", method.name(), method_sde(method));
+        let (x, _) = run_sampler(&gpu, ScoreSource::Mixture(&mix), method, SamplerConfig::new(n, seed ^ 12345));
+        for problem in check(&x) {
+            failures.push(format!("{} {}: {problem}", method.name(), method_sde(method)));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+fn method_sde(method: &Method) -> &'static str {
+    match method {
+        Method::ReverseSde { sde, .. }
+        | Method::PredictorCorrector { sde, .. }
+        | Method::ProbabilityFlow { sde, .. } => match sde {
+            Sde::Ve { .. } => "VE",
+            Sde::Vp { .. } => "VP",
+        },
+        _ => "",
+    }
+}
+
+/// The root-mean-square distance of points to their nearest mean, per axis (0.5 for exact
+/// samples of the eight Gaussians, up to the sliver of tails nearer another mode).
+fn mode_spread(mix: &GaussianMixture, x: &[f32]) -> f64 {
+    let mut total = 0.0;
+    for p in x.chunks(mix.dim) {
+        let dist = |k: usize| p.iter().zip(mix.mean(k)).map(|(&a, b)| (a as f64 - b).powi(2)).sum::<f64>();
+        total += (0..mix.components()).map(dist).fold(f64::INFINITY, f64::min);
+    }
+    (total / (x.len() as f64)).sqrt()
+}
