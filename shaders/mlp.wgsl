@@ -22,10 +22,11 @@
 //       out0[OFF_W + m*(N-1) + n] = C  (dL/dW);  out0[OFF_B + m] = C at n = N-1  (dL/db)
 //   The batch reduction of MODE 2 is the K loop: no atomics, a fixed order, bit-reproducible.
 //
-// Blocking: a workgroup of 16 x 16 invocations covers a 64 x 64 tile of C, each invocation a
-// 4 x 4 block in four vec4 registers, reading A and B straight from storage (caches serve the
-// reuse). A version staging 16 x 64 slices through workgroup memory ran at half this speed on
-// llvmpipe (its barriers are expensive); see BENCHMARKS.md.
+// Blocking: a workgroup of 8 x 8 invocations covers a 64 x 64 tile of C, each invocation an
+// 8 x 8 block in sixteen vec4 registers, reading A and B straight from storage (caches serve
+// the reuse): 16 loads per 64 FMAs. On llvmpipe every storage load costs about 4 ns per lane
+// whatever its pattern, so loads per FMA set the speed; see BENCHMARKS.md for the measurements
+// (a 4 x 4 block ran at 0.6x, staging through workgroup memory at 0.3x of this).
 
 override MODE: u32 = 0u;
 override ACT: bool = true;
@@ -35,8 +36,8 @@ override K: u32 = 1u;
 override OFF_W: u32 = 0u;
 override OFF_B: u32 = 0u;
 
-const TILE: u32 = 64u;   // rows and columns of C per workgroup
-const T: u32 = 4u;       // rows and columns of C per invocation
+const ROWS: u32 = 64u;   // rows of C per workgroup
+const COLS: u32 = 64u;   // columns of C per workgroup
 
 @group(0) @binding(0) var<storage, read> lhs: array<f32>;
 @group(0) @binding(1) var<storage, read> rhs: array<f32>;
@@ -98,25 +99,77 @@ fn store(m: u32, n: u32, c: f32) {
     }
 }
 
-@compute @workgroup_size(16, 16)
+fn store4(m: u32, n: u32, v: vec4<f32>) {
+    store(m, n, v.x);
+    store(m, n + 1u, v.y);
+    store(m, n + 2u, v.z);
+    store(m, n + 3u, v.w);
+}
+
+@compute @workgroup_size(8, 8)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let r = wid.y * TILE + lid.y * T;
-    let c = wid.x * TILE + lid.x * T;
-    var c0 = vec4<f32>(0.0);
-    var c1 = vec4<f32>(0.0);
-    var c2 = vec4<f32>(0.0);
-    var c3 = vec4<f32>(0.0);
+    let r = wid.y * ROWS + lid.y * 8u;
+    let c = wid.x * COLS + lid.x * 8u;
+    var lo0 = vec4<f32>(0.0);
+    var hi0 = vec4<f32>(0.0);
+    var lo1 = vec4<f32>(0.0);
+    var hi1 = vec4<f32>(0.0);
+    var lo2 = vec4<f32>(0.0);
+    var hi2 = vec4<f32>(0.0);
+    var lo3 = vec4<f32>(0.0);
+    var hi3 = vec4<f32>(0.0);
+    var lo4 = vec4<f32>(0.0);
+    var hi4 = vec4<f32>(0.0);
+    var lo5 = vec4<f32>(0.0);
+    var hi5 = vec4<f32>(0.0);
+    var lo6 = vec4<f32>(0.0);
+    var hi6 = vec4<f32>(0.0);
+    var lo7 = vec4<f32>(0.0);
+    var hi7 = vec4<f32>(0.0);
     for (var k = 0u; k < K; k++) {
-        let b = vec4<f32>(load_b(k, c), load_b(k, c + 1u), load_b(k, c + 2u), load_b(k, c + 3u));
-        c0 = fma(vec4<f32>(load_a(r, k)), b, c0);
-        c1 = fma(vec4<f32>(load_a(r + 1u, k)), b, c1);
-        c2 = fma(vec4<f32>(load_a(r + 2u, k)), b, c2);
-        c3 = fma(vec4<f32>(load_a(r + 3u, k)), b, c3);
+        let bl = vec4<f32>(load_b(k, c), load_b(k, c + 1u), load_b(k, c + 2u), load_b(k, c + 3u));
+        let bh = vec4<f32>(load_b(k, c + 4u), load_b(k, c + 5u), load_b(k, c + 6u), load_b(k, c + 7u));
+        let a0 = vec4<f32>(load_a(r + 0u, k));
+        lo0 = fma(a0, bl, lo0);
+        hi0 = fma(a0, bh, hi0);
+        let a1 = vec4<f32>(load_a(r + 1u, k));
+        lo1 = fma(a1, bl, lo1);
+        hi1 = fma(a1, bh, hi1);
+        let a2 = vec4<f32>(load_a(r + 2u, k));
+        lo2 = fma(a2, bl, lo2);
+        hi2 = fma(a2, bh, hi2);
+        let a3 = vec4<f32>(load_a(r + 3u, k));
+        lo3 = fma(a3, bl, lo3);
+        hi3 = fma(a3, bh, hi3);
+        let a4 = vec4<f32>(load_a(r + 4u, k));
+        lo4 = fma(a4, bl, lo4);
+        hi4 = fma(a4, bh, hi4);
+        let a5 = vec4<f32>(load_a(r + 5u, k));
+        lo5 = fma(a5, bl, lo5);
+        hi5 = fma(a5, bh, hi5);
+        let a6 = vec4<f32>(load_a(r + 6u, k));
+        lo6 = fma(a6, bl, lo6);
+        hi6 = fma(a6, bh, hi6);
+        let a7 = vec4<f32>(load_a(r + 7u, k));
+        lo7 = fma(a7, bl, lo7);
+        hi7 = fma(a7, bh, hi7);
     }
-    for (var j = 0u; j < T; j++) {
-        store(r, c + j, c0[j]);
-        store(r + 1u, c + j, c1[j]);
-        store(r + 2u, c + j, c2[j]);
-        store(r + 3u, c + j, c3[j]);
-    }
+    // Stores with constant component indices: a vector indexed by a loop variable would make
+    // the compiler keep every accumulator in memory for the whole k loop.
+    store4(r + 0u, c, lo0);
+    store4(r + 0u, c + 4u, hi0);
+    store4(r + 1u, c, lo1);
+    store4(r + 1u, c + 4u, hi1);
+    store4(r + 2u, c, lo2);
+    store4(r + 2u, c + 4u, hi2);
+    store4(r + 3u, c, lo3);
+    store4(r + 3u, c + 4u, hi3);
+    store4(r + 4u, c, lo4);
+    store4(r + 4u, c + 4u, hi4);
+    store4(r + 5u, c, lo5);
+    store4(r + 5u, c + 4u, hi5);
+    store4(r + 6u, c, lo6);
+    store4(r + 6u, c + 4u, hi6);
+    store4(r + 7u, c, lo7);
+    store4(r + 7u, c + 4u, hi7);
 }

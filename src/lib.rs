@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod ceiling;
 mod error;
 pub mod gpu;

@@ -167,10 +167,12 @@ pub(crate) struct MlpPass {
 const MODE_FORWARD: f64 = 0.0;
 const MODE_BACKWARD_INPUT: f64 = 1.0;
 const MODE_BACKWARD_WEIGHT: f64 = 2.0;
-const MATMUL_TILE: usize = 64;
+/// Rows and columns of C per workgroup of the dense-layer kernel (ROWS, COLS in mlp.wgsl).
+const MATMUL_ROWS: usize = 64;
+const MATMUL_COLS: usize = 64;
 
 fn matmul_grid(m: usize, n: usize) -> [u32; 2] {
-    [n.div_ceil(MATMUL_TILE) as u32, m.div_ceil(MATMUL_TILE) as u32]
+    [n.div_ceil(MATMUL_COLS) as u32, m.div_ceil(MATMUL_ROWS) as u32]
 }
 
 impl MlpPass {
@@ -185,10 +187,10 @@ impl MlpPass {
     ) -> Result<Self> {
         let layers = model.shape.layers();
         let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
-        if batch == 0 || batch.div_ceil(MATMUL_TILE) > limit {
+        if batch == 0 || batch.div_ceil(MATMUL_ROWS) > limit {
             return Err(Error::invalid(
                 "batch size",
-                format!("{batch} rows; this device allows 1 to {} per pass", limit * MATMUL_TILE),
+                format!("{batch} rows; this device allows 1 to {} per pass", limit * MATMUL_ROWS),
             ));
         }
         let none = wgpu::BufferUsages::empty();

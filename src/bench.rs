@@ -1,0 +1,167 @@
+//! The standard workloads of ../shared/WORKLOADS.md (W1-W4), timed with the host clock around
+//! submits and a device wait (the run's own work only: pipelines, buffers and data are built
+//! and warmed up first).
+
+use std::time::Instant;
+
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::mixture::GaussianMixture;
+use crate::model::{MlpShape, ScoreMlp, Weights};
+use crate::objective::{geometric_sigmas, Objective, Parametrisation};
+use crate::optim::AdamConfig;
+use crate::rng::{self, Stream};
+use crate::sample::{Method, Path, Sampler, SamplerConfig, ScoreSource};
+use crate::train::{TrainConfig, Trainer};
+
+/// One workload's definition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    W1,
+    W2,
+    W3,
+    W4,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 4] = [Workload::W1, Workload::W2, Workload::W3, Workload::W4];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Workload::W1 => "W1",
+            Workload::W2 => "W2",
+            Workload::W3 => "W3",
+            Workload::W4 => "W4",
+        }
+    }
+
+    pub fn shape(&self) -> MlpShape {
+        match self {
+            Workload::W1 | Workload::W3 => MlpShape { dim: 2, hidden_layers: 3, width: 128 },
+            Workload::W2 | Workload::W4 => MlpShape { dim: 64, hidden_layers: 3, width: 512 },
+        }
+    }
+
+    /// Training batch or particle count.
+    pub fn size(&self) -> usize {
+        match self {
+            Workload::W1 => 4096,
+            Workload::W2 => 1024,
+            Workload::W3 => 16384,
+            Workload::W4 => 4096,
+        }
+    }
+
+    pub fn is_training(&self) -> bool {
+        matches!(self, Workload::W1 | Workload::W2)
+    }
+}
+
+/// The timing of one workload.
+#[derive(Clone, Debug)]
+pub struct BenchResult {
+    pub workload: Workload,
+    /// Training steps or sampler steps per timed run.
+    pub steps: usize,
+    /// Seconds per timed run: median, min, max.
+    pub seconds: [f64; 3],
+    /// The workload's figure at the median: training steps/s or particle-steps/s.
+    pub figure: f64,
+    pub figure_unit: &'static str,
+    pub gflops: f64,
+    /// How the steps were dispatched (sampling) or recorded (training).
+    pub path: String,
+}
+
+/// NCSN over 10 levels 1 -> 0.01 (WORKLOADS.md, "The objective").
+fn objective() -> Objective {
+    Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 }
+}
+
+fn data(workload: Workload) -> Vec<f32> {
+    match workload {
+        Workload::W1 | Workload::W3 => {
+            GaussianMixture::eight_gaussians().sample(65536, 1).0.iter().map(|&v| v as f32).collect()
+        }
+        Workload::W2 | Workload::W4 => {
+            rng::normals(1, Stream::Data.at(0), 0, 16384 * 64).iter().map(|&v| (0.5 * v) as f32).collect()
+        }
+    }
+}
+
+fn median_min_max(mut v: Vec<f64>) -> [f64; 3] {
+    v.sort_by(f64::total_cmp);
+    [v[v.len() / 2], v[0], v[v.len() - 1]]
+}
+
+/// Times `workload` `repeats` times. Training runs `steps` steps per timing (WORKLOADS.md asks
+/// for at least 200); sampling runs the whole W3/W4 schedule scaled to `steps` sampler steps
+/// (1000 is the workload as defined).
+pub async fn run(gpu: &Gpu, workload: Workload, steps: usize, repeats: usize, path: Path) -> Result<BenchResult> {
+    let shape = workload.shape();
+    let n = workload.size();
+    let repeats = repeats.max(1);
+    let mut times = Vec::with_capacity(repeats);
+    if workload.is_training() {
+        let config = TrainConfig {
+            shape,
+            objective: objective(),
+            adam: AdamConfig::default(),
+            batch: n,
+            seed: 1,
+            steps_per_submit: 20,
+        };
+        let mut trainer = Trainer::new(gpu, config, &data(workload)).await?;
+        trainer.run(2, 0)?;
+        trainer.finish().await?;
+        for _ in 0..repeats {
+            let start = Instant::now();
+            trainer.run(steps as u64, 0)?;
+            trainer.finish().await?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+        let seconds = median_min_max(times);
+        let flop = 3.0 * shape.forward_flop() * n as f64 * steps as f64;
+        return Ok(BenchResult {
+            workload,
+            steps,
+            seconds,
+            figure: steps as f64 / seconds[0],
+            figure_unit: "steps/s",
+            gflops: flop / seconds[0] / 1e9,
+            path: "staged".into(),
+        });
+    }
+    let model = ScoreMlp::new(gpu, shape, 1)?;
+    // W3/W4: L = 10 levels, T steps each, alpha_i = 2e-5 sigma_i^2 / sigma_L^2.
+    let method = Method::AnnealedLangevin {
+        sigmas: geometric_sigmas(1.0, 0.01, 10),
+        steps_per_level: (steps / 10).max(1),
+        eps: 2e-5,
+        denoise: false,
+    };
+    let source = ScoreSource::Network { model: &model, weights: Weights::Ema, parametrisation: Parametrisation::Score };
+    let config = SamplerConfig { path, ..SamplerConfig::new(n, 1) };
+    let mut sampler = Sampler::new(gpu, source, &method, config).await?;
+    let sampler_steps = sampler.plan().len() - 1;
+    sampler.run();
+    sampler.read().await?;
+    for _ in 0..repeats {
+        sampler.reset();
+        let start = Instant::now();
+        sampler.run();
+        gpu.wait(None)?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    let seconds = median_min_max(times);
+    let particle_steps = (n * sampler_steps) as f64;
+    Ok(BenchResult {
+        workload,
+        steps: sampler_steps,
+        seconds,
+        figure: particle_steps / seconds[0],
+        figure_unit: "particle-steps/s",
+        gflops: shape.forward_flop() * particle_steps / seconds[0] / 1e9,
+        path: if sampler.is_fused() { "fused".into() } else { "staged".into() },
+    })
+}
