@@ -15,6 +15,8 @@
 
 pub mod bench;
 pub mod ceiling;
+pub mod checkpoint;
+pub mod data;
 mod error;
 pub mod gpu;
 pub mod mixture;

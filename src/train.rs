@@ -3,8 +3,11 @@
 //! compute pass, many steps per submit. The loss comes back every `log_every` steps through a
 //! readback that never waits.
 
+use std::collections::BTreeMap;
+
 use bytemuck::{Pod, Zeroable};
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuBuffer, PendingRead, Pipeline};
 use crate::model::{MlpPass, MlpShape, ScoreMlp, Weights, EMBED_FREQS};
@@ -237,6 +240,33 @@ impl Trainer {
             loss_grad: (loss_pipeline, loss_group),
             adam: (adam, adam_groups),
             pending: Vec::new(),
+        })
+    }
+
+    /// Continues a run from a checkpoint: its weights, EMA, Adam moments and step, so that the
+    /// steps after it draw the same batches and noise as an uninterrupted run would.
+    pub async fn resume(gpu: &Gpu, config: TrainConfig, data: &[f32], ckpt: &Checkpoint) -> Result<Self> {
+        ckpt.validate()?;
+        let model = ScoreMlp::from_values(gpu, ckpt.shape, &ckpt.params, &ckpt.ema, &ckpt.freqs)?;
+        let mut trainer = Self::with_model(gpu, config, data, model).await?;
+        trainer.adam_m.write(gpu, 0, &ckpt.adam_m);
+        trainer.adam_v.write(gpu, 0, &ckpt.adam_v);
+        trainer.step = ckpt.step;
+        Ok(trainer)
+    }
+
+    /// The training state after the work submitted so far (waits for it).
+    pub async fn checkpoint(&self, metadata: BTreeMap<String, String>) -> Result<Checkpoint> {
+        let gpu = &self.gpu;
+        Ok(Checkpoint {
+            shape: self.config.shape,
+            step: self.step,
+            params: self.model.params.read(gpu).await?,
+            ema: self.model.ema.read(gpu).await?,
+            adam_m: self.adam_m.read(gpu).await?,
+            adam_v: self.adam_v.read(gpu).await?,
+            freqs: self.model.freqs.read(gpu).await?,
+            metadata,
         })
     }
 

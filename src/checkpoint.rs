@@ -1,0 +1,170 @@
+//! Checkpoints as safetensors bytes: the weights per layer in PyTorch's `nn.Linear` layout, the
+//! EMA weights, Adam's moments, the embedding frequencies, the step and free-form metadata (the
+//! CLI stores its config there). The library only converts to and from bytes; files are the
+//! binary's business (written atomically there).
+//!
+//! Tensors (all float32, little-endian):
+//! - `layers.{i}.weight` `[fan_out, fan_in]`, `layers.{i}.bias` `[fan_out]`, i = 0 ..= H (the
+//!   first takes x then the 32 embedding features; the last outputs sigma * score or eps);
+//! - `ema.layers.{i}.weight`, `ema.layers.{i}.bias`: the same for the EMA weights;
+//! - `embedding.freqs` `[16]`: the network input is (x, sin(c w), cos(c w));
+//! - `adam.m`, `adam.v` `[P]`: the moments over the flat parameter vector (layer by layer,
+//!   weight then bias, each row-major).
+//!
+//! Metadata: `scorefield.format` = "1", `shape.dim`, `shape.hidden_layers`, `shape.width`,
+//! `step` (steps taken; with the seed this is also the RNG position, since every random number
+//! is a function of (seed, step, index)), plus the caller's entries.
+//!
+//! In NumPy: `safetensors.numpy.load_file(path)["layers.0.weight"]`; in PyTorch the `layers.*`
+//! tensors load into `nn.Linear` layers of the same shapes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::error::{Error, Result};
+use crate::model::{MlpShape, EMBED_FREQS};
+
+/// A training state on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub shape: MlpShape,
+    pub step: u64,
+    pub params: Vec<f32>,
+    pub ema: Vec<f32>,
+    pub adam_m: Vec<f32>,
+    pub adam_v: Vec<f32>,
+    pub freqs: Vec<f32>,
+    /// Extra metadata (e.g. the run's config).
+    pub metadata: BTreeMap<String, String>,
+}
+
+const FORMAT: &str = "1";
+/// Checkpoints of larger networks are refused before anything is allocated.
+const MAX_PARAMS: usize = 1 << 28;
+
+fn bad(why: impl Into<String>) -> Error {
+    Error::invalid("checkpoint", why)
+}
+
+impl Checkpoint {
+    /// Checks every vector has the length the shape needs and holds only finite numbers.
+    pub fn validate(&self) -> Result<()> {
+        self.shape.validate()?;
+        let p = self.shape.param_count();
+        for (name, v, len) in [
+            ("params", &self.params, p),
+            ("ema", &self.ema, p),
+            ("adam.m", &self.adam_m, p),
+            ("adam.v", &self.adam_v, p),
+            ("embedding.freqs", &self.freqs, EMBED_FREQS),
+        ] {
+            if v.len() != len {
+                return Err(bad(format!("{name} has {} values, the shape {:?} needs {len}", v.len(), self.shape)));
+            }
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(bad(format!("{name}[{i}] = {} is not finite", v[i])));
+            }
+        }
+        Ok(())
+    }
+
+    /// The safetensors bytes. Refuses a state with a non-finite number in it.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.validate()?;
+        let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+        for (prefix, values) in [("", &self.params), ("ema.", &self.ema)] {
+            for (i, l) in self.shape.layers().iter().enumerate() {
+                let w = &values[l.w_offset..l.w_offset + l.fan_in * l.fan_out];
+                let b = &values[l.b_offset..l.b_offset + l.fan_out];
+                tensors.push((format!("{prefix}layers.{i}.weight"), vec![l.fan_out, l.fan_in], w));
+                tensors.push((format!("{prefix}layers.{i}.bias"), vec![l.fan_out], b));
+            }
+        }
+        tensors.push(("embedding.freqs".into(), vec![EMBED_FREQS], &self.freqs));
+        tensors.push(("adam.m".into(), vec![self.adam_m.len()], &self.adam_m));
+        tensors.push(("adam.v".into(), vec![self.adam_v.len()], &self.adam_v));
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .map(|(name, shape, data)| {
+                TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| bad(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        let mut meta: HashMap<String, String> = self.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        meta.insert("scorefield.format".into(), FORMAT.into());
+        meta.insert("shape.dim".into(), self.shape.dim.to_string());
+        meta.insert("shape.hidden_layers".into(), self.shape.hidden_layers.to_string());
+        meta.insert("shape.width".into(), self.shape.width.to_string());
+        meta.insert("step".into(), self.step.to_string());
+        safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Reads and checks a checkpoint; every problem is an error naming what is wrong.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let get = |key: &str| meta.get(key).ok_or_else(|| bad(format!("metadata `{key}` is missing")));
+        let number = |key: &str| -> Result<u64> {
+            get(key)?.parse::<u64>().map_err(|_| bad(format!("metadata `{key}` = `{}` is not a number", meta[key])))
+        };
+        if get("scorefield.format")? != FORMAT {
+            return Err(bad(format!("format {} is not {FORMAT}", meta["scorefield.format"])));
+        }
+        let shape = MlpShape {
+            dim: number("shape.dim")? as usize,
+            hidden_layers: number("shape.hidden_layers")? as usize,
+            width: number("shape.width")? as usize,
+        };
+        shape.validate()?;
+        // Checked with a product that cannot overflow before param_count() multiplies.
+        let size = (shape.input_width() as u128 + shape.dim as u128 + shape.width as u128 + 1)
+            * (shape.width as u128 + 1)
+            * (shape.hidden_layers as u128 + 1);
+        if size > MAX_PARAMS as u128 {
+            return Err(bad(format!("shape {shape:?} is larger than any network this engine trains")));
+        }
+        let step = number("step")?;
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt tensor data: {e}")))?;
+        let read = |name: &str, want: &[usize]| -> Result<Vec<f32>> {
+            let t = tensors.tensor(name).map_err(|_| bad(format!("tensor `{name}` is missing")))?;
+            if t.dtype() != Dtype::F32 {
+                return Err(bad(format!("tensor `{name}` is {:?}, not F32", t.dtype())));
+            }
+            if t.shape() != want {
+                return Err(bad(format!("tensor `{name}` has shape {:?}, the model needs {want:?}", t.shape())));
+            }
+            Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        };
+        let p = shape.param_count();
+        let mut params = vec![0.0; p];
+        let mut ema = vec![0.0; p];
+        for (prefix, values) in [("", &mut params), ("ema.", &mut ema)] {
+            for (i, l) in shape.layers().iter().enumerate() {
+                let w = read(&format!("{prefix}layers.{i}.weight"), &[l.fan_out, l.fan_in])?;
+                values[l.w_offset..l.w_offset + w.len()].copy_from_slice(&w);
+                let b = read(&format!("{prefix}layers.{i}.bias"), &[l.fan_out])?;
+                values[l.b_offset..l.b_offset + b.len()].copy_from_slice(&b);
+            }
+        }
+        let metadata = meta
+            .iter()
+            .filter(|(k, _)| !(k.starts_with("shape.") || *k == "step" || *k == "scorefield.format"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let ckpt = Checkpoint {
+            shape,
+            step,
+            params,
+            ema,
+            adam_m: read("adam.m", &[p])?,
+            adam_v: read("adam.v", &[p])?,
+            freqs: read("embedding.freqs", &[EMBED_FREQS])?,
+            metadata,
+        };
+        ckpt.validate()?;
+        Ok(ckpt)
+    }
+}

@@ -1,0 +1,129 @@
+//! Datasets: 2-D toys drawn from the engine's RNG (so a seed names the same points on every
+//! machine) and Gaussian mixtures, whose noised scores are exact. Each toy's shape follows the
+//! common definitions of the score-model and flow literature (scikit-learn's `make_moons` and
+//! `make_swiss_roll`, FFJORD's `checkerboard`, `rings` and `2spirals` toys), scaled to about
+//! [-4, 4]^2 like the eight Gaussians.
+
+use crate::error::{Error, Result};
+use crate::mixture::GaussianMixture;
+use crate::rng::{self, Stream};
+
+/// A 2-D toy distribution or a Gaussian mixture.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Dataset {
+    /// Eight Gaussians of std 0.5 on a circle of radius 4 (WORKLOADS.md W1).
+    EightGaussians,
+    /// Any Gaussian mixture (from a config: weights, means, stds).
+    Mixture(GaussianMixture),
+    TwoMoons,
+    SwissRoll,
+    Checkerboard,
+    Rings,
+    Spirals,
+}
+
+/// The toy names the CLI and configs accept.
+pub const TOY_NAMES: &[&str] = &["eight-gaussians", "two-moons", "swiss-roll", "checkerboard", "rings", "spirals"];
+
+impl Dataset {
+    /// A toy by name (see [`TOY_NAMES`]); mixtures come from a config instead.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "eight-gaussians" => Dataset::EightGaussians,
+            "two-moons" => Dataset::TwoMoons,
+            "swiss-roll" => Dataset::SwissRoll,
+            "checkerboard" => Dataset::Checkerboard,
+            "rings" => Dataset::Rings,
+            "spirals" => Dataset::Spirals,
+            _ => {
+                return Err(Error::invalid(
+                    "dataset",
+                    format!(
+                        "unknown dataset `{name}`; choose one of {}, or `mixture` with weights, means and stds",
+                        TOY_NAMES.join(", ")
+                    ),
+                ))
+            }
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Dataset::EightGaussians => "eight-gaussians",
+            Dataset::Mixture(_) => "mixture",
+            Dataset::TwoMoons => "two-moons",
+            Dataset::SwissRoll => "swiss-roll",
+            Dataset::Checkerboard => "checkerboard",
+            Dataset::Rings => "rings",
+            Dataset::Spirals => "spirals",
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        match self {
+            Dataset::Mixture(m) => m.dim,
+            _ => 2,
+        }
+    }
+
+    /// The mixture, where the dataset is one: its noised score is exact.
+    pub fn mixture(&self) -> Option<GaussianMixture> {
+        match self {
+            Dataset::EightGaussians => Some(GaussianMixture::eight_gaussians()),
+            Dataset::Mixture(m) => Some(m.clone()),
+            _ => None,
+        }
+    }
+
+    /// `n` points [n, d] for `seed`.
+    pub fn sample(&self, n: usize, seed: u64) -> Vec<f32> {
+        if let Some(m) = self.mixture() {
+            return m.sample(n, seed).0.iter().map(|&v| v as f32).collect();
+        }
+        // Per point i: uniforms u32 4i .. 4i + 3 and normals 4i .. 4i + 3 of the Data streams.
+        let u = |i: usize, j: usize| rng::uniform_at(seed, Stream::Data.at(2), 4 * i as u64 + j as u64) as f64;
+        let z = |i: usize, j: usize| rng::normal_at(seed, Stream::Data.at(3), 4 * i as u64 + j as u64);
+        let pi = std::f64::consts::PI;
+        let mut out = Vec::with_capacity(2 * n);
+        for i in 0..n {
+            let (x, y) = match self {
+                Dataset::EightGaussians | Dataset::Mixture(_) => break,
+                Dataset::TwoMoons => {
+                    // make_moons: upper moon (cos t, sin t), lower (1 - cos t, 0.5 - sin t),
+                    // t in [0, pi], noise 0.1; centred and scaled by 2.
+                    let t = pi * u(i, 0);
+                    let (x, y) = if u(i, 1) < 0.5 { (t.cos(), t.sin()) } else { (1.0 - t.cos(), 0.5 - t.sin()) };
+                    (2.0 * (x - 0.5 + 0.1 * z(i, 0)), 2.0 * (y - 0.25 + 0.1 * z(i, 1)))
+                }
+                Dataset::SwissRoll => {
+                    // make_swiss_roll's (t cos t, t sin t), t = 1.5 pi (1 + 2u), scaled by 1/3.
+                    let t = 1.5 * pi * (1.0 + 2.0 * u(i, 0));
+                    ((t * t.cos() + 0.5 * z(i, 0)) / 3.0, (t * t.sin() + 0.5 * z(i, 1)) / 3.0)
+                }
+                Dataset::Checkerboard => {
+                    // FFJORD: x1 ~ U(-2, 2), x2 in alternating unit squares; scaled by 2.
+                    let x1 = 4.0 * u(i, 0) - 2.0;
+                    let x2 = u(i, 1) - 2.0 * (u(i, 2) < 0.5) as u8 as f64 + x1.floor().rem_euclid(2.0);
+                    (2.0 * x1, 2.0 * x2)
+                }
+                Dataset::Rings => {
+                    // Four concentric rings of radii 1..4, noise 0.08.
+                    let r = 1.0 + (4.0 * u(i, 0)).floor().min(3.0);
+                    let a = 2.0 * pi * u(i, 1);
+                    (r * a.cos() + 0.08 * z(i, 0), r * a.sin() + 0.08 * z(i, 1))
+                }
+                Dataset::Spirals => {
+                    // FFJORD's 2spirals: n = sqrt(u) 540 degrees, arms (-cos n n, sin n n) and
+                    // its mirror; scaled to radius ~4.
+                    let t = u(i, 0).sqrt() * 3.0 * pi;
+                    let sign = if u(i, 1) < 0.5 { 1.0 } else { -1.0 };
+                    let (x, y) = (-t.cos() * t, t.sin() * t);
+                    (sign * x * 0.42 + 0.1 * z(i, 0), sign * y * 0.42 + 0.1 * z(i, 1))
+                }
+            };
+            out.push(x as f32);
+            out.push(y as f32);
+        }
+        out
+    }
+}

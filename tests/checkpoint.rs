@@ -1,0 +1,107 @@
+//! Checkpoints: a round trip through safetensors bytes, resuming gives the weights of an
+//! uninterrupted run bit for bit, and damaged files get errors that say what is wrong.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use scorefield::checkpoint::Checkpoint;
+use scorefield::data::Dataset;
+use scorefield::model::MlpShape;
+use scorefield::objective::Objective;
+use scorefield::optim::AdamConfig;
+use scorefield::train::{TrainConfig, Trainer};
+
+fn config(seed: u64) -> TrainConfig {
+    TrainConfig {
+        shape: MlpShape { dim: 2, hidden_layers: 2, width: 32 },
+        objective: Objective::Ncsn { sigma_max: 5.0, sigma_min: 0.01, levels: 10 },
+        adam: AdamConfig::default(),
+        batch: 128,
+        seed,
+        steps_per_submit: 7,
+    }
+}
+
+#[test]
+fn stopping_and_resuming_gives_the_weights_of_an_uninterrupted_run() {
+    let gpu = gpu();
+    let seed = test_seed();
+    let data = Dataset::TwoMoons.sample(1000, seed);
+    let mut straight = pollster::block_on(Trainer::new(&gpu, config(seed), &data)).unwrap();
+    straight.run(30, 0).unwrap();
+    let want = pollster::block_on(straight.checkpoint(BTreeMap::new())).unwrap();
+
+    let mut first = pollster::block_on(Trainer::new(&gpu, config(seed), &data)).unwrap();
+    first.run(13, 0).unwrap();
+    let meta = BTreeMap::from([("note".to_string(), "halfway".to_string())]);
+    let bytes = pollster::block_on(first.checkpoint(meta.clone())).unwrap().to_bytes().unwrap();
+    drop(first);
+    let ckpt = Checkpoint::from_bytes(&bytes).unwrap();
+    assert_eq!(ckpt.step, 13);
+    assert_eq!(ckpt.metadata, meta);
+    let mut resumed = pollster::block_on(Trainer::resume(&gpu, config(seed), &data, &ckpt)).unwrap();
+    resumed.run(17, 0).unwrap();
+    let got = pollster::block_on(resumed.checkpoint(BTreeMap::new())).unwrap();
+    assert_eq!(got.step, 30);
+    for (name, a, b) in [
+        ("params", &got.params, &want.params),
+        ("ema", &got.ema, &want.ema),
+        ("adam.m", &got.adam_m, &want.adam_m),
+        ("adam.v", &got.adam_v, &want.adam_v),
+    ] {
+        let same = a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{name} after resuming differs from the uninterrupted run");
+    }
+}
+
+fn small_checkpoint() -> Checkpoint {
+    let shape = MlpShape { dim: 3, hidden_layers: 1, width: 4 };
+    let p = shape.param_count();
+    let ramp = |k: f32| (0..p).map(|i| k * i as f32).collect::<Vec<_>>();
+    Checkpoint {
+        shape,
+        step: 42,
+        params: ramp(0.5),
+        ema: ramp(0.25),
+        adam_m: ramp(0.1),
+        adam_v: ramp(0.01),
+        freqs: (0..16).map(|i| i as f32).collect(),
+        metadata: BTreeMap::from([("config".to_string(), "x = 1".to_string())]),
+    }
+}
+
+#[test]
+fn a_checkpoint_round_trips_and_names_its_tensors_like_pytorch() {
+    let ckpt = small_checkpoint();
+    let bytes = ckpt.to_bytes().unwrap();
+    assert_eq!(Checkpoint::from_bytes(&bytes).unwrap(), ckpt);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let w = st.tensor("layers.0.weight").unwrap();
+    assert_eq!(w.shape(), &[4, 3 + 32]);
+    assert_eq!(st.tensor("layers.1.bias").unwrap().shape(), &[3]);
+    assert!(st.tensor("ema.layers.1.weight").is_ok());
+}
+
+#[test]
+fn damaged_checkpoints_get_clear_errors() {
+    let ckpt = small_checkpoint();
+    let bytes = ckpt.to_bytes().unwrap();
+    let msg = |b: &[u8]| Checkpoint::from_bytes(b).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg(&bytes[..bytes.len() / 2]).contains("checkpoint"), "truncated: {}", msg(&bytes[..bytes.len() / 2]));
+    assert!(msg(b"").contains("not a readable safetensors file"));
+    let mut nan = ckpt.clone();
+    nan.params[3] = f32::NAN;
+    assert!(nan.to_bytes().unwrap_err().to_string().contains("params[3]"), "a NaN must never be written");
+    let mut other = ckpt.clone();
+    other.metadata.clear();
+    let mut wrong_shape = other.to_bytes().unwrap();
+    // Claim another width in the header: the tensors no longer fit it.
+    let header_end = 8 + u64::from_le_bytes(wrong_shape[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(wrong_shape[8..header_end].to_vec()).unwrap();
+    let changed = header.replace("\"shape.width\":\"4\"", "\"shape.width\":\"5\"");
+    assert_ne!(header, changed, "the header should hold shape.width");
+    wrong_shape[8..header_end].copy_from_slice(changed.as_bytes());
+    assert!(msg(&wrong_shape).contains("has shape"), "{}", msg(&wrong_shape));
+}
