@@ -1,0 +1,274 @@
+//! The run config: a TOML file (every key optional, unknown keys rejected), with command-line
+//! overrides applied on top. The defaults are the main job: the W1 network on the eight
+//! Gaussians, sampled with annealed Langevin.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use scorefield::data::Dataset;
+use scorefield::mixture::GaussianMixture;
+use scorefield::model::MlpShape;
+use scorefield::objective::Objective;
+use scorefield::optim::AdamConfig;
+use scorefield::sample::Method;
+use scorefield::schedule::{NoiseLevel, Sde};
+use scorefield::train::TrainConfig;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub objective: ObjectiveConfig,
+    pub train: TrainSettings,
+    pub sample: SampleConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// A toy name, or "mixture" with the three lists below.
+    pub dataset: String,
+    /// Training points drawn from the dataset.
+    pub points: usize,
+    pub weights: Vec<f64>,
+    pub means: Vec<Vec<f64>>,
+    /// One std per component (isotropic) or one list per component (diagonal).
+    pub stds: Vec<StdSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StdSpec {
+    Isotropic(f64),
+    Diagonal(Vec<f64>),
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self { dataset: "eight-gaussians".into(), points: 65536, weights: vec![], means: vec![], stds: vec![] }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub hidden_layers: usize,
+    pub width: usize,
+}
+
+impl Default for ModelConfig {
+    /// W1 (../shared/WORKLOADS.md).
+    fn default() -> Self {
+        Self { hidden_layers: 3, width: 128 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectiveConfig {
+    /// "dsm", "ncsn", "ddpm", "ve" or "vp".
+    pub kind: String,
+    pub sigma: f64,
+    pub sigma_min: f64,
+    pub sigma_max: f64,
+    pub levels: usize,
+    pub beta_min: f64,
+    pub beta_max: f64,
+    pub steps: usize,
+}
+
+impl Default for ObjectiveConfig {
+    /// NCSN over L = 10 levels from sigma_max = 10 (about the largest distance between the
+    /// eight Gaussians' modes: Song & Ermon 2020, technique 1; WORKLOADS.md notes) to 0.01.
+    fn default() -> Self {
+        Self {
+            kind: "ncsn".into(),
+            sigma: 0.1,
+            sigma_min: 0.01,
+            sigma_max: 10.0,
+            levels: 10,
+            beta_min: 0.1,
+            beta_max: 20.0,
+            steps: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f64,
+    pub ema_decay: f64,
+    pub seed: u64,
+    pub log_every: u64,
+    pub checkpoint_every: u64,
+    pub steps_per_submit: usize,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            steps: 2000,
+            batch: 512,
+            lr: 1e-3,
+            ema_decay: 0.999,
+            seed: 0,
+            log_every: 50,
+            checkpoint_every: 1000,
+            steps_per_submit: 25,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SampleConfig {
+    /// "langevin", "annealed", "euler-maruyama", "pc", "ode-euler", "ode-heun" or "ddpm".
+    pub sampler: String,
+    pub particles: usize,
+    pub seed: u64,
+    /// Sampler steps: per level for annealed Langevin, in total for the others.
+    pub steps: usize,
+    /// Annealed Langevin's eps, or Langevin's step size.
+    pub step_size: f64,
+    /// Predictor-corrector's signal-to-noise ratio.
+    pub snr: f64,
+    /// Sample with the EMA weights (the raw weights stay noisy under constant-lr Adam).
+    pub ema: bool,
+    /// Snapshots for the animation: every this many sampler steps (0: none).
+    pub snapshot_every: usize,
+}
+
+impl Default for SampleConfig {
+    /// Annealed Langevin with alpha_i = eps sigma_i^2 / sigma_L^2, eps = 1e-4 (alpha_i =
+    /// sigma_i^2 for sigma_L = 0.01; WORKLOADS.md notes: right mode weights and spread with the
+    /// exact score), over the objective's own levels.
+    fn default() -> Self {
+        Self {
+            sampler: "annealed".into(),
+            particles: 2048,
+            seed: 1,
+            steps: 50,
+            step_size: 1e-4,
+            snr: 0.16,
+            ema: true,
+            snapshot_every: 20,
+        }
+    }
+}
+
+impl RunConfig {
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: RunConfig = toml::from_str(text)?;
+        Ok(config)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string(self)?)
+    }
+
+    pub fn dataset(&self) -> Result<Dataset> {
+        let d = &self.data;
+        if d.dataset != "mixture" {
+            return Ok(Dataset::from_name(&d.dataset)?);
+        }
+        let dim = d.means.first().map(|m| m.len()).unwrap_or(0);
+        if let Some((i, m)) = d.means.iter().enumerate().find(|(_, m)| m.len() != dim) {
+            bail!("data.means[{i}] has {} numbers, data.means[0] has {dim}", m.len());
+        }
+        let mut stds = Vec::new();
+        for (i, s) in d.stds.iter().enumerate() {
+            match s {
+                StdSpec::Isotropic(v) => stds.extend(std::iter::repeat_n(*v, dim)),
+                StdSpec::Diagonal(v) if v.len() == dim => stds.extend_from_slice(v),
+                StdSpec::Diagonal(v) => bail!("data.stds[{i}] has {} numbers; give one or {dim}", v.len()),
+            }
+        }
+        let mixture = GaussianMixture::new(dim, d.weights.clone(), d.means.concat(), stds)
+            .context("data.weights, data.means and data.stds do not make a mixture")?;
+        Ok(Dataset::Mixture(mixture))
+    }
+
+    pub fn objective(&self) -> Result<Objective> {
+        let o = &self.objective;
+        let objective = match o.kind.as_str() {
+            "dsm" => Objective::Dsm { sigma: o.sigma },
+            "ncsn" => Objective::Ncsn { sigma_max: o.sigma_max, sigma_min: o.sigma_min, levels: o.levels },
+            "ddpm" => Objective::Ddpm { beta_min: o.beta_min, beta_max: o.beta_max, steps: o.steps },
+            "ve" => Objective::VeSde { sigma_min: o.sigma_min, sigma_max: o.sigma_max },
+            "vp" => Objective::VpSde { beta_min: o.beta_min, beta_max: o.beta_max },
+            other => bail!("objective.kind = \"{other}\"; choose dsm, ncsn, ddpm, ve or vp"),
+        };
+        objective.validate().context("in [objective]")?;
+        Ok(objective)
+    }
+
+    pub fn train_config(&self, dim: usize) -> Result<TrainConfig> {
+        let t = &self.train;
+        if t.batch == 0 || t.steps_per_submit == 0 {
+            bail!("train.batch and train.steps_per_submit must be at least 1");
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0 && (0.0..1.0).contains(&t.ema_decay)) {
+            bail!("train.lr = {} must be positive and train.ema_decay = {} in [0, 1)", t.lr, t.ema_decay);
+        }
+        let shape = MlpShape { dim, hidden_layers: self.model.hidden_layers, width: self.model.width };
+        shape.validate().context("in [model]")?;
+        Ok(TrainConfig {
+            shape,
+            objective: self.objective()?,
+            adam: AdamConfig { lr: t.lr, ema_decay: t.ema_decay, ..AdamConfig::default() },
+            batch: t.batch,
+            seed: t.seed,
+            steps_per_submit: t.steps_per_submit,
+        })
+    }
+
+    /// The sampler, matched to the objective's noise schedule.
+    pub fn method(&self) -> Result<Method> {
+        let s = &self.sample;
+        let objective = self.objective()?;
+        let sde = match objective {
+            Objective::VpSde { beta_min, beta_max } => Sde::Vp { beta_min, beta_max },
+            Objective::Ddpm { .. } => Sde::vp_default(),
+            Objective::VeSde { sigma_min, sigma_max } | Objective::Ncsn { sigma_max, sigma_min, .. } => {
+                Sde::ve(sigma_min, sigma_max)
+            }
+            Objective::Dsm { sigma } => Sde::ve(sigma, 10.0 * sigma),
+        };
+        let steps = s.steps;
+        let method = match s.sampler.as_str() {
+            "annealed" => {
+                let sigmas = match objective {
+                    Objective::Ncsn { .. } => objective.levels().iter().map(|l| l.sigma).collect(),
+                    _ => scorefield::objective::geometric_sigmas(sde.prior_std(), 0.01, 10),
+                };
+                Method::AnnealedLangevin { sigmas, steps_per_level: steps, eps: s.step_size, denoise: true }
+            }
+            "langevin" => {
+                let sigma = objective.levels().last().map(|l| l.sigma).unwrap_or(0.01);
+                Method::Langevin { level: NoiseLevel::ve(sigma), step_size: s.step_size, steps, init_std: sde.prior_std() }
+            }
+            "euler-maruyama" => Method::ReverseSde { sde, steps },
+            "pc" => Method::PredictorCorrector { sde, steps, snr: s.snr, corrector_steps: 1 },
+            "ode-euler" => Method::ProbabilityFlow { sde, steps, heun: false },
+            "ode-heun" => Method::ProbabilityFlow { sde, steps, heun: true },
+            "ddpm" => match objective {
+                Objective::Ddpm { beta_min, beta_max, steps } => Method::Ddpm { beta_min, beta_max, steps },
+                _ => Method::ddpm(),
+            },
+            other => bail!(
+                "sample.sampler = \"{other}\"; choose annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun or ddpm"
+            ),
+        };
+        method.validate().context("in [sample]")?;
+        Ok(method)
+    }
+}

@@ -1,0 +1,36 @@
+//! Files: written atomically (a temporary beside the target, synced, then renamed, so a crash
+//! leaves the old file or the new one, never half of one), and the .npy sample format.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use npyz::WriterBuilder;
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// `values` as a float32 array of shape [n, d] in NumPy's .npy format.
+pub fn npy_bytes(values: &[f32], dim: usize) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let rows = (values.len() / dim.max(1)) as u64;
+    let mut writer =
+        npyz::WriteOptions::new().default_dtype().shape(&[rows, dim as u64]).writer(&mut bytes).begin_nd()?;
+    writer.extend(values.iter().copied())?;
+    writer.finish()?;
+    Ok(bytes)
+}

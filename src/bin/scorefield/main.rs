@@ -1,0 +1,329 @@
+//! The scorefield command-line tool. With no arguments it runs the main job: train the W1
+//! network on the eight Gaussians, sample it, and write the pictures into runs/main.
+
+mod config;
+mod files;
+mod picture;
+mod run;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use scorefield::gpu::{list_adapters, Gpu};
+
+use config::RunConfig;
+
+#[derive(Parser)]
+#[command(name = "scorefield", version, about = "Train and sample score-based generative models on any GPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Settings that override the config file (or the defaults).
+#[derive(Args, Clone, Debug, Default)]
+struct Overrides {
+    /// A TOML config (see README.md); the flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Dataset: eight-gaussians, two-moons, swiss-roll, checkerboard, rings, spirals, or
+    /// mixture (weights, means and stds in the config).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Objective: dsm, ncsn, ddpm, ve or vp.
+    #[arg(long)]
+    objective: Option<String>,
+    #[arg(long)]
+    width: Option<usize>,
+    #[arg(long)]
+    hidden_layers: Option<usize>,
+    /// Training steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// The training seed (batches, noise, initial weights, data).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Sampler: annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun or ddpm.
+    #[arg(long)]
+    sampler: Option<String>,
+    /// Particles to sample.
+    #[arg(short = 'n', long)]
+    particles: Option<usize>,
+    /// Sampler steps (per level for annealed Langevin).
+    #[arg(long)]
+    sampler_steps: Option<usize>,
+    /// Annealed Langevin's eps, or Langevin's step size.
+    #[arg(long)]
+    step_size: Option<f64>,
+    /// The sampling seed.
+    #[arg(long)]
+    sample_seed: Option<u64>,
+}
+
+impl Overrides {
+    fn apply(&self, mut c: RunConfig) -> RunConfig {
+        if let Some(v) = &self.dataset {
+            c.data.dataset = v.clone();
+        }
+        if let Some(v) = &self.objective {
+            c.objective.kind = v.clone();
+        }
+        if let Some(v) = self.width {
+            c.model.width = v;
+        }
+        if let Some(v) = self.hidden_layers {
+            c.model.hidden_layers = v;
+        }
+        if let Some(v) = self.steps {
+            c.train.steps = v;
+        }
+        if let Some(v) = self.batch {
+            c.train.batch = v;
+        }
+        if let Some(v) = self.lr {
+            c.train.lr = v;
+        }
+        if let Some(v) = self.seed {
+            c.train.seed = v;
+        }
+        if let Some(v) = &self.sampler {
+            c.sample.sampler = v.clone();
+        }
+        if let Some(v) = self.particles {
+            c.sample.particles = v;
+        }
+        if let Some(v) = self.sampler_steps {
+            c.sample.steps = v;
+        }
+        if let Some(v) = self.step_size {
+            c.sample.step_size = v;
+        }
+        if let Some(v) = self.sample_seed {
+            c.sample.seed = v;
+        }
+        c
+    }
+
+    /// The config file (or `base`) with the flags applied.
+    fn resolve(&self, base: RunConfig) -> Result<RunConfig> {
+        let c = match &self.config {
+            Some(path) => RunConfig::load(path)?,
+            None => base,
+        };
+        Ok(self.apply(c))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a score model; writes config.toml, log.jsonl, checkpoint.safetensors and loss.png
+    /// into the run folder.
+    Train {
+        /// The run folder.
+        #[arg(long, default_value = "runs/train")]
+        run: PathBuf,
+        /// Continue from the run folder's checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Sample from a checkpoint, or from the exact score of an analytic dataset; writes the
+    /// samples as .npy (float32 [n, d]) and samples.png / sampling.gif beside them.
+    Sample {
+        /// A checkpoint written by `train` (its config comes with it).
+        #[arg(long, conflicts_with = "exact_score")]
+        checkpoint: Option<PathBuf>,
+        /// Use the dataset's exact noised score (eight-gaussians or a config's mixture).
+        #[arg(long)]
+        exact_score: bool,
+        /// The .npy file to write (pictures go into the same folder).
+        #[arg(long, default_value = "samples.npy")]
+        out: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// List the adapters with the limits the engine depends on, and measure the chosen adapter's
+    /// float32 FMA ceiling.
+    Info {
+        /// Timed repetitions per configuration of the FMA probe.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
+    /// Time the standard workloads W1-W4 (../shared/WORKLOADS.md) against the FMA ceiling.
+    Bench {
+        /// Workloads to run (default: all four).
+        #[arg(long = "workload", value_parser = ["W1", "W2", "W3", "W4"])]
+        workloads: Vec<String>,
+        /// Training steps per timing (default 200), or sampler steps per run (default 1000,
+        /// the workload as defined; fewer scale the levels' step count down).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Timed runs per workload; the median is reported with min and max.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Sampler dispatch path.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "fused", "staged"])]
+        path: String,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let Some(command) = cli.command else { return main_job() };
+    match command {
+        Command::Train { run, resume, overrides } => {
+            let config = overrides.resolve(RunConfig::default())?;
+            run::train(&config, &run, resume)
+        }
+        Command::Sample { checkpoint, exact_score, out, overrides } => {
+            let (base, source) = match (&checkpoint, exact_score) {
+                (Some(path), _) => {
+                    let ckpt = run::load_checkpoint(path)?;
+                    let base = match ckpt.metadata.get("config") {
+                        Some(text) => RunConfig::from_toml(text)?,
+                        None => RunConfig::default(),
+                    };
+                    (base, run::Source::Checkpoint(path.clone()))
+                }
+                (None, true) => (RunConfig::default(), run::Source::Exact),
+                (None, false) => bail!("say where the score comes from: --checkpoint PATH or --exact-score"),
+            };
+            let config = overrides.resolve(base)?;
+            let dir =
+                out.parent().filter(|p| !p.as_os_str().is_empty()).map(PathBuf::from).unwrap_or(PathBuf::from("."));
+            run::sample(&config, source, &dir, &out)
+        }
+        Command::Info { repeats } => pollster::block_on(info(repeats)),
+        Command::Bench { workloads, steps, repeats, path, json } => {
+            pollster::block_on(bench(workloads, steps, repeats, &path, json))
+        }
+    }
+}
+
+/// The main job: the default config end to end into runs/main.
+fn main_job() -> Result<()> {
+    let dir = PathBuf::from("runs/main");
+    let config = RunConfig::default();
+    println!(
+        "main job: train the W1 network ({} x {}) on the eight Gaussians for {} steps, then sample it into {}",
+        config.model.hidden_layers,
+        config.model.width,
+        config.train.steps,
+        dir.display()
+    );
+    run::train(&config, &dir, false)?;
+    run::sample(&config, run::Source::Checkpoint(dir.join(run::CHECKPOINT)), &dir, &dir.join("samples.npy"))?;
+    println!("pictures: {0}/loss.png, {0}/samples.png (data left, samples right), {0}/sampling.gif", dir.display());
+    Ok(())
+}
+
+async fn info(repeats: usize) -> Result<()> {
+    let adapters = list_adapters().await;
+    println!("adapters ({}):", adapters.len());
+    for a in &adapters {
+        let l = &a.limits;
+        println!("  {}", a.describe());
+        println!(
+            "    workgroup storage {} KiB, invocations/workgroup {}, storage binding {} MiB, max buffer {} MiB, \
+             storage buffers/stage {}, workgroups/dim {}",
+            l.max_compute_workgroup_storage_size / 1024,
+            l.max_compute_invocations_per_workgroup,
+            l.max_storage_buffer_binding_size / (1 << 20),
+            l.max_buffer_size / (1 << 20),
+            l.max_storage_buffers_per_shader_stage,
+            l.max_compute_workgroups_per_dimension,
+        );
+        let f = a.features;
+        println!(
+            "    subgroups {}, f16 {}, timestamps {} (inside passes {})",
+            yes(f.contains(wgpu::Features::SUBGROUP)),
+            yes(f.contains(wgpu::Features::SHADER_F16)),
+            yes(f.contains(wgpu::Features::TIMESTAMP_QUERY)),
+            yes(f.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)),
+        );
+    }
+    let gpu = Gpu::new().await?;
+    println!("chosen: {}", gpu.describe());
+    println!("measuring the float32 FMA ceiling ({repeats} runs per configuration)...");
+    let ceiling = scorefield::ceiling::measure(&gpu, repeats).await?;
+    for p in &ceiling.probes {
+        println!(
+            "  workgroup {:>3}, {:>2} vec4 accumulators: median {:>8.1} GFLOP/s (min {:.1}, max {:.1})",
+            p.workgroup_size, p.accumulators, p.median_gflops, p.min_gflops, p.max_gflops
+        );
+    }
+    let b = &ceiling.best;
+    println!(
+        "FMA ceiling: {:.1} GFLOP/s (median; min {:.1}, max {:.1}; workgroup {}, {} accumulators)",
+        b.median_gflops, b.min_gflops, b.max_gflops, b.workgroup_size, b.accumulators
+    );
+    Ok(())
+}
+
+async fn bench(workloads: Vec<String>, steps: Option<usize>, repeats: usize, path: &str, json: bool) -> Result<()> {
+    use scorefield::bench::{self, Workload};
+    use scorefield::sample::Path;
+    let gpu = Gpu::new().await?;
+    let adapter = gpu.describe();
+    let ceiling = scorefield::ceiling::measure(&gpu, 3).await?.best.median_gflops;
+    let path = match path {
+        "fused" => Path::Fused,
+        "staged" => Path::Staged,
+        _ => Path::Auto,
+    };
+    let chosen: Vec<Workload> = if workloads.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        Workload::ALL.iter().copied().filter(|w| workloads.iter().any(|n| n == w.name())).collect()
+    };
+    if !json {
+        println!("adapter: {adapter}");
+        println!("FMA ceiling: {ceiling:.1} GFLOP/s; timing: host clock around submits and a device wait");
+        println!("| workload | path | steps | median s | min s | max s | figure | GFLOP/s | of ceiling |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+    }
+    for w in chosen {
+        let n = steps.unwrap_or(if w.is_training() { 200 } else { 1000 });
+        let r = bench::run(&gpu, w, n, repeats, path).await?;
+        let fraction = r.gflops / ceiling;
+        if json {
+            println!(
+                "{{\"workload\":\"{}\",\"adapter\":\"{}\",\"path\":\"{}\",\"steps\":{},\"median_s\":{},\"min_s\":{},\"max_s\":{},\"figure\":{},\"unit\":\"{}\",\"gflops\":{},\"ceiling_gflops\":{},\"fraction\":{}}}",
+                w.name(), adapter.replace('"', "'"), r.path, r.steps, r.seconds[0], r.seconds[1], r.seconds[2],
+                r.figure, r.figure_unit, r.gflops, ceiling, fraction
+            );
+        } else {
+            println!(
+                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.4e} {} | {:.2} | {:.1}% |",
+                w.name(),
+                r.path,
+                r.steps,
+                r.seconds[0],
+                r.seconds[1],
+                r.seconds[2],
+                r.figure,
+                r.figure_unit,
+                r.gflops,
+                100.0 * fraction
+            );
+        }
+    }
+    Ok(())
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}

@@ -1,0 +1,221 @@
+//! `train` and `sample`: a run folder holds config.toml, log.jsonl, checkpoint.safetensors, the
+//! samples (.npy) and the pictures.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use scorefield::checkpoint::Checkpoint;
+use scorefield::gpu::Gpu;
+use scorefield::model::{ScoreMlp, Weights};
+use scorefield::rng::Stream;
+use scorefield::sample::{Sampler, SamplerConfig, ScoreSource};
+use scorefield::train::{LossRecord, Trainer};
+
+use crate::config::RunConfig;
+use crate::files::{npy_bytes, write_atomic};
+use crate::picture;
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// The training points of a config (the data seed is derived from the run seed, so changing
+/// the seed changes both).
+fn training_data(config: &RunConfig) -> Result<(Vec<f32>, usize)> {
+    let dataset = config.dataset()?;
+    if config.data.points == 0 {
+        bail!("data.points must be at least 1");
+    }
+    let data = dataset.sample(config.data.points, config.train.seed ^ Stream::Data.at(0));
+    Ok((data, dataset.dim()))
+}
+
+/// Trains as the config says, in `dir`; with `resume`, continues from the checkpoint there.
+pub fn train(config: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
+    let gpu = pollster::block_on(Gpu::new())?;
+    let (data, dim) = training_data(config)?;
+    let train_config = config.train_config(dim)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the run folder {}", dir.display()))?;
+    let ckpt_path = dir.join(CHECKPOINT);
+    let mut trainer = if resume {
+        let ckpt = load_checkpoint(&ckpt_path)?;
+        pollster::block_on(Trainer::resume(&gpu, train_config, &data, &ckpt))?
+    } else {
+        write_atomic(&dir.join("config.toml"), config.to_toml()?.as_bytes())?;
+        // A fresh run starts a fresh log.
+        let _ = std::fs::remove_file(dir.join("log.jsonl"));
+        pollster::block_on(Trainer::new(&gpu, train_config, &data))?
+    };
+    let total = config.train.steps;
+    if trainer.step() >= total {
+        println!("{} already holds {} of {total} steps", ckpt_path.display(), trainer.step());
+        return Ok(());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second handler cannot be installed in one process (tests call train twice); the
+        // first one keeps working.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let bar = ProgressBar::new(total).with_position(trainer.step());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  loss {msg}  {per_sec}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("log.jsonl"))
+        .with_context(|| format!("opening {}", dir.join("log.jsonl").display()))?;
+    let log_every = config.train.log_every.max(1);
+    let levels = config.objective()?.levels().len();
+    let mut curve = Vec::new();
+    let started = Instant::now();
+    let first_step = trainer.step();
+    while trainer.step() < total && !stop.load(Ordering::SeqCst) {
+        let chunk = (total - trainer.step()).min(log_every);
+        trainer.run(chunk, log_every)?;
+        for record in trainer.take_losses()? {
+            let line =
+                log_line(&record, levels, (trainer.step() - first_step) as f64 / started.elapsed().as_secs_f64());
+            writeln!(log, "{line}")?;
+            bar.set_message(format!("{:.4}", record.mean()));
+            curve.push((record.step, record.mean()));
+        }
+        bar.set_position(trainer.step());
+        let every = config.train.checkpoint_every;
+        if every > 0 && trainer.step() % every < chunk && trainer.step() < total {
+            save_checkpoint(&trainer, config, &ckpt_path)?;
+        }
+    }
+    let rate = (trainer.step() - first_step) as f64 / started.elapsed().as_secs_f64();
+    let mut records = pollster::block_on(trainer.finish())?;
+    // The last step is always logged, so a short run has a record too.
+    if records.last().map(|r| r.step).or(curve.last().map(|c| c.0)) != Some(trainer.step()) {
+        records.push(pollster::block_on(trainer.last_losses())?);
+    }
+    for record in records {
+        writeln!(log, "{}", log_line(&record, levels, rate))?;
+        curve.push((record.step, record.mean()));
+    }
+    bar.finish_and_clear();
+    save_checkpoint(&trainer, config, &ckpt_path)?;
+    if stop.load(Ordering::SeqCst) {
+        println!("stopped at step {} (checkpoint saved; continue with --resume)", trainer.step());
+    }
+    println!("trained {} steps ({rate:.1} steps/s) -> {}", trainer.step(), ckpt_path.display());
+    let mut all = read_curve(&dir.join("log.jsonl")).unwrap_or(curve);
+    all.sort_by_key(|p| p.0);
+    picture::loss_curve(&dir.join("loss.png"), &all)?;
+    Ok(())
+}
+
+/// One JSONL record: the step, the batch-mean loss, the mean per noise level (discrete schedules:
+/// per level index; continuous ones: per tenth of t), and steps/s.
+fn log_line(record: &LossRecord, levels: usize, steps_per_s: f64) -> String {
+    let bins = if levels > 0 { levels } else { 10 };
+    let mut sum = vec![0.0f64; bins];
+    let mut count = vec![0usize; bins];
+    for (&l, &level) in record.losses.iter().zip(&record.levels) {
+        let b = if levels > 0 { level as usize } else { ((level * 10.0) as usize).min(9) };
+        if b < bins {
+            sum[b] += l as f64;
+            count[b] += 1;
+        }
+    }
+    let per_level: Vec<String> = sum
+        .iter()
+        .zip(&count)
+        .map(|(s, &c)| if c > 0 { format!("{:.6}", s / c as f64) } else { "null".into() })
+        .collect();
+    format!(
+        "{{\"step\":{},\"loss\":{:.6},\"loss_per_level\":[{}],\"steps_per_s\":{:.3}}}",
+        record.step,
+        record.mean(),
+        per_level.join(","),
+        steps_per_s
+    )
+}
+
+fn read_curve(path: &Path) -> Option<Vec<(u64, f64)>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let field = |line: &str, key: &str| -> Option<f64> {
+        let rest = &line[line.find(&format!("\"{key}\":"))? + key.len() + 3..];
+        rest.split([',', '}']).next()?.parse().ok()
+    };
+    Some(text.lines().filter_map(|l| Some((field(l, "step")? as u64, field(l, "loss")?))).collect())
+}
+
+fn save_checkpoint(trainer: &Trainer, config: &RunConfig, path: &Path) -> Result<()> {
+    let meta = BTreeMap::from([("config".to_string(), config.to_toml()?)]);
+    let ckpt = pollster::block_on(trainer.checkpoint(meta))?;
+    write_atomic(path, &ckpt.to_bytes()?)
+}
+
+pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    Checkpoint::from_bytes(&bytes).with_context(|| format!("loading {}", path.display()))
+}
+
+/// Where the score comes from for `sample`.
+pub enum Source {
+    Checkpoint(PathBuf),
+    Exact,
+}
+
+/// Samples as the config's [sample] says; writes `out` (.npy) and the pictures into `dir`.
+pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Result<()> {
+    let gpu = pollster::block_on(Gpu::new())?;
+    let method = config.method()?;
+    let s = &config.sample;
+    let mut sampler_config = SamplerConfig::new(s.particles, s.seed);
+    // Snapshots are counted in the method's steps; about 60 frames make the animation.
+    let steps = method.plan()?.iter().filter(|p| p.boundary).count();
+    sampler_config.snapshot_every = if s.snapshot_every > 0 { s.snapshot_every.max(steps / 60) } else { 0 };
+    let dataset = config.dataset()?;
+    let (x, snapshots, dim) = match source {
+        Source::Exact => {
+            let Some(mixture) = dataset.mixture() else {
+                bail!(
+                    "--exact-score needs a dataset with an exact noised score (eight-gaussians or a mixture), not {}",
+                    dataset.name()
+                );
+            };
+            let mut sampler =
+                pollster::block_on(Sampler::new(&gpu, ScoreSource::Mixture(&mixture), &method, sampler_config))?;
+            sampler.run();
+            (pollster::block_on(sampler.read())?, pollster::block_on(sampler.read_snapshots())?, mixture.dim)
+        }
+        Source::Checkpoint(path) => {
+            let ckpt = load_checkpoint(&path)?;
+            let model = ScoreMlp::from_values(&gpu, ckpt.shape, &ckpt.params, &ckpt.ema, &ckpt.freqs)?;
+            let weights = if s.ema { Weights::Ema } else { Weights::Raw };
+            let parametrisation = config.objective()?.parametrisation();
+            let source = ScoreSource::Network { model: &model, weights, parametrisation };
+            let mut sampler = pollster::block_on(Sampler::new(&gpu, source, &method, sampler_config))?;
+            sampler.run();
+            (pollster::block_on(sampler.read())?, pollster::block_on(sampler.read_snapshots())?, ckpt.shape.dim)
+        }
+    };
+    let bad = x.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        eprintln!(
+            "warning: {bad} of {} sample values are not finite (the sampler diverged; try a smaller step)",
+            x.len()
+        );
+    }
+    write_atomic(out, &npy_bytes(&x, dim)?)?;
+    let data = dataset.sample(s.particles, config.train.seed ^ Stream::Data.at(1));
+    picture::samples_beside_data(&dir.join("samples.png"), &data, &x, dim)?;
+    if snapshots.len() > 1 {
+        picture::animation(&dir.join("sampling.gif"), &snapshots, dim, picture::extent(&data) * 1.5)?;
+    }
+    println!("{} samples ({}) -> {}", s.particles, method.name(), out.display());
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! The binary end to end: a tiny training run, sampling from its checkpoint and from an exact
+//! score, the .npy read back, resuming, and bad input met with messages that name the problem.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn scorefield(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_scorefield"))
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("the binary runs");
+    eprintln!(
+        "scorefield {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("scorefield-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().to_vec();
+    (shape, npy.into_vec::<f32>().unwrap())
+}
+
+#[test]
+fn train_sample_and_resume_from_the_command_line() {
+    let dir = temp_dir("e2e");
+    let tiny = ["--width", "16", "--hidden-layers", "1", "--batch", "64", "--dataset", "two-moons"];
+    let out = scorefield(&dir, &[&["train", "--run", "run", "--steps", "40"][..], &tiny].concat());
+    assert!(out.status.success());
+    for f in ["config.toml", "log.jsonl", "checkpoint.safetensors", "loss.png"] {
+        assert!(dir.join("run").join(f).exists(), "{f} missing from the run folder");
+    }
+    let log = std::fs::read_to_string(dir.join("run/log.jsonl")).unwrap();
+    assert!(log.lines().count() >= 1 && log.contains("\"loss_per_level\""), "log: {log}");
+
+    // Resume to 60 steps.
+    let out = scorefield(&dir, &[&["train", "--run", "run", "--steps", "60", "--resume"][..], &tiny].concat());
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("trained 60 steps"));
+
+    let args = [
+        "sample",
+        "--checkpoint",
+        "run/checkpoint.safetensors",
+        "--out",
+        "run/x.npy",
+        "-n",
+        "300",
+        "--sampler-steps",
+        "3",
+    ];
+    assert!(scorefield(&dir, &args).status.success());
+    let (shape, values) = read_npy(&dir.join("run/x.npy"));
+    assert_eq!(shape, vec![300, 2]);
+    assert!(values.iter().all(|v| v.is_finite()));
+    assert!(dir.join("run/samples.png").exists());
+
+    let args = [
+        "sample",
+        "--exact-score",
+        "--sampler",
+        "euler-maruyama",
+        "--sampler-steps",
+        "200",
+        "-n",
+        "500",
+        "--out",
+        "exact/y.npy",
+    ];
+    assert!(scorefield(&dir, &args).status.success());
+    let (shape, values) = read_npy(&dir.join("exact/y.npy"));
+    assert_eq!(shape, vec![500, 2]);
+    // The exact score of the eight Gaussians puts the samples near radius 4.
+    let mean_radius = values.chunks(2).map(|p| (p[0].hypot(p[1])) as f64).sum::<f64>() / 500.0;
+    assert!((mean_radius - 4.0).abs() < 0.3, "mean radius {mean_radius}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_gets_a_message_that_names_it() {
+    let dir = temp_dir("bad");
+    std::fs::write(dir.join("typo.toml"), "[train]\nstepz = 10\n").unwrap();
+    std::fs::write(
+        dir.join("mix.toml"),
+        "[data]\ndataset = \"mixture\"\nweights = [0.5, 0.6]\nmeans = [[0, 0], [1, 1]]\nstds = [1, 1]\n",
+    )
+    .unwrap();
+    for (args, needle) in [
+        (vec!["train", "--config", "typo.toml"], "stepz"),
+        (vec!["train", "--config", "mix.toml", "--steps", "1"], "sum to 1"),
+        (vec!["train", "--dataset", "moons", "--steps", "1"], "unknown dataset `moons`"),
+        (vec!["train", "--batch", "0", "--steps", "1"], "train.batch"),
+        (vec!["sample", "--checkpoint", "missing.safetensors"], "missing.safetensors"),
+        (vec!["sample", "--exact-score", "--dataset", "spirals"], "exact noised score"),
+        (vec!["sample"], "--checkpoint PATH or --exact-score"),
+    ] {
+        let out = scorefield(&dir, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(err.contains(needle), "{args:?}: the message should name `{needle}`: {err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
