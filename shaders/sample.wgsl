@@ -4,7 +4,8 @@
 // Bindings (group 0), by entry point:
 //   all:           0 uniform cursor: SampleCursor (seed; the schedule entries this dispatch runs)
 //                  1 read schedule: array<SampleStep>     2 rw particles [N, D]
-//   fused:         3 rw saved [N, D] (Heun)  5 read mixture (SOURCE 0)  6 read params, 7 read freqs (SOURCE 1)
+//   fused:         3 rw saved [N, D] (Heun)  5 read mixture (SOURCE 0)  7 read freqs (SOURCE 1)
+//                  11-15 uniform weight windows, 16 uniform biases (SOURCE 1; see below)
 //   score_mixture: 4 rw score [N, D]  5 read mixture
 //   embed:         7 read freqs  10 rw net_input [N, D + 2F]
 //   measure_norms: 4 rw score  8 rw norms [2N]
@@ -29,8 +30,8 @@
 //      (score parametrisation) or -1/sigma (eps parametrisation).
 // Two paths give the same numbers (tests/sample.rs):
 //   fused:  every step of cursor.first .. first + count in one dispatch, the particle in private
-//           memory, the network evaluated per particle (D <= MAX_D, W <= MAX_W), the weights read
-//           from storage with uniform indices (one broadcast load per weight per SIMD group);
+//           memory, the network evaluated per particle (D <= MAX_D, W <= MAX_W, W a multiple
+//           of 4, at most 4 hidden layers), the weights read through uniform bindings;
 //   staged: per step, score_mixture or embed + the dense-layer kernels (mlp.wgsl) write the
 //           score (or network output) to `score`, then update applies it; for any D and width.
 // Noise of step i: normals mul_wide(n, ceil(D/4)) + j/4 of stream (step.stream), lane j % 4.
@@ -79,7 +80,6 @@ override WG: u32 = 64u;
 @group(0) @binding(3) var<storage, read_write> saved: array<f32>;
 @group(0) @binding(4) var<storage, read_write> score: array<f32>;
 @group(0) @binding(5) var<storage, read> mixture: array<f32>;
-@group(0) @binding(6) var<storage, read> params: array<f32>;
 @group(0) @binding(7) var<storage, read> freqs: array<f32>;
 @group(0) @binding(8) var<storage, read_write> norms: array<f32>;
 @group(0) @binding(9) var<storage, read_write> norm_sum: array<f32>;
@@ -142,62 +142,98 @@ fn mixture_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32
 }
 
 // ---- the score MLP, one particle at a time (fused path) ---------------------------------------
+//
+// The weights come through uniform bindings, repacked by the host (src/sample/mod.rs) from the
+// flat parameter buffer: layer l's W [fan_out, round_up(fan_in, 4)] (zero-padded rows) in
+// window l, every bias in `biases`. Every invocation reads the same weight at the same time, so
+// uniform reads are the right path on GPUs (a constant-cache broadcast) and on llvmpipe, where
+// they cost a twelfth of a storage read (BENCHMARKS.md).
 
-fn silu(z: f32) -> f32 {
-    return z / (1.0 + exp(-z));
+const WINDOW: u32 = 4096u;   // vec4s per 64 KiB uniform window
+const MAX_LAYERS: u32 = 5u;  // fused networks have at most 4 hidden layers
+
+@group(0) @binding(11) var<uniform> w0: array<vec4<f32>, WINDOW>;
+@group(0) @binding(12) var<uniform> w1: array<vec4<f32>, WINDOW>;
+@group(0) @binding(13) var<uniform> w2: array<vec4<f32>, WINDOW>;
+@group(0) @binding(14) var<uniform> w3: array<vec4<f32>, WINDOW>;
+@group(0) @binding(15) var<uniform> w4: array<vec4<f32>, WINDOW>;
+@group(0) @binding(16) var<uniform> biases: array<vec4<f32>, WINDOW>;
+
+fn weight4(l: u32, i: u32) -> vec4<f32> {
+    switch l {
+        case 0u: { return w0[i]; }
+        case 1u: { return w1[i]; }
+        case 2u: { return w2[i]; }
+        case 3u: { return w3[i]; }
+        default: { return w4[i]; }
+    }
 }
 
-// dst = act(W src + b) for the layer whose W [fan_out, fan_in] sits at w_off, b right after.
-// Four outputs at a time share each load of src; sums run over k in order with fma, as in
-// mlp.wgsl, so both paths round alike.
-fn dense(src: ptr<function, array<f32, MAX_W>>, dst: ptr<function, array<f32, MAX_W>>, fan_in: u32, fan_out: u32, w_off: u32, act: bool) {
-    let b_off = w_off + fan_in * fan_out;
+fn bias(i: u32) -> f32 {
+    return biases[i / 4u][i % 4u];
+}
+
+const MAX_W4: u32 = 32u;     // MAX_W / 4
+
+// dst = act(W src + b) for layer l (fan_in4 vec4s per row of W; biases from b_off). Four
+// outputs at a time share each load of src.
+fn dense(src: ptr<function, array<vec4<f32>, MAX_W4>>, dst: ptr<function, array<vec4<f32>, MAX_W4>>, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
     for (var j = 0u; j < fan_out; j += 4u) {
-        let rows = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(fan_out - 1u)) * fan_in + w_off;
+        let rows = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(fan_out - 1u)) * fan_in4;
         var acc = vec4<f32>(0.0);
-        for (var k = 0u; k < fan_in; k++) {
-            let w = vec4<f32>(params[rows.x + k], params[rows.y + k], params[rows.z + k], params[rows.w + k]);
-            acc = fma(w, vec4<f32>((*src)[k]), acc);
+        for (var k = 0u; k < fan_in4; k++) {
+            let h = (*src)[k];
+            acc += vec4<f32>(dot(weight4(l, rows.x + k), h), dot(weight4(l, rows.y + k), h), dot(weight4(l, rows.z + k), h), dot(weight4(l, rows.w + k), h));
         }
-        for (var t = 0u; t < min(4u, fan_out - j); t++) {
-            let z = acc[t] + params[b_off + j + t];
-            (*dst)[j + t] = select(z, silu(z), act);
-        }
+        let last = fan_out - 1u;
+        let z = acc + vec4<f32>(bias(b_off + j), bias(b_off + min(j + 1u, last)), bias(b_off + min(j + 2u, last)), bias(b_off + min(j + 3u, last)));
+        (*dst)[j / 4u] = select(z, z / (1.0 + exp(-z)), act);
     }
 }
 
 fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32, MAX_D>>, st: SampleStep) {
-    var h: array<f32, MAX_W>;
-    var g: array<f32, MAX_W>;
-    let fan_in = D + 2u * F;
-    for (var j = 0u; j < D; j++) {
-        h[j] = (*x)[j];
-    }
-    for (var k = 0u; k < F; k++) {
-        let arg = st.cond * freqs[k];
-        h[D + k] = sin(arg);
-        h[D + F + k] = cos(arg);
-    }
-    dense(&h, &g, fan_in, W, 0u, true);
-    var off = fan_in * W + W;
-    for (var l = 1u; l < H; l++) {
-        if (l & 1u) == 1u {
-            dense(&g, &h, W, W, off, true);
-        } else {
-            dense(&h, &g, W, W, off, true);
+    var h: array<vec4<f32>, MAX_W4>;
+    var g: array<vec4<f32>, MAX_W4>;
+    // The input: x, sin(c w), cos(c w), zeros up to a multiple of 4.
+    let fan_in4 = (D + 2u * F + 3u) / 4u;
+    for (var k = 0u; k < fan_in4; k++) {
+        var v = vec4<f32>(0.0);
+        for (var t = 0u; t < 4u; t++) {
+            let i = 4u * k + t;
+            if i < D {
+                v[t] = (*x)[i];
+            } else if i < D + F {
+                v[t] = sin(st.cond * freqs[i - D]);
+            } else if i < D + 2u * F {
+                v[t] = cos(st.cond * freqs[i - D - F]);
+            }
         }
-        off += W * W + W;
+        h[k] = v;
+    }
+    let w4 = W / 4u;
+    // The layers are spelled out with constant indices (MAX_LAYERS - 1 hidden at most) so that
+    // weight4's switch folds away once dense is inlined: a switch left inside the k loop cost
+    // 2.7x on llvmpipe.
+    dense(&h, &g, 0u, fan_in4, W, 0u, true);
+    if H > 1u {
+        dense(&g, &h, 1u, w4, W, W, true);
+    }
+    if H > 2u {
+        dense(&h, &g, 2u, w4, W, 2u * W, true);
+    }
+    if H > 3u {
+        dense(&g, &h, 3u, w4, W, 3u * W, true);
     }
     // After H hidden layers the activations are in g (H odd) or h (H even).
     if (H & 1u) == 1u {
-        dense(&g, &h, W, D, off, false);
+        dense(&g, &h, H, w4, D, H * W, false);
         for (var j = 0u; j < D; j++) {
-            (*s)[j] = st.out_scale * h[j];
+            (*s)[j] = st.out_scale * h[j / 4u][j % 4u];
         }
     } else {
-        dense(&h, &g, W, D, off, false);
+        dense(&h, &g, H, w4, D, H * W, false);
         for (var j = 0u; j < D; j++) {
-            (*s)[j] = st.out_scale * g[j];
+            (*s)[j] = st.out_scale * g[j / 4u][j % 4u];
         }
     }
 }

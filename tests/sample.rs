@@ -88,8 +88,10 @@ fn every_method_matches_the_reference_with_an_exact_score() {
             let (got, _) = run_sampler(&gpu, ScoreSource::Mixture(&mix), &method, config);
             let err = max_err(&got, &want);
             eprintln!("{} {path:?}: max error {err:.2e}", method.name());
-            // f32 steps of f32 coefficients: a few ulps of |x| per step, over a handful of steps.
-            assert!(err < 2e-5, "{} {path:?}: max error {err:.2e} against the f64 reference", method.name());
+            // f32 steps of f32 coefficients: a few ulps per step of terms that partly cancel (the
+            // VE steps at sigma ~ 10 add drift and noise ~10x larger than their sum); measured
+            // up to 3.3e-5 over many seeds. A wrong coefficient or rule errs by 1e-2 or more.
+            assert!(err < 1e-4, "{} {path:?}: max error {err:.2e} against the f64 reference", method.name());
         }
     }
 }

@@ -74,8 +74,13 @@ impl SamplerConfig {
 
 /// Largest particle dimension of the per-particle kernels (`MAX_D` in sample.wgsl).
 pub const MAX_FUSED_DIM: usize = 64;
-/// Largest network width, and input width d + 32, of the fused path (`MAX_W` in sample.wgsl).
+/// Largest network width, and input width d + 32, of the fused path (`MAX_W` in sample.wgsl);
+/// the width must also be a multiple of 4.
 pub const MAX_FUSED_WIDTH: usize = 128;
+/// Most layers (hidden + output) of a fused network (`MAX_LAYERS` in sample.wgsl).
+pub const MAX_FUSED_LAYERS: usize = 5;
+/// Bytes of one uniform weight window (`WINDOW` vec4s in sample.wgsl).
+const WINDOW_BYTES: u64 = 65536;
 
 const WG: u32 = 64;
 const CURSOR_BYTES: u64 = std::mem::size_of::<SampleCursor>() as u64;
@@ -110,7 +115,7 @@ pub struct Sampler {
     plan: Vec<PlannedStep>,
     chunks: Vec<Chunk>,
     position: usize,
-    fused: Option<(Pipeline, wgpu::BindGroup)>,
+    fused: Option<(Pipeline, wgpu::BindGroup, Option<WeightPack>)>,
     staged: Option<Staged>,
     particles: GpuBuffer<f32>,
     schedule: GpuBuffer<SampleStep>,
@@ -162,6 +167,8 @@ impl Sampler {
                 ScoreSource::Network { model, .. } => {
                     model.shape.dim <= MAX_FUSED_DIM
                         && model.shape.width <= MAX_FUSED_WIDTH
+                        && model.shape.width.is_multiple_of(4)
+                        && model.shape.hidden_layers < MAX_FUSED_LAYERS
                         && model.shape.input_width() <= MAX_FUSED_WIDTH
                 }
             };
@@ -182,7 +189,9 @@ impl Sampler {
                     "sampler path",
                     format!(
                         "the fused path needs an uncoupled method (not predictor-corrector), d <= {MAX_FUSED_DIM} \
-                         and a network no wider than {MAX_FUSED_WIDTH}; use the staged path"
+                         and a network of at most {} hidden layers no wider than {MAX_FUSED_WIDTH} (a multiple \
+                         of 4); use the staged path",
+                        MAX_FUSED_LAYERS - 1
                     ),
                 ))
             }
@@ -216,14 +225,10 @@ impl Sampler {
             ScoreSource::Network { .. } => vec![0.0],
         };
         let mixture = GpuBuffer::from_slice(gpu, "scorefield.sample.mixture", &mixture_values, none)?;
-        let (shape_constants, params, freqs) = match source {
-            ScoreSource::Mixture(m) => ((0.0, m.components(), 1, 1), None, None),
-            ScoreSource::Network { model, weights, .. } => {
-                let p = match weights {
-                    Weights::Raw => &model.params,
-                    Weights::Ema => &model.ema,
-                };
-                ((1.0, 1, model.shape.hidden_layers, model.shape.width), Some(p), Some(&model.freqs))
+        let (shape_constants, freqs) = match source {
+            ScoreSource::Mixture(m) => ((0.0, m.components(), 1, 1), None),
+            ScoreSource::Network { model, .. } => {
+                ((1.0, 1, model.shape.hidden_layers, model.shape.width), Some(&model.freqs))
             }
         };
         let (source_kind, k, h, w) = shape_constants;
@@ -244,24 +249,59 @@ impl Sampler {
         let (fused_kernel, staged) = if fused {
             let pipeline = gpu.pipeline(&shaders::SAMPLE, "fused", &constants).await?;
             // Both score sources are in the kernel, so every binding must be filled; the one
-            // not used gets a one-float placeholder.
+            // not used gets a placeholder.
             let placeholder = buf("scorefield.sample.unused", 1)?;
-            let (p, f) = match (params, freqs) {
-                (Some(p), Some(f)) => (p.binding(), f.binding()),
-                _ => (placeholder.binding(), placeholder.binding()),
+            let (windows, pack) = match source {
+                ScoreSource::Network { model, weights, .. } => {
+                    let src = match weights {
+                        Weights::Raw => &model.params,
+                        Weights::Ema => &model.ema,
+                    };
+                    let (windows, pack) = WeightPack::new(gpu, &model.shape, src.raw())?;
+                    (windows, Some(pack))
+                }
+                ScoreSource::Mixture(_) => (
+                    gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("scorefield.sample.weights_unused"),
+                        size: WINDOW_BYTES,
+                        usage: wgpu::BufferUsages::UNIFORM,
+                        mapped_at_creation: false,
+                    }),
+                    None,
+                ),
             };
+            let layers = match source {
+                ScoreSource::Network { model, .. } => model.shape.hidden_layers + 1,
+                ScoreSource::Mixture(_) => 0,
+            };
+            let window = |w: usize| {
+                // Windows past the network's layers are never read; they repeat window 0, as do
+                // all of them for a mixture.
+                let at = if layers > 0 && (w < layers || w == MAX_FUSED_LAYERS) { w } else { 0 };
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &windows,
+                    offset: at as u64 * WINDOW_BYTES,
+                    size: wgpu::BufferSize::new(WINDOW_BYTES),
+                })
+            };
+            let f = freqs.map_or(placeholder.binding(), |f| f.binding());
             let entries = [
                 (0, cursor_binding()),
                 (1, schedule.binding()),
                 (2, particles.binding()),
                 (3, saved.binding()),
                 (5, mixture.binding()),
-                (6, p),
                 (7, f),
+                (11, window(0)),
+                (12, window(1)),
+                (13, window(2)),
+                (14, window(3)),
+                (15, window(4)),
+                (16, window(MAX_FUSED_LAYERS)),
             ];
             let bg = pipeline.bind_group(gpu, &entries);
             keep.push(placeholder);
-            (Some((pipeline, bg)), None)
+            (Some((pipeline, bg, pack)), None)
         } else {
             let norms = buf("scorefield.sample.norms", 2 * n)?;
             let norm_sum = buf("scorefield.sample.norm_sum", 2)?;
@@ -406,6 +446,12 @@ impl Sampler {
     /// the caller submits). Returns how many were recorded; 0 once the run is done.
     pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, max_dispatches: usize) -> usize {
         let end = (self.position + max_dispatches).min(self.chunks.len());
+        if let Some((_, _, Some(pack))) = &self.fused {
+            if end > self.position {
+                // The network's current weights, so a model still training is sampled as it is now.
+                pack.record(encoder);
+            }
+        }
         let nd_bytes = (self.config.particles * self.dim * 4) as u64;
         for c in self.position..end {
             let chunk = self.chunks[c];
@@ -428,7 +474,7 @@ impl Sampler {
 
     fn record_chunk(&self, pass: &mut wgpu::ComputePass<'_>, chunk: Chunk) {
         let grid = self.gpu.grid((self.config.particles as u32).div_ceil(WG));
-        if let Some((pipeline, bg)) = &self.fused {
+        if let Some((pipeline, bg, _)) = &self.fused {
             pipeline.dispatch(pass, bg, &[], grid);
             return;
         }
@@ -540,4 +586,52 @@ fn plan_chunks(plan: &[PlannedStep], fused: bool, config: SamplerConfig) -> Vec<
         }
     }
     chunks
+}
+
+/// The fused kernel's view of the network: each layer's W with rows padded to a multiple of 4
+/// in its own 64 KiB uniform window, then every bias in one more window; filled from the flat
+/// parameter buffer by buffer copies recorded before each batch of sampling dispatches.
+struct WeightPack {
+    src: wgpu::Buffer,
+    dst: wgpu::Buffer,
+    /// (source offset, destination offset, bytes).
+    copies: Vec<(u64, u64, u64)>,
+}
+
+impl WeightPack {
+    fn new(gpu: &Gpu, shape: &crate::model::MlpShape, src: &wgpu::Buffer) -> Result<(wgpu::Buffer, Self)> {
+        let layers = shape.layers();
+        let mut copies = Vec::new();
+        let mut bias_at = MAX_FUSED_LAYERS as u64 * WINDOW_BYTES;
+        for (l, layer) in layers.iter().enumerate() {
+            let row = layer.fan_in.next_multiple_of(4) as u64 * 4;
+            if layer.fan_out as u64 * row > WINDOW_BYTES {
+                return Err(Error::invalid("fused network", format!("layer {l} does not fit a 64 KiB window")));
+            }
+            let window = l as u64 * WINDOW_BYTES;
+            let w = layer.w_offset as u64 * 4;
+            if layer.fan_in.is_multiple_of(4) {
+                copies.push((w, window, (layer.fan_in * layer.fan_out) as u64 * 4));
+            } else {
+                for r in 0..layer.fan_out as u64 {
+                    copies.push((w + r * layer.fan_in as u64 * 4, window + r * row, layer.fan_in as u64 * 4));
+                }
+            }
+            copies.push((layer.b_offset as u64 * 4, bias_at, layer.fan_out as u64 * 4));
+            bias_at += layer.fan_out as u64 * 4;
+        }
+        let dst = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scorefield.sample.weights"),
+            size: (MAX_FUSED_LAYERS as u64 + 1) * WINDOW_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok((dst.clone(), Self { src: src.clone(), dst, copies }))
+    }
+
+    fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        for &(from, to, bytes) in &self.copies {
+            encoder.copy_buffer_to_buffer(&self.src, from, &self.dst, to, bytes);
+        }
+    }
 }
