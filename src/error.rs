@@ -42,5 +42,14 @@ impl Error {
     }
 }
 
+/// Checks a setting is a positive finite number, naming it otherwise.
+pub(crate) fn positive(name: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(name, format!("{v} must be a positive finite number")))
+    }
+}
+
 /// Result with the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

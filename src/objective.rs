@@ -9,7 +9,7 @@
 //! - eps parametrisation (DDPM, Ho et al. 2020, L_simple): n = eps_theta(x~, t) and r = n - eps.
 //!   The score is then -n / sigma.
 
-use crate::error::{Error, Result};
+use crate::error::{positive, Error, Result};
 pub use crate::schedule::NoiseLevel;
 use crate::schedule::Sde;
 
@@ -48,13 +48,6 @@ pub enum Parametrisation {
 impl Objective {
     /// Checks the settings, naming the offending one.
     pub fn validate(&self) -> Result<()> {
-        let positive = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(Error::invalid(name, format!("{v} must be a positive finite number")))
-            }
-        };
         match *self {
             Objective::Dsm { sigma } => positive("sigma", sigma),
             Objective::Ncsn { sigma_max, sigma_min, levels } => {

@@ -6,7 +6,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::error::{Error, Result};
+use crate::error::{positive, Error, Result};
 use crate::objective::{ddpm_beta, Objective};
 use crate::rng::Stream;
 use crate::schedule::{NoiseLevel, Sde};
@@ -126,13 +126,6 @@ impl Method {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let positive = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(Error::invalid(name, format!("{v} must be a positive finite number")))
-            }
-        };
         let at_least = |name: &str, v: usize, min: usize| {
             if v >= min {
                 Ok(())

@@ -151,7 +151,7 @@ impl Default for SampleConfig {
             sampler: "annealed".into(),
             particles: 2048,
             seed: 1,
-            steps: 50,
+            steps: 100,
             step_size: 1e-4,
             snr: 0.16,
             ema: true,
