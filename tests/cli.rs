@@ -66,7 +66,9 @@ fn train_sample_and_resume_from_the_command_line() {
     let (shape, values) = read_npy(&dir.join("run/x.npy"));
     assert_eq!(shape, vec![300, 2]);
     assert!(values.iter().all(|v| v.is_finite()));
-    assert!(dir.join("run/samples.png").exists());
+    for f in ["samples.png", "score_field.png", "sampling.gif"] {
+        assert!(dir.join("run").join(f).exists(), "{f} missing after sampling");
+    }
 
     let args = [
         "sample",

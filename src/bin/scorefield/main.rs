@@ -222,7 +222,11 @@ fn main_job() -> Result<()> {
     );
     run::train(&config, &dir, false)?;
     run::sample(&config, run::Source::Checkpoint(dir.join(run::CHECKPOINT)), &dir, &dir.join("samples.npy"))?;
-    println!("pictures: {0}/loss.png, {0}/samples.png (data left, samples right), {0}/sampling.gif", dir.display());
+    println!(
+        "pictures: {0}/loss.png, {0}/samples.png (data left, samples right), {0}/score_field.png (learned top, \
+         exact bottom), {0}/sampling.gif",
+        dir.display()
+    );
     Ok(())
 }
 

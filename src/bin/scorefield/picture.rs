@@ -58,12 +58,15 @@ fn density_panel(points: &[f32], dim: usize, extent: f32, colour: [u8; 3]) -> Rg
     img
 }
 
-fn side_by_side(panels: &[RgbImage]) -> RgbImage {
+/// Panels in rows of `cols`, with white gaps.
+fn tile(panels: &[RgbImage], cols: usize) -> RgbImage {
     let gap = 8;
-    let width = panels.len() as u32 * (PANEL + gap) - gap;
-    let mut out = RgbImage::from_pixel(width, PANEL, Rgb([255, 255, 255]));
+    let cols = cols.clamp(1, panels.len().max(1)) as u32;
+    let rows = (panels.len() as u32).div_ceil(cols).max(1);
+    let mut out = RgbImage::from_pixel(cols * (PANEL + gap) - gap, rows * (PANEL + gap) - gap, Rgb([255, 255, 255]));
     for (k, p) in panels.iter().enumerate() {
-        image::imageops::replace(&mut out, p, (k as u32 * (PANEL + gap)) as i64, 0);
+        let (r, c) = (k as u32 / cols, k as u32 % cols);
+        image::imageops::replace(&mut out, p, (c * (PANEL + gap)) as i64, (r * (PANEL + gap)) as i64);
     }
     out
 }
@@ -79,7 +82,7 @@ pub fn samples_beside_data(path: &Path, data: &[f32], samples: &[f32], dim: usiz
     // The data's square: samples far outside it are off the picture, as they are off the data.
     let e = extent(data) * 1.25;
     let panels = [density_panel(data, dim, e, [30, 80, 200]), density_panel(samples, dim, e, [200, 40, 40])];
-    save_png(&side_by_side(&panels), path).with_context(|| format!("writing {}", path.display()))
+    save_png(&tile(&panels, 2), path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The mean loss against the step, on a log scale in both axes' spirit: x linear in steps, y
@@ -139,4 +142,61 @@ pub fn animation(path: &Path, frames: &[Vec<f32>], dim: usize, extent: f32) -> R
         }
     }
     write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Grid points for a score field: `n` x `n` cell centres over [-extent, extent]^2, row-major
+/// from the top left.
+pub fn grid(n: usize, extent: f32) -> Vec<f32> {
+    let cell = 2.0 * extent / n as f32;
+    (0..n * n)
+        .flat_map(|i| {
+            let (r, c) = (i / n, i % n);
+            [-extent + (c as f32 + 0.5) * cell, extent - (r as f32 + 0.5) * cell]
+        })
+        .collect()
+}
+
+/// Score fields as arrows over the data's density, one panel per entry of `fields`, three to a
+/// row (each the
+/// scores at [`grid`]`(n, extent)`, already scaled by sigma so every level reads alike). An
+/// arrow points along sigma * s, its length growing with |sigma * s| up to one grid cell.
+pub fn score_fields(path: &Path, data: &[f32], fields: &[Vec<f32>], n: usize, extent: f32) -> Result<()> {
+    let cell = PANEL as f32 / n as f32;
+    let panels: Vec<RgbImage> = fields
+        .iter()
+        .map(|field| {
+            let mut img = density_panel(data, 2, extent, [150, 180, 230]);
+            for (i, v) in field.chunks(2).enumerate() {
+                let (r, c) = (i / n, i % n);
+                let (cx, cy) = ((c as f32 + 0.5) * cell, (r as f32 + 0.5) * cell);
+                let norm = v[0].hypot(v[1]);
+                if !norm.is_finite() || norm == 0.0 {
+                    continue;
+                }
+                let len = 0.9 * cell * (norm / (1.0 + norm));
+                let (dx, dy) = (v[0] / norm * len, -v[1] / norm * len);
+                let tip = (cx + dx, cy + dy);
+                line(&mut img, (cx, cy), tip, Rgb([20, 20, 20]));
+                // A short head: two strokes back from the tip at +-30 degrees.
+                for angle in [2.6f32, -2.6] {
+                    let (s, c) = angle.sin_cos();
+                    let (hx, hy) = (dx * c - dy * s, dx * s + dy * c);
+                    line(&mut img, tip, (tip.0 + 0.35 * hx, tip.1 + 0.35 * hy), Rgb([20, 20, 20]));
+                }
+            }
+            img
+        })
+        .collect();
+    save_png(&tile(&panels, 3), path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn line(img: &mut RgbImage, a: (f32, f32), b: (f32, f32), colour: Rgb<u8>) {
+    let steps = (b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil().max(1.0) as usize;
+    for t in 0..=steps {
+        let f = t as f32 / steps as f32;
+        let (x, y) = (a.0 + f * (b.0 - a.0), a.1 + f * (b.1 - a.1));
+        if x >= 0.0 && y >= 0.0 && (x as u32) < img.width() && (y as u32) < img.height() {
+            img.put_pixel(x as u32, y as u32, colour);
+        }
+    }
 }

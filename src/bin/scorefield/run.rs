@@ -179,6 +179,7 @@ pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Res
     let steps = method.plan()?.iter().filter(|p| p.boundary).count();
     sampler_config.snapshot_every = if s.snapshot_every > 0 { s.snapshot_every.max(steps / 60) } else { 0 };
     let dataset = config.dataset()?;
+    let mut model_for_field = None;
     let (x, snapshots, dim) = match source {
         Source::Exact => {
             let Some(mixture) = dataset.mixture() else {
@@ -200,9 +201,16 @@ pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Res
             let source = ScoreSource::Network { model: &model, weights, parametrisation };
             let mut sampler = pollster::block_on(Sampler::new(&gpu, source, &method, sampler_config))?;
             sampler.run();
-            (pollster::block_on(sampler.read())?, pollster::block_on(sampler.read_snapshots())?, ckpt.shape.dim)
+            let result =
+                (pollster::block_on(sampler.read())?, pollster::block_on(sampler.read_snapshots())?, ckpt.shape.dim);
+            drop(sampler);
+            model_for_field = Some((model, weights));
+            result
         }
     };
+    if dim == 2 {
+        score_field_picture(&gpu, config, &dir.join("score_field.png"), model_for_field.as_ref())?;
+    }
     let bad = x.iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
         eprintln!(
@@ -218,4 +226,47 @@ pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Res
     }
     println!("{} samples ({}) -> {}", s.particles, method.name(), out.display());
     Ok(())
+}
+
+/// The score field at three noise levels as arrows over the data: the learned one (top row,
+/// with a model) and the exact one (bottom row, for mixtures). For VE-type objectives, whose
+/// levels are sigmas; the network is conditioned on log sigma.
+fn score_field_picture(gpu: &Gpu, config: &RunConfig, path: &Path, model: Option<&(ScoreMlp, Weights)>) -> Result<()> {
+    let objective = config.objective()?;
+    if !matches!(objective.sde(), Some(scorefield::schedule::Sde::Ve { .. }) | None)
+        || objective.parametrisation() != scorefield::objective::Parametrisation::Score
+    {
+        return Ok(());
+    }
+    let dataset = config.dataset()?;
+    let data = dataset.sample(4096, config.train.seed ^ Stream::Data.at(1));
+    let extent = picture::extent(&data) * 1.25;
+    let n = 24;
+    let points = picture::grid(n, extent);
+    let sigma_max = match objective {
+        scorefield::objective::Objective::Ncsn { sigma_max, .. }
+        | scorefield::objective::Objective::VeSde { sigma_max, .. } => sigma_max,
+        scorefield::objective::Objective::Dsm { sigma } => sigma,
+        _ => 1.0,
+    };
+    let sigmas = [sigma_max.min(4.0), 1.0, 0.1];
+    let mut fields = Vec::new();
+    if let Some((model, weights)) = model {
+        let eval = pollster::block_on(scorefield::model::Evaluator::new(gpu, model, *weights, n * n))?;
+        for sigma in sigmas {
+            let cond = vec![sigma.ln() as f32; n * n];
+            // The network predicts sigma * score: exactly the scaled field drawn.
+            fields.push(pollster::block_on(eval.run(gpu, &points, &cond))?);
+        }
+    }
+    if let Some(mixture) = dataset.mixture() {
+        let p64: Vec<f64> = points.iter().map(|&v| v as f64).collect();
+        for sigma in sigmas {
+            fields.push(mixture.noised_score(&p64, 1.0, sigma).iter().map(|v| (v * sigma) as f32).collect());
+        }
+    }
+    if fields.is_empty() {
+        return Ok(());
+    }
+    picture::score_fields(path, &data, &fields, n, extent)
 }
