@@ -165,3 +165,48 @@ pub async fn run(gpu: &Gpu, workload: Workload, steps: usize, repeats: usize, pa
         path: if sampler.is_fused() { "fused".into() } else { "staged".into() },
     })
 }
+
+/// The header of the markdown table [`BenchResult::table_row`] fills.
+pub const TABLE_HEADER: &str =
+    "| workload | path | steps | median s | min s | max s | figure | GFLOP/s | of ceiling |\n\
+                                |---|---|---|---|---|---|---|---|---|";
+
+impl BenchResult {
+    /// One markdown table row, with the fraction of the FMA `ceiling` (GFLOP/s).
+    pub fn table_row(&self, ceiling: f64) -> String {
+        format!(
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.4e} {} | {:.2} | {:.1}% |",
+            self.workload.name(),
+            self.path,
+            self.steps,
+            self.seconds[0],
+            self.seconds[1],
+            self.seconds[2],
+            self.figure,
+            self.figure_unit,
+            self.gflops,
+            100.0 * self.gflops / ceiling
+        )
+    }
+
+    /// One JSON object (a line of JSONL).
+    pub fn json(&self, adapter: &str, ceiling: f64) -> String {
+        format!(
+            "{{\"workload\":\"{}\",\"adapter\":\"{}\",\"path\":\"{}\",\"steps\":{},\"median_s\":{},\"min_s\":{},\
+             \"max_s\":{},\"figure\":{},\"unit\":\"{}\",\"gflops\":{},\"ceiling_gflops\":{},\"fraction\":{},\
+             \"timing\":\"host clock around submits and a device wait\"}}",
+            self.workload.name(),
+            adapter.replace(['"', '\\'], "'"),
+            self.path,
+            self.steps,
+            self.seconds[0],
+            self.seconds[1],
+            self.seconds[2],
+            self.figure,
+            self.figure_unit,
+            self.gflops,
+            ceiling,
+            self.gflops / ceiling
+        )
+    }
+}

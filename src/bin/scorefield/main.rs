@@ -292,34 +292,12 @@ async fn bench(workloads: Vec<String>, steps: Option<usize>, repeats: usize, pat
     if !json {
         println!("adapter: {adapter}");
         println!("FMA ceiling: {ceiling:.1} GFLOP/s; timing: host clock around submits and a device wait");
-        println!("| workload | path | steps | median s | min s | max s | figure | GFLOP/s | of ceiling |");
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("{}", bench::TABLE_HEADER);
     }
     for w in chosen {
         let n = steps.unwrap_or(if w.is_training() { 200 } else { 1000 });
         let r = bench::run(&gpu, w, n, repeats, path).await?;
-        let fraction = r.gflops / ceiling;
-        if json {
-            println!(
-                "{{\"workload\":\"{}\",\"adapter\":\"{}\",\"path\":\"{}\",\"steps\":{},\"median_s\":{},\"min_s\":{},\"max_s\":{},\"figure\":{},\"unit\":\"{}\",\"gflops\":{},\"ceiling_gflops\":{},\"fraction\":{}}}",
-                w.name(), adapter.replace('"', "'"), r.path, r.steps, r.seconds[0], r.seconds[1], r.seconds[2],
-                r.figure, r.figure_unit, r.gflops, ceiling, fraction
-            );
-        } else {
-            println!(
-                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.4e} {} | {:.2} | {:.1}% |",
-                w.name(),
-                r.path,
-                r.steps,
-                r.seconds[0],
-                r.seconds[1],
-                r.seconds[2],
-                r.figure,
-                r.figure_unit,
-                r.gflops,
-                100.0 * fraction
-            );
-        }
+        println!("{}", if json { r.json(&adapter, ceiling) } else { r.table_row(ceiling) });
     }
     Ok(())
 }

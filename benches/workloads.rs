@@ -1,0 +1,39 @@
+//! `cargo bench`: the workloads W1-W4 of ../shared/WORKLOADS.md against the adapter's measured
+//! FMA ceiling, as a markdown table. The whole workloads take long on a CPU adapter, so the
+//! step counts are settings: SCOREFIELD_BENCH_TRAIN_STEPS (default 20; WORKLOADS.md asks for 200)
+//! and SCOREFIELD_BENCH_SAMPLE_STEPS (default 20; 1000 is W3/W4 as defined), and
+//! SCOREFIELD_BENCH_REPEATS (default 3). `scorefield bench` runs the same with flags.
+
+use scorefield::bench::{self, Workload, TABLE_HEADER};
+use scorefield::gpu::Gpu;
+use scorefield::sample::Path;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> scorefield::Result<()> {
+    // `cargo bench` passes `--bench`; a filter argument picks workloads by name.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    pollster::block_on(async {
+        let gpu = Gpu::new().await?;
+        let ceiling = scorefield::ceiling::measure(&gpu, 3).await?.best.median_gflops;
+        println!("adapter: {}", gpu.describe());
+        println!("FMA ceiling: {ceiling:.1} GFLOP/s; timing: host clock around submits and a device wait");
+        println!("{TABLE_HEADER}");
+        let repeats = setting("SCOREFIELD_BENCH_REPEATS", 3);
+        for w in Workload::ALL {
+            if !filter.is_empty() && !filter.iter().any(|f| w.name().contains(f.as_str())) {
+                continue;
+            }
+            let steps = if w.is_training() {
+                setting("SCOREFIELD_BENCH_TRAIN_STEPS", 20)
+            } else {
+                setting("SCOREFIELD_BENCH_SAMPLE_STEPS", 20)
+            };
+            let r = bench::run(&gpu, w, steps, repeats, Path::Auto).await?;
+            println!("{}", r.table_row(ceiling));
+        }
+        Ok(())
+    })
+}
