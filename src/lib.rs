@@ -13,6 +13,8 @@
 //! # Ok(()) }
 //! ```
 
+// Host-clock timing (std::time::Instant): native only.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod ceiling;
 pub mod checkpoint;
