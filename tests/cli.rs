@@ -108,6 +108,7 @@ fn bad_input_gets_a_message_that_names_it() {
         (vec!["sample", "--checkpoint", "missing.safetensors"], "missing.safetensors"),
         (vec!["sample", "--exact-score", "--dataset", "spirals"], "exact noised score"),
         (vec!["sample"], "--checkpoint PATH or --exact-score"),
+        (vec!["sample", "--exact-score", "--objective", "vp"], "does not match objective.kind"),
     ] {
         let out = scorefield(&dir, &args);
         let err = String::from_utf8_lossy(&out.stderr);

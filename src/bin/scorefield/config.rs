@@ -269,6 +269,20 @@ impl RunConfig {
             ),
         };
         method.validate().context("in [sample]")?;
+        // A network is conditioned as it was trained: log sigma for VE-type objectives, t for
+        // VP and DDPM. Samplers whose levels speak the other language would feed it nonsense.
+        let ve_model = matches!(objective, Objective::Dsm { .. } | Objective::Ncsn { .. } | Objective::VeSde { .. });
+        let ve_sampler = matches!(method, Method::Langevin { .. } | Method::AnnealedLangevin { .. });
+        let ddpm_sampler = matches!(method, Method::Ddpm { .. });
+        if (ve_sampler && !ve_model) || (ddpm_sampler && ve_model) {
+            bail!(
+                "sample.sampler = \"{}\" does not match objective.kind = \"{}\": Langevin and annealed Langevin \
+                 sample dsm, ncsn and ve models; ddpm samples ddpm and vp models; the SDE samplers \
+                 (euler-maruyama, pc, ode-euler, ode-heun) sample any",
+                s.sampler,
+                self.objective.kind
+            );
+        }
         Ok(method)
     }
 }
