@@ -6,6 +6,7 @@
 //   2  storage, read        aux:  pre-activations of the layer below (BACKWARD_INPUT only)
 //   3  storage, read_write  out0: main output
 //   4  storage, read_write  out1: post-activations (FORWARD with ACT only)
+//   5  uniform              wwin: the layer's W, when WIN (FORWARD and BACKWARD_INPUT)
 // Unused bindings get a small dummy buffer.
 //
 // C[m, n] = sum_k A(m, k) B(k, n), with A, B and the epilogue chosen by MODE. A layer maps
@@ -35,6 +36,10 @@ override N: u32 = 1u;
 override K: u32 = 1u;
 override OFF_W: u32 = 0u;
 override OFF_B: u32 = 0u;
+// W through a uniform window (binding 5): the layer's W copied to the start of a 64 KiB window
+// before the pass (MlpPass::record_weight_copies). On llvmpipe a uniform load costs a twelfth
+// of a storage load (BENCHMARKS.md); for layers of more than 16384 weights W stays in storage.
+override WIN: bool = false;
 
 const ROWS: u32 = 64u;   // rows of C per workgroup
 const COLS: u32 = 64u;   // columns of C per workgroup
@@ -44,6 +49,11 @@ const COLS: u32 = 64u;   // columns of C per workgroup
 @group(0) @binding(2) var<storage, read> aux: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out0: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out1: array<f32>;
+@group(0) @binding(5) var<uniform> wwin: array<vec4<f32>, 4096>;
+
+fn window(i: u32) -> f32 {
+    return wwin[i / 4u][i % 4u];
+}
 
 fn silu(z: f32) -> f32 {
     return z / (1.0 + exp(-z));
@@ -69,9 +79,15 @@ fn load_b(k: u32, n: u32) -> f32 {
         return 0.0;
     }
     if MODE == 0u {
+        if WIN {
+            return window(n * K + k);
+        }
         return rhs[OFF_W + n * K + k];
     }
     if MODE == 1u {
+        if WIN {
+            return window(k * N + n);
+        }
         return rhs[OFF_W + k * N + n];
     }
     if n == N - 1u {

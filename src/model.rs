@@ -162,7 +162,15 @@ pub(crate) struct MlpPass {
     // Bound where a mode does not use a binding; kept alive with the bind groups.
     _dummy_read: GpuBuffer<f32>,
     _dummy_write: GpuBuffer<f32>,
+    /// The weights' uniform windows and the copies (source offset, window offset, bytes) that
+    /// fill them from the parameter buffer.
+    windows: wgpu::Buffer,
+    weights: wgpu::Buffer,
+    window_copies: Vec<(u64, u64, u64)>,
 }
+
+/// Bytes of one uniform weight window (`wwin` in mlp.wgsl).
+const WINDOW_BYTES: u64 = 65536;
 
 const MODE_FORWARD: f64 = 0.0;
 const MODE_BACKWARD_INPUT: f64 = 1.0;
@@ -214,11 +222,35 @@ impl MlpPass {
             Weights::Raw => &model.params,
             Weights::Ema => &model.ema,
         };
+        let windowed = |layer: &Layer| (layer.fan_in * layer.fan_out * 4) as u64 <= WINDOW_BYTES;
+        let windows = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scorefield.mlp.weight_windows"),
+            size: layers.len() as u64 * WINDOW_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let window_copies: Vec<(u64, u64, u64)> = layers
+            .iter()
+            .enumerate()
+            .filter(|(_, layer)| windowed(layer))
+            .map(|(l, layer)| {
+                (layer.w_offset as u64 * 4, l as u64 * WINDOW_BYTES, (layer.fan_in * layer.fan_out * 4) as u64)
+            })
+            .collect();
+        // Layers too large for a window read W from storage and get window 0 bound, unused.
+        let window = |l: usize| {
+            let at = if windowed(&layers[l]) { l as u64 * WINDOW_BYTES } else { 0 };
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &windows,
+                offset: at,
+                size: wgpu::BufferSize::new(WINDOW_BYTES),
+            })
+        };
         let last = layers.len() - 1;
         let mut forward = Vec::new();
         for (l, layer) in layers.iter().enumerate() {
             let (m, n, k) = (batch, layer.fan_out, layer.fan_in);
-            let constants = shape_constants(MODE_FORWARD, l < last, m, n, k, layer);
+            let constants = shape_constants(MODE_FORWARD, l < last, windowed(layer), m, n, k, layer);
             let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
             let input = if l == 0 { &acts.input } else { &acts.post[l - 1] };
             let out1 = if l < last { acts.post[l].binding() } else { dummy_write.binding() };
@@ -230,6 +262,7 @@ impl MlpPass {
                     (2, dummy_read.binding()),
                     (3, acts.pre[l].binding()),
                     (4, out1),
+                    (5, window(l)),
                 ],
             );
             forward.push((pipeline, bg, matmul_grid(m, n)));
@@ -239,7 +272,7 @@ impl MlpPass {
             for (l, layer) in layers.iter().enumerate().rev() {
                 // dL/dW and dL/db of layer l.
                 let (m, n, k) = (layer.fan_out, layer.fan_in + 1, batch);
-                let constants = shape_constants(MODE_BACKWARD_WEIGHT, false, m, n, k, layer);
+                let constants = shape_constants(MODE_BACKWARD_WEIGHT, false, false, m, n, k, layer);
                 let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
                 let input = if l == 0 { &acts.input } else { &acts.post[l - 1] };
                 let bg = pipeline.bind_group(
@@ -250,13 +283,14 @@ impl MlpPass {
                         (2, dummy_read.binding()),
                         (3, grads.binding()),
                         (4, dummy_write.binding()),
+                        (5, window(0)),
                     ],
                 );
                 backward.push((pipeline, bg, matmul_grid(m, n)));
                 // dL/dz of layer l - 1 (the network input's gradient is not needed).
                 if l > 0 {
                     let (m, n, k) = (batch, layer.fan_in, layer.fan_out);
-                    let constants = shape_constants(MODE_BACKWARD_INPUT, false, m, n, k, layer);
+                    let constants = shape_constants(MODE_BACKWARD_INPUT, false, windowed(layer), m, n, k, layer);
                     let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
                     let bg = pipeline.bind_group(
                         gpu,
@@ -266,13 +300,24 @@ impl MlpPass {
                             (2, acts.pre[l - 1].binding()),
                             (3, acts.dpre[l - 1].binding()),
                             (4, dummy_write.binding()),
+                            (5, window(l)),
                         ],
                     );
                     backward.push((pipeline, bg, matmul_grid(m, n)));
                 }
             }
         }
-        Ok(Self { acts, forward, backward, _dummy_read: dummy_read, _dummy_write: dummy_write })
+        let weights = w.raw().clone();
+        Ok(Self {
+            acts,
+            forward,
+            backward,
+            _dummy_read: dummy_read,
+            _dummy_write: dummy_write,
+            windows,
+            weights,
+            window_copies,
+        })
     }
 
     /// The network output (sigma * score or predicted noise), [batch, d].
@@ -283,6 +328,14 @@ impl MlpPass {
     /// dL/d(output), [batch, d]: where the loss kernel writes.
     pub fn output_grad(&self) -> Option<&GpuBuffer<f32>> {
         self.acts.dpre.last()
+    }
+
+    /// Copies the current weights into their uniform windows: record it outside any pass,
+    /// after the weights last changed and before the next forward or backward pass.
+    pub fn record_weight_copies(&self, encoder: &mut wgpu::CommandEncoder) {
+        for &(from, to, bytes) in &self.window_copies {
+            encoder.copy_buffer_to_buffer(&self.weights, from, &self.windows, to, bytes);
+        }
     }
 
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
@@ -298,10 +351,20 @@ impl MlpPass {
     }
 }
 
-fn shape_constants(mode: f64, act: bool, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 7] {
+#[allow(clippy::too_many_arguments)]
+fn shape_constants(
+    mode: f64,
+    act: bool,
+    window: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    layer: &Layer,
+) -> [(&'static str, f64); 8] {
     [
         ("MODE", mode),
         ("ACT", if act { 1.0 } else { 0.0 }),
+        ("WIN", if window { 1.0 } else { 0.0 }),
         ("M", m as f64),
         ("N", n as f64),
         ("K", k as f64),
@@ -354,6 +417,7 @@ impl Evaluator {
             self.x.write(gpu, 0, &x[start * self.dim..(start + rows) * self.dim]);
             self.cond.write(gpu, 0, &cond[start..start + rows]);
             let mut encoder = gpu.encoder("scorefield.eval");
+            self.pass.record_weight_copies(&mut encoder);
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("scorefield.eval"),

@@ -340,18 +340,19 @@ impl Trainer {
         self.gpu.queue().write_buffer(&self.step_ring, 0, &ring);
         let rows = self.gpu.grid((self.config.batch as u32).div_ceil(WG_ROWS));
         let params = self.gpu.grid((self.config.shape.param_count() as u32).div_ceil(WG_ADAM));
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("scorefield.train.step"),
-            timestamp_writes: None,
-        });
         for i in 0..n {
+            // Adam changed the weights at the end of the step before: refresh their windows.
+            self.mlp.record_weight_copies(encoder);
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("scorefield.train.step"),
+                timestamp_writes: None,
+            });
             self.perturb.0.dispatch(&mut pass, &self.perturb.1[i], &[], rows);
             self.mlp.record_forward(&mut pass);
             self.loss_grad.0.dispatch(&mut pass, &self.loss_grad.1, &[], rows);
             self.mlp.record_backward(&mut pass);
             self.adam.0.dispatch(&mut pass, &self.adam.1[i], &[], params);
         }
-        drop(pass);
         self.step += n as u64;
         Ok(n)
     }

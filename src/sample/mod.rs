@@ -446,10 +446,13 @@ impl Sampler {
     /// the caller submits). Returns how many were recorded; 0 once the run is done.
     pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, max_dispatches: usize) -> usize {
         let end = (self.position + max_dispatches).min(self.chunks.len());
-        if let Some((_, _, Some(pack))) = &self.fused {
-            if end > self.position {
-                // The network's current weights, so a model still training is sampled as it is now.
+        if end > self.position {
+            // The network's current weights, so a model still training is sampled as it is now.
+            if let Some((_, _, Some(pack))) = &self.fused {
                 pack.record(encoder);
+            }
+            if let Some(Staged { score: ScoreStage::Network { mlp, .. }, .. }) = &self.staged {
+                mlp.record_weight_copies(encoder);
             }
         }
         let nd_bytes = (self.config.particles * self.dim * 4) as u64;
