@@ -6,7 +6,9 @@
 //   2  storage, read        aux:  pre-activations of the layer below (BACKWARD_INPUT only)
 //   3  storage, read_write  out0: main output
 //   4  storage, read_write  out1: post-activations (FORWARD with ACT only)
-//   5  uniform              wwin: the layer's W, when WIN (FORWARD and BACKWARD_INPUT)
+//   5  uniform              wwin: the layer's W, when WIN (FORWARD and BACKWARD_INPUT), or
+//                           a chunk of its input rows (BACKWARD_WEIGHT)
+//   6  uniform              awin: a chunk of dL/dz rows (BACKWARD_WEIGHT when WIN)
 // Unused bindings get a small dummy buffer.
 //
 // C[m, n] = sum_k A(m, k) B(k, n), with A, B and the epilogue chosen by MODE. A layer maps
@@ -22,6 +24,8 @@
 //       A = lhs[k*M + m] (dL/dz, transposed),  B = rhs[k*(N-1) + n] (input), or 1 for n = N-1
 //       out0[OFF_W + m*(N-1) + n] = C  (dL/dW);  out0[OFF_B + m] = C at n = N-1  (dL/db)
 //   The batch reduction of MODE 2 is the K loop: no atomics, a fixed order, bit-reproducible.
+//   With WIN it runs chunk by chunk (K = the chunk's rows, operands from uniform windows), each
+//   chunk's dispatch adding to the last (ACCUM): still a fixed order.
 //
 // Blocking: a workgroup of 8 x 8 invocations covers a 64 x 64 tile of C, each invocation an
 // 8 x 8 block in sixteen vec4 registers, reading A and B straight from storage (caches serve
@@ -40,6 +44,9 @@ override OFF_B: u32 = 0u;
 // before the pass (MlpPass::record_weight_copies). On llvmpipe a uniform load costs a twelfth
 // of a storage load (BENCHMARKS.md); for layers of more than 16384 weights W stays in storage.
 override WIN: bool = false;
+// BACKWARD_WEIGHT over a chunk of K batch rows whose dL/dz and inputs come through uniform
+// windows (bindings 6 and 5), adding to out0 unless this is the first chunk (ACCUM false).
+override ACCUM: bool = false;
 
 const ROWS: u32 = 64u;   // rows of C per workgroup
 const COLS: u32 = 64u;   // columns of C per workgroup
@@ -50,6 +57,7 @@ const COLS: u32 = 64u;   // columns of C per workgroup
 @group(0) @binding(3) var<storage, read_write> out0: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out1: array<f32>;
 @group(0) @binding(5) var<uniform> wwin: array<vec4<f32>, 4096>;
+@group(0) @binding(6) var<uniform> awin: array<vec4<f32>, 4096>;
 
 fn window(i: u32) -> f32 {
     return wwin[i / 4u][i % 4u];
@@ -69,6 +77,10 @@ fn load_a(m: u32, k: u32) -> f32 {
         return 0.0;
     }
     if MODE == 2u {
+        if WIN {
+            let i = k * M + m;
+            return awin[i / 4u][i % 4u];
+        }
         return lhs[k * M + m];
     }
     return lhs[m * K + k];
@@ -93,6 +105,9 @@ fn load_b(k: u32, n: u32) -> f32 {
     if n == N - 1u {
         return 1.0;
     }
+    if WIN {
+        return window(k * (N - 1u) + n);
+    }
     return rhs[k * (N - 1u) + n];
 }
 
@@ -108,10 +123,9 @@ fn store(m: u32, n: u32, c: f32) {
         }
     } else if MODE == 1u {
         out0[m * N + n] = c * silu_grad(aux[m * N + n]);
-    } else if n == N - 1u {
-        out0[OFF_B + m] = c;
     } else {
-        out0[OFF_W + m * (N - 1u) + n] = c;
+        let i = select(OFF_W + m * (N - 1u) + n, OFF_B + m, n == N - 1u);
+        out0[i] = select(c, out0[i] + c, ACCUM);
     }
 }
 

@@ -169,8 +169,26 @@ pub(crate) struct MlpPass {
     window_copies: Vec<(u64, u64, u64)>,
 }
 
-/// Bytes of one uniform weight window (`wwin` in mlp.wgsl).
+/// Bytes of one uniform window (`wwin`, `awin` in mlp.wgsl).
 const WINDOW_BYTES: u64 = 65536;
+const WINDOW_FLOATS: usize = WINDOW_BYTES as usize / 4;
+
+/// Batch rows per weight-gradient chunk when the layer's dL/dz rows (`out` wide) and input rows
+/// (`inp` wide) go through 64 KiB uniform windows: the largest power of two whose rows fit a
+/// window, if the chunks then start at the 256-byte offsets uniform bindings need.
+fn chunk_rows(out: usize, inp: usize) -> Option<usize> {
+    let widest = out.max(inp);
+    if widest == 0 || widest > WINDOW_FLOATS {
+        return None;
+    }
+    let rows = 1usize << (WINDOW_FLOATS / widest).ilog2();
+    ((rows * out).is_multiple_of(64) && (rows * inp).is_multiple_of(64)).then_some(rows)
+}
+
+/// A 64 KiB uniform binding of `buffer` from `offset` bytes.
+fn uniform_window(buffer: &wgpu::Buffer, offset: u64) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(WINDOW_BYTES) })
+}
 
 const MODE_FORWARD: f64 = 0.0;
 const MODE_BACKWARD_INPUT: f64 = 1.0;
@@ -203,15 +221,20 @@ impl MlpPass {
         }
         let none = wgpu::BufferUsages::empty();
         let buf = |label: &str, len: usize| GpuBuffer::<f32>::new(gpu, label, len, none);
+        // The weight gradient reads inputs and dL/dz in 64 KiB uniform windows, the last of
+        // which may run past the batch: those buffers carry one window of slack.
+        let windowed_buf = |label: &str, len: usize| {
+            GpuBuffer::<f32>::new(gpu, label, len + WINDOW_FLOATS, wgpu::BufferUsages::UNIFORM)
+        };
         let acts = Activations {
-            input: buf("scorefield.mlp.input", batch * model.shape.input_width())?,
+            input: windowed_buf("scorefield.mlp.input", batch * model.shape.input_width())?,
             pre: layers.iter().map(|l| buf("scorefield.mlp.pre", batch * l.fan_out)).collect::<Result<_>>()?,
             post: layers[..layers.len() - 1]
                 .iter()
-                .map(|l| buf("scorefield.mlp.post", batch * l.fan_out))
+                .map(|l| windowed_buf("scorefield.mlp.post", batch * l.fan_out))
                 .collect::<Result<_>>()?,
             dpre: if grads.is_some() {
-                layers.iter().map(|l| buf("scorefield.mlp.dpre", batch * l.fan_out)).collect::<Result<_>>()?
+                layers.iter().map(|l| windowed_buf("scorefield.mlp.dpre", batch * l.fan_out)).collect::<Result<_>>()?
             } else {
                 Vec::new()
             },
@@ -250,7 +273,8 @@ impl MlpPass {
         let mut forward = Vec::new();
         for (l, layer) in layers.iter().enumerate() {
             let (m, n, k) = (batch, layer.fan_out, layer.fan_in);
-            let constants = shape_constants(MODE_FORWARD, l < last, windowed(layer), m, n, k, layer);
+            let variant = Variant { mode: MODE_FORWARD, act: l < last, window: windowed(layer), accumulate: false };
+            let constants = shape_constants(variant, m, n, k, layer);
             let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
             let input = if l == 0 { &acts.input } else { &acts.post[l - 1] };
             let out1 = if l < last { acts.post[l].binding() } else { dummy_write.binding() };
@@ -263,6 +287,7 @@ impl MlpPass {
                     (3, acts.pre[l].binding()),
                     (4, out1),
                     (5, window(l)),
+                    (6, window(0)),
                 ],
             );
             forward.push((pipeline, bg, matmul_grid(m, n)));
@@ -270,27 +295,48 @@ impl MlpPass {
         let mut backward = Vec::new();
         if let Some(grads) = grads {
             for (l, layer) in layers.iter().enumerate().rev() {
-                // dL/dW and dL/db of layer l.
-                let (m, n, k) = (layer.fan_out, layer.fan_in + 1, batch);
-                let constants = shape_constants(MODE_BACKWARD_WEIGHT, false, false, m, n, k, layer);
-                let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
+                // dL/dW and dL/db of layer l: over the whole batch from storage, or chunk by
+                // chunk of `rows` batch rows through uniform windows, adding up in order.
+                let (m, n) = (layer.fan_out, layer.fan_in + 1);
                 let input = if l == 0 { &acts.input } else { &acts.post[l - 1] };
-                let bg = pipeline.bind_group(
-                    gpu,
-                    &[
-                        (0, acts.dpre[l].binding()),
-                        (1, input.binding()),
-                        (2, dummy_read.binding()),
-                        (3, grads.binding()),
-                        (4, dummy_write.binding()),
-                        (5, window(0)),
-                    ],
-                );
-                backward.push((pipeline, bg, matmul_grid(m, n)));
+                let chunks: Vec<(usize, usize)> = match chunk_rows(m, n - 1) {
+                    Some(rows) => (0..batch.div_ceil(rows)).map(|c| (c * rows, rows.min(batch - c * rows))).collect(),
+                    None => vec![(0, batch)],
+                };
+                let window_on = chunk_rows(m, n - 1).is_some();
+                for (c, &(start, k)) in chunks.iter().enumerate() {
+                    let variant =
+                        Variant { mode: MODE_BACKWARD_WEIGHT, act: false, window: window_on, accumulate: c > 0 };
+                    let constants = shape_constants(variant, m, n, k, layer);
+                    let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
+                    let (b_win, a_win) = if window_on {
+                        (
+                            uniform_window(input.raw(), (start * (n - 1) * 4) as u64),
+                            uniform_window(acts.dpre[l].raw(), (start * m * 4) as u64),
+                        )
+                    } else {
+                        (window(0), window(0))
+                    };
+                    let bg = pipeline.bind_group(
+                        gpu,
+                        &[
+                            (0, acts.dpre[l].binding()),
+                            (1, input.binding()),
+                            (2, dummy_read.binding()),
+                            (3, grads.binding()),
+                            (4, dummy_write.binding()),
+                            (5, b_win),
+                            (6, a_win),
+                        ],
+                    );
+                    backward.push((pipeline, bg, matmul_grid(m, n)));
+                }
                 // dL/dz of layer l - 1 (the network input's gradient is not needed).
                 if l > 0 {
                     let (m, n, k) = (batch, layer.fan_in, layer.fan_out);
-                    let constants = shape_constants(MODE_BACKWARD_INPUT, false, windowed(layer), m, n, k, layer);
+                    let variant =
+                        Variant { mode: MODE_BACKWARD_INPUT, act: false, window: windowed(layer), accumulate: false };
+                    let constants = shape_constants(variant, m, n, k, layer);
                     let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
                     let bg = pipeline.bind_group(
                         gpu,
@@ -301,6 +347,7 @@ impl MlpPass {
                             (3, acts.dpre[l - 1].binding()),
                             (4, dummy_write.binding()),
                             (5, window(l)),
+                            (6, window(0)),
                         ],
                     );
                     backward.push((pipeline, bg, matmul_grid(m, n)));
@@ -351,20 +398,24 @@ impl MlpPass {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn shape_constants(
+/// How a dense-layer dispatch is specialised: the mode, the activation, whether W (or, for
+/// the weight gradient, the operand chunks) come through uniform windows, and whether a
+/// weight-gradient chunk adds to what earlier chunks wrote.
+#[derive(Clone, Copy)]
+struct Variant {
     mode: f64,
     act: bool,
     window: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    layer: &Layer,
-) -> [(&'static str, f64); 8] {
+    accumulate: bool,
+}
+
+fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 9] {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
     [
-        ("MODE", mode),
-        ("ACT", if act { 1.0 } else { 0.0 }),
-        ("WIN", if window { 1.0 } else { 0.0 }),
+        ("MODE", v.mode),
+        ("ACT", flag(v.act)),
+        ("WIN", flag(v.window)),
+        ("ACCUM", flag(v.accumulate)),
         ("M", m as f64),
         ("N", n as f64),
         ("K", k as f64),
