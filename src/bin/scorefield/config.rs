@@ -111,7 +111,7 @@ pub struct TrainSettings {
 impl Default for TrainSettings {
     fn default() -> Self {
         Self {
-            steps: 2000,
+            steps: 3500,
             batch: 512,
             lr: 1e-3,
             ema_decay: 0.999,
