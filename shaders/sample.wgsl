@@ -173,7 +173,7 @@ fn bias(i: u32) -> f32 {
     return biases[i / 4u][i % 4u];
 }
 
-const MAX_W4: u32 = 32u;     // MAX_W / 4
+const MAX_W4: u32 = MAX_W / 4u;
 
 // dst = act(W src + b) for layer l (fan_in4 vec4s per row of W; biases from b_off). Four
 // outputs at a time share each load of src.

@@ -76,20 +76,6 @@ impl GaussianMixture {
         &self.stds[k * self.dim..(k + 1) * self.dim]
     }
 
-    /// The largest distance between two component means (0 for one component): Song & Ermon
-    /// (2020, technique 1) take the largest noise level about this large.
-    pub fn max_mean_distance(&self) -> f64 {
-        let k = self.components();
-        let mut best: f64 = 0.0;
-        for i in 0..k {
-            for j in i + 1..k {
-                let d2: f64 = self.mean(i).iter().zip(self.mean(j)).map(|(a, b)| (a - b).powi(2)).sum();
-                best = best.max(d2.sqrt());
-            }
-        }
-        best
-    }
-
     /// `n` exact samples [n, d] and their components, from stream `Stream::Data.at(0)` of `seed`.
     pub fn sample(&self, n: usize, seed: u64) -> (Vec<f64>, Vec<usize>) {
         let d = self.dim as u64;

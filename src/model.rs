@@ -9,7 +9,7 @@
 //! division by sigma happens where a score is needed, not inside the network.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuBuffer, Pipeline};
+use crate::gpu::{uniform_window, Gpu, GpuBuffer, Pipeline, UNIFORM_WINDOW_BYTES};
 use crate::rng::{self, Stream};
 use crate::shaders;
 
@@ -170,7 +170,7 @@ pub(crate) struct MlpPass {
 }
 
 /// Bytes of one uniform window (`wwin`, `awin` in mlp.wgsl).
-const WINDOW_BYTES: u64 = 65536;
+const WINDOW_BYTES: u64 = UNIFORM_WINDOW_BYTES;
 const WINDOW_FLOATS: usize = WINDOW_BYTES as usize / 4;
 
 /// Batch rows per weight-gradient chunk when the layer's dL/dz rows (`out` wide) and input rows
@@ -183,11 +183,6 @@ fn chunk_rows(out: usize, inp: usize) -> Option<usize> {
     }
     let rows = 1usize << (WINDOW_FLOATS / widest).ilog2();
     ((rows * out).is_multiple_of(64) && (rows * inp).is_multiple_of(64)).then_some(rows)
-}
-
-/// A 64 KiB uniform binding of `buffer` from `offset` bytes.
-fn uniform_window(buffer: &wgpu::Buffer, offset: u64) -> wgpu::BindingResource<'_> {
-    wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(WINDOW_BYTES) })
 }
 
 const MODE_FORWARD: f64 = 0.0;
@@ -261,14 +256,8 @@ impl MlpPass {
             })
             .collect();
         // Layers too large for a window read W from storage and get window 0 bound, unused.
-        let window = |l: usize| {
-            let at = if windowed(&layers[l]) { l as u64 * WINDOW_BYTES } else { 0 };
-            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &windows,
-                offset: at,
-                size: wgpu::BufferSize::new(WINDOW_BYTES),
-            })
-        };
+        let window =
+            |l: usize| uniform_window(&windows, if windowed(&layers[l]) { l as u64 * WINDOW_BYTES } else { 0 });
         let last = layers.len() - 1;
         let mut forward = Vec::new();
         for (l, layer) in layers.iter().enumerate() {

@@ -9,6 +9,21 @@ use futures_intrusive::channel::shared::{oneshot_channel, OneshotReceiver};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
+/// Bytes of a uniform window: the largest uniform binding WebGPU guarantees
+/// (`max_uniform_buffer_binding_size` of its default limits). Kernels read operands through
+/// such windows where uniform loads are cheaper than storage loads (see BENCHMARKS.md).
+pub const UNIFORM_WINDOW_BYTES: u64 = 65536;
+
+/// A uniform binding of [`UNIFORM_WINDOW_BYTES`] of `buffer` from `offset` (a multiple of the
+/// device's `min_uniform_buffer_offset_alignment`).
+pub fn uniform_window(buffer: &wgpu::Buffer, offset: u64) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer,
+        offset,
+        size: wgpu::BufferSize::new(UNIFORM_WINDOW_BYTES),
+    })
+}
+
 /// A device buffer of `len` elements of `T`. Usable as STORAGE, COPY_SRC and COPY_DST, plus
 /// whatever extra usages it was created with (VERTEX for particle buffers, UNIFORM for params).
 pub struct GpuBuffer<T: Pod> {

@@ -18,6 +18,9 @@ pub const MIN_LIMITS: &[LimitCheck] = &[
     ("max_storage_buffers_per_shader_stage", |l| l.max_storage_buffers_per_shader_stage as u64, 6),
     ("max_storage_buffer_binding_size", |l| l.max_storage_buffer_binding_size, 16 << 20),
     ("max_compute_workgroups_per_dimension", |l| l.max_compute_workgroups_per_dimension as u64, 1024),
+    ("max_uniform_buffer_binding_size", |l| l.max_uniform_buffer_binding_size, super::UNIFORM_WINDOW_BYTES),
+    // The fused sampler binds a cursor, five weight windows and a bias window.
+    ("max_uniform_buffers_per_shader_stage", |l| l.max_uniform_buffers_per_shader_stage as u64, 7),
 ];
 
 /// An adapter's identity and the limits the engine depends on, for `scorefield info`.

@@ -12,7 +12,7 @@ pub mod method;
 pub use method::{Method, PlannedStep, SampleCursor, SampleStep};
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuBuffer, PendingRead, Pipeline};
+use crate::gpu::{uniform_window, Gpu, GpuBuffer, Pipeline, UNIFORM_WINDOW_BYTES};
 use crate::mixture::GaussianMixture;
 use crate::model::{MlpPass, ScoreMlp, Weights, EMBED_FREQS};
 use crate::objective::Parametrisation;
@@ -80,7 +80,7 @@ pub const MAX_FUSED_WIDTH: usize = 128;
 /// Most layers (hidden + output) of a fused network (`MAX_LAYERS` in sample.wgsl).
 pub const MAX_FUSED_LAYERS: usize = 5;
 /// Bytes of one uniform weight window (`WINDOW` vec4s in sample.wgsl).
-const WINDOW_BYTES: u64 = 65536;
+const WINDOW_BYTES: u64 = UNIFORM_WINDOW_BYTES;
 
 const WG: u32 = 64;
 const CURSOR_BYTES: u64 = std::mem::size_of::<SampleCursor>() as u64;
@@ -118,7 +118,8 @@ pub struct Sampler {
     fused: Option<(Pipeline, wgpu::BindGroup, Option<WeightPack>)>,
     staged: Option<Staged>,
     particles: GpuBuffer<f32>,
-    schedule: GpuBuffer<SampleStep>,
+    // Read by the kernels; kept alive with their bind groups.
+    _schedule: GpuBuffer<SampleStep>,
     cursors: GpuBuffer<SampleCursor>,
     cursor: wgpu::Buffer,
     snapshots: Option<GpuBuffer<f32>>,
@@ -278,11 +279,7 @@ impl Sampler {
                 // Windows past the network's layers are never read; they repeat window 0, as do
                 // all of them for a mixture.
                 let at = if layers > 0 && (w < layers || w == MAX_FUSED_LAYERS) { w } else { 0 };
-                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &windows,
-                    offset: at as u64 * WINDOW_BYTES,
-                    size: wgpu::BufferSize::new(WINDOW_BYTES),
-                })
+                uniform_window(&windows, at as u64 * WINDOW_BYTES)
             };
             let f = freqs.map_or(placeholder.binding(), |f| f.binding());
             let entries = [
@@ -383,7 +380,7 @@ impl Sampler {
             fused: fused_kernel,
             staged,
             particles,
-            schedule,
+            _schedule: schedule,
             cursors,
             cursor,
             snapshots,
@@ -513,16 +510,6 @@ impl Sampler {
         self.particles.read(&self.gpu).await
     }
 
-    /// Starts copying the particles out now; the returned read completes without stalling the
-    /// work submitted after it.
-    pub fn read_later(&self) -> Result<PendingRead<f32>> {
-        let mut encoder = self.gpu.encoder("scorefield.sample.readback");
-        let mut read = PendingRead::record(&self.gpu, &mut encoder, self.particles.raw(), 0, self.particles.len())?;
-        self.gpu.submit(encoder);
-        read.start();
-        Ok(read)
-    }
-
     /// The snapshots taken so far, oldest first, each `[N, d]` (waits for the work before it).
     pub async fn read_snapshots(&self) -> Result<Vec<Vec<f32>>> {
         let Some(snaps) = &self.snapshots else { return Ok(Vec::new()) };
@@ -534,11 +521,6 @@ impl Sampler {
     /// How many snapshots a whole run takes.
     pub fn snapshot_count(&self) -> usize {
         self.snapshot_count
-    }
-
-    /// The steps' schedule on the device (read by the kernels).
-    pub fn schedule(&self) -> &GpuBuffer<SampleStep> {
-        &self.schedule
     }
 }
 
