@@ -55,7 +55,7 @@ fn gpu_normals_match_host_box_muller() {
     let got = gpu_normals(seed, stream, offset, 4096);
     let want = rng::normals(seed, stream, offset, 4096);
     // f32 transcendentals: |z| <= 5.8, so absolute error of a few ulps of log/cos.
-    let worst = got.iter().zip(&want).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
+    let worst = worst(got.iter().zip(&want).map(|(&a, &b)| (a as f64 - b).abs()));
     assert!(worst < 2e-4, "GPU normals differ from host Box-Muller by up to {worst}");
 }
 
@@ -63,14 +63,10 @@ fn gpu_normals_match_host_box_muller() {
 fn ks_distance(samples: &mut [f64]) -> f64 {
     samples.sort_by(f64::total_cmp);
     let n = samples.len() as f64;
-    samples
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| {
-            let cdf = 0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2));
-            (cdf - i as f64 / n).abs().max((i as f64 + 1.0) / n - cdf)
-        })
-        .fold(0.0, f64::max)
+    worst(samples.iter().enumerate().map(|(i, &x)| {
+        let cdf = 0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2));
+        (cdf - i as f64 / n).abs().max((i as f64 + 1.0) / n - cdf)
+    }))
 }
 
 /// erf from the Chebyshev fit to erfc in Numerical Recipes (fractional error below 1.2e-7,

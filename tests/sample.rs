@@ -29,7 +29,7 @@ fn with_path(mut config: SamplerConfig, path: Path) -> SamplerConfig {
 
 /// Every method, shortened, for the step-level comparisons.
 fn short_methods() -> Vec<Method> {
-    let ve = Sde::ve(0.01, 10.0);
+    let ve = Sde::ve(0.01, 4.0);
     let vp = Sde::vp_default();
     vec![
         Method::Langevin { level: NoiseLevel::ve(0.3), step_size: 0.05, steps: 6, init_std: 3.0 },
@@ -37,17 +37,25 @@ fn short_methods() -> Vec<Method> {
         Method::ReverseSde { sde: ve, steps: 5 },
         Method::ReverseSde { sde: vp, steps: 5 },
         Method::PredictorCorrector { sde: ve, steps: 4, snr: 0.16, corrector_steps: 2 },
-        Method::PredictorCorrector { sde: vp, steps: 4, snr: 0.16, corrector_steps: 1 },
+        // VP's discrete betas reach beta_max / steps = 20 / steps, which must stay below 1.
+        Method::PredictorCorrector { sde: vp, steps: 24, snr: 0.16, corrector_steps: 1 },
         Method::ProbabilityFlow { sde: ve, steps: 5, heun: false },
         Method::ProbabilityFlow { sde: vp, steps: 5, heun: true },
         Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 6 },
     ]
 }
 
+/// |a - b| / (1 + |b|) elementwise, sorted ascending.
+fn sorted_errors(a: &[f32], b: &[f64]) -> Vec<f64> {
+    assert_eq!(a.len(), b.len());
+    let mut e: Vec<f64> = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).abs() / (1.0 + y.abs())).collect();
+    e.sort_by(f64::total_cmp);
+    e
+}
+
 /// max |a - b| / (1 + |b|) elementwise.
 fn max_err(a: &[f32], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).abs() / (1.0 + y.abs())).fold(0.0, f64::max)
+    *sorted_errors(a, b).last().unwrap()
 }
 
 fn reference_run(
@@ -86,12 +94,25 @@ fn every_method_matches_the_reference_with_an_exact_score() {
             }
             let config = with_path(SamplerConfig { steps_per_dispatch: 3, ..SamplerConfig::new(n, seed) }, path);
             let (got, _) = run_sampler(&gpu, ScoreSource::Mixture(&mix), &method, config);
-            let err = max_err(&got, &want);
-            eprintln!("{} {path:?}: max error {err:.2e}", method.name());
+            let errors = sorted_errors(&got, &want);
+            let (p99, max) = (errors[errors.len() * 99 / 100], errors[errors.len() - 1]);
+            eprintln!("{} {path:?}: error p99 {p99:.2e}, max {max:.2e}", method.name());
             // f32 steps of f32 coefficients: a few ulps per step of terms that partly cancel (the
-            // VE steps at sigma ~ 10 add drift and noise ~10x larger than their sum); measured
-            // up to 3.3e-5 over many seeds. A wrong coefficient or rule errs by 1e-2 or more.
-            assert!(err < 1e-4, "{} {path:?}: max error {err:.2e} against the f64 reference", method.name());
+            // VE steps at large sigma add drift and noise larger than their sum); over 30 seeds
+            // the 99th percentile stayed below 8e-6. A wrong coefficient or rule errs by 1e-2 or
+            // more on most particles, which the 99th percentile catches. The few particles a
+            // five-step run leaves far out between two components (|x - a mu| ~ 20 at
+            // sigma ~ 0.05) have logits ~ 1e3 that an ulp of x moves by ~1e-4, shifting their
+            // responsibilities: there an f64 reference fed f32 states and f32 scores differs by
+            // 1.2e-4 from the pure f64 one, and the GPU by up to 1.5e-4 with sigma_max = 10
+            // (7.5e-4 once in 30 seeds) and 8.2e-5 with sigma_max = 4 (30 seeds), hence the
+            // looser bound on the max.
+            assert!(
+                p99 < 2e-5,
+                "{} {path:?}: 99th-percentile error {p99:.2e} against the f64 reference",
+                method.name()
+            );
+            assert!(max < 1e-3, "{} {path:?}: max error {max:.2e} against the f64 reference", method.name());
         }
     }
 }
@@ -132,8 +153,7 @@ fn network_scores_match_the_reference_on_both_paths() {
             assert!(err < 1e-4, "network {} {path:?}: max error {err:.2e}", method.name());
             results.push(got);
         }
-        let diff =
-            results[0].iter().zip(&results[1]).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0.0f32, f32::max);
+        let diff = worst(results[0].iter().zip(&results[1]).map(|(&a, &b)| ((a - b).abs() / (1.0 + b.abs())) as f64));
         eprintln!(
             "network {}: fused vs staged max difference {diff:.2e} (bit-identical: {})",
             method.name(),
@@ -294,33 +314,43 @@ fn every_sampler_matches_the_eight_gaussians() {
     let seed = test_seed();
     let (reference, _) = mix.sample(n, seed);
     let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-    // Thresholds from exact samples: 8 independent draws against the same reference give the
-    // null distribution of each statistic; a sampler passes within mean + 4 sd of it (MMD^2) or
-    // within 4 sd of the exact value (spread), and the mode shares within 5 binomial standard
-    // errors. Below, the thresholds are shown to reject a 10% error in the modes' spread and a
-    // 0.05 error in two weights.
-    let draws: Vec<Vec<f64>> = (1..=8).map(|i| mix.sample(n, seed ^ (i * 7919)).0).collect();
-    let (mmd_mean, mmd_sd) = mean_sd(&draws.iter().map(|x| mmd2(x, &reference, 2)).collect::<Vec<_>>());
-    let mmd_limit = mmd_mean + 4.0 * mmd_sd;
-    let (spread_mean, spread_sd) = mean_sd(&draws.iter().map(|x| mode_spread(&mix, &to32(x))).collect::<Vec<_>>());
+    // Thresholds from exact samples: independent draws against the same reference give the null
+    // distribution of each statistic (16 draws for MMD^2, whose O(n^2) cost adds up; 64 for the
+    // cheap spread, so its sd is estimated to ~10%). A sampler passes within mean + 4 sd of the
+    // null MMD^2 plus the MMD^2 of a 5% too wide mixture (the bias allowed below), and the mode
+    // shares within 5 binomial standard errors. The spread (rms distance to the nearest mode)
+    // must be within 3 sd plus 5% of the exact value: the methods have
+    // their own O(step) biases there, measured over 6 seeds as up to +3.9% for the
+    // predictor-corrector (its snr-0.16 corrector inflates a Gaussian's variance by
+    // 1 / (1 - snr^2) and the predictor's noise adds to it), and, with 1000 steps, -3.7% for the
+    // probability-flow ODE under Euler steps (first-order error of a contraction by
+    // sigma_max / sigma_min = 1000: ln(1000)^2 / (2 N) = 2.4%, so 2000 steps are used below).
+    // Below, the thresholds are shown to reject a 10% error in the modes' spread and a 0.05
+    // error in two weights.
+    let draw = |i: u64| mix.sample(n, seed ^ (i * 7919)).0;
+    let (mmd_mean, mmd_sd) = mean_sd(&(1..=16).map(|i| mmd2(&draw(i), &reference, 2)).collect::<Vec<_>>());
+    let five_percent_wider = GaussianMixture { stds: vec![0.525; 16], ..mix.clone() };
+    let mmd_limit = mmd2(&five_percent_wider.sample(n, seed ^ 4242).0, &reference, 2) + 4.0 * mmd_sd;
+    let (spread_mean, spread_sd) = mean_sd(&(1..=64).map(|i| mode_spread(&mix, &to32(&draw(i)))).collect::<Vec<_>>());
+    let spread_tol = 3.0 * spread_sd + 0.05 * spread_mean;
     let share_tol = 5.0 * (0.125f64 * 0.875 / n as f64).sqrt();
     eprintln!(
-        "null: MMD^2 {mmd_mean:.2e} +- {mmd_sd:.2e} (limit {mmd_limit:.2e}); spread {spread_mean:.4} +- {spread_sd:.4}; \
-         share tolerance {share_tol:.4}"
+        "null: MMD^2 {mmd_mean:.2e} +- {mmd_sd:.2e}, limit {mmd_limit:.2e}; spread {spread_mean:.4} +- {spread_sd:.4}, \
+         tolerance {spread_tol:.4}; share tolerance {share_tol:.4}"
     );
     let check = |x: &[f32]| -> Vec<String> {
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         let m = mmd2(&x64, &reference, 2);
         let spread = mode_spread(&mix, x);
         let shares = mode_shares(&mix, x);
-        let worst = shares.iter().map(|s| (s - 0.125).abs()).fold(0.0, f64::max);
+        let worst = worst(shares.iter().map(|s| (s - 0.125).abs()));
         eprintln!("    MMD^2 {m:.2e}, spread {spread:.4}, worst share error {worst:.4}");
         let mut bad = Vec::new();
         if m.is_nan() || m >= mmd_limit {
             bad.push(format!("MMD^2 {m:.2e} > {mmd_limit:.2e}"));
         }
-        if spread.is_nan() || (spread - spread_mean).abs() >= 4.0 * spread_sd {
-            bad.push(format!("spread {spread:.4} vs {spread_mean:.4} +- 4 x {spread_sd:.4}"));
+        if spread.is_nan() || (spread - spread_mean).abs() >= spread_tol {
+            bad.push(format!("spread {spread:.4} vs {spread_mean:.4} +- {spread_tol:.4}"));
         }
         if worst.is_nan() || worst >= share_tol {
             bad.push(format!("a mode share is off by {worst:.4} > {share_tol:.4}"));
@@ -342,7 +372,7 @@ fn every_sampler_matches_the_eight_gaussians() {
         Method::ReverseSde { sde: vp, steps: 1000 },
         Method::predictor_corrector(ve),
         Method::PredictorCorrector { sde: vp, steps: 1000, snr: 0.16, corrector_steps: 1 },
-        Method::ProbabilityFlow { sde: ve, steps: 1000, heun: false },
+        Method::ProbabilityFlow { sde: ve, steps: 2000, heun: false },
         Method::ProbabilityFlow { sde: vp, steps: 200, heun: true },
         Method::ddpm(),
     ];

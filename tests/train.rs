@@ -24,7 +24,7 @@ fn to64(v: &[f32]) -> Vec<f64> {
 fn normwise(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).abs()).fold(0.0, f64::max) / scale
+    worst(a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).abs())) / scale
 }
 
 fn random_data(r: &mut TestRng, n: usize, d: usize) -> Vec<f32> {
@@ -99,7 +99,7 @@ fn check_one_step(
     assert_written("grads", &grads);
 
     let b = robj::perturb(&objective, &shape, &freqs, &to64(&data), config.seed, 0, batch);
-    let noise_err = noise.iter().zip(&b.noise).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max);
+    let noise_err = worst(noise.iter().zip(&b.noise).map(|(&g, &w)| (g as f64 - w).abs()));
     assert!(noise_err < 2e-4, "noise differs from the reference draw by {noise_err}");
     let fwd = mlp::forward(&shape, &p0, &b.input);
     let (ref_losses, dout) = robj::loss_grad(objective.parametrisation(), fwd.output(), &b.noise, shape.dim);

@@ -159,7 +159,21 @@ impl Method {
             Method::PredictorCorrector { sde, steps, snr, .. } => {
                 sde.validate()?;
                 positive("pc snr", *snr)?;
-                at_least("sampler steps", *steps, 2)
+                at_least("sampler steps", *steps, 2)?;
+                // The DDPM chain's betas reach beta_max / N, and sqrt(1 - beta) needs beta < 1.
+                if let Sde::Vp { beta_max, .. } = sde {
+                    if *beta_max >= *steps as f64 {
+                        return Err(Error::invalid(
+                            "sampler steps",
+                            format!(
+                                "{steps} is too few for the VP predictor-corrector: its discrete betas reach \
+                                 beta_max / steps = {}, which must stay below 1 (use more than {beta_max} steps)",
+                                beta_max / *steps as f64
+                            ),
+                        ));
+                    }
+                }
+                Ok(())
             }
             Method::Ddpm { beta_min, beta_max, steps } => {
                 Objective::Ddpm { beta_min: *beta_min, beta_max: *beta_max, steps: *steps }.validate()
@@ -345,5 +359,36 @@ impl Coefficients {
 
     fn langevin(alpha: f64) -> Self {
         Self { s: 0.5 * alpha, z: alpha.sqrt(), ..Self::IDENTITY }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_planned_coefficient_is_finite() {
+        let methods = [
+            Method::annealed_langevin(4.0),
+            Method::ReverseSde { sde: Sde::vp_default(), steps: 3 },
+            Method::predictor_corrector(Sde::ve(0.01, 50.0)),
+            Method::PredictorCorrector { sde: Sde::vp_default(), steps: 21, snr: 0.16, corrector_steps: 1 },
+            Method::ProbabilityFlow { sde: Sde::vp_default(), steps: 3, heun: true },
+            Method::ddpm(),
+        ];
+        for m in methods {
+            for p in m.plan().unwrap() {
+                let s = p.step;
+                let c = [s.c_x, s.c_s, s.c_z, s.c_p, s.k_x, s.k_s, s.snr, s.snr_alpha, s.a, s.sigma, s.cond];
+                assert!(c.iter().all(|v| v.is_finite()), "{}: {s:?}", m.name());
+            }
+        }
+    }
+
+    #[test]
+    fn vp_predictor_corrector_with_too_few_steps_is_refused() {
+        let m = Method::PredictorCorrector { sde: Sde::vp_default(), steps: 20, snr: 0.16, corrector_steps: 1 };
+        let err = m.plan().unwrap_err().to_string();
+        assert!(err.contains("sampler steps") && err.contains("beta_max / steps"), "{err}");
     }
 }

@@ -34,7 +34,13 @@ pub fn assert_written(what: &str, values: &[f32]) {
 /// Largest |a - b| / max(|b|, floor) over the elements.
 pub fn max_rel_err(a: &[f32], b: &[f64], floor: f64) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).abs() / y.abs().max(floor)).fold(0.0, f64::max)
+    worst(a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).abs() / y.abs().max(floor)))
+}
+
+/// The largest of `errors`, NaN if any is NaN (`f64::max` would drop a NaN, and a comparison
+/// with a tolerance must fail on one).
+pub fn worst(errors: impl IntoIterator<Item = f64>) -> f64 {
+    errors.into_iter().fold(0.0, |acc, e| if acc.is_nan() || e.is_nan() { f64::NAN } else { acc.max(e) })
 }
 
 /// A small deterministic generator for test inputs, seeded from the clock so every run draws
