@@ -10,7 +10,7 @@ pub enum Error {
     )]
     NoAdapter { detail: String },
 
-    #[error("no adapter's name contains WGPU_ADAPTER_NAME={wanted:?}; the adapters here are: {available}")]
+    #[error("no adapter's name contains {wanted:?} (asked for by --adapter or WGPU_ADAPTER_NAME); the adapters here are: {available}")]
     AdapterNotFound { wanted: String, available: String },
 
     #[error("the GPU device could not be created: {0}")]

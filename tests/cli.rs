@@ -27,6 +27,11 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A grayscale PNG of `width` x `height` with pixel values from `f(x, y)`.
+fn write_png(path: &Path, width: u32, height: u32, f: impl Fn(u32, u32) -> u8) {
+    image::GrayImage::from_fn(width, height, |x, y| image::Luma([f(x, y)])).save(path).unwrap();
+}
+
 fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap();
     let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
@@ -100,6 +105,18 @@ fn bad_input_gets_a_message_that_names_it() {
         "[data]\ndataset = \"mixture\"\nweights = [0.5, 0.6]\nmeans = [[0, 0], [1, 1]]\nstds = [1, 1]\n",
     )
     .unwrap();
+    std::fs::write(
+        dir.join("nan.toml"),
+        "[data]\ndataset = \"mixture\"\nweights = [0.5, 0.5]\nmeans = [[0, nan], [1, 1]]\nstds = [1, 1]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("mixed")).unwrap();
+    write_png(&dir.join("mixed/a.png"), 4, 4, |x, _| x as u8 * 60);
+    write_png(&dir.join("mixed/b.png"), 5, 4, |x, _| x as u8 * 60);
+    std::fs::create_dir_all(dir.join("broken")).unwrap();
+    write_png(&dir.join("broken/a.png"), 4, 4, |x, _| x as u8 * 60);
+    std::fs::write(dir.join("broken/b.png"), b"\x89PNG truncated").unwrap();
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
     for (args, needle) in [
         (vec!["train", "--config", "typo.toml"], "stepz"),
         (vec!["train", "--config", "mix.toml", "--steps", "1"], "sum to 1"),
@@ -109,6 +126,12 @@ fn bad_input_gets_a_message_that_names_it() {
         (vec!["sample", "--exact-score", "--dataset", "spirals"], "exact noised score"),
         (vec!["sample"], "--checkpoint PATH or --exact-score"),
         (vec!["sample", "--exact-score", "--objective", "vp"], "does not match objective.kind"),
+        (vec!["train", "--config", "nan.toml", "--steps", "1"], "is not finite"),
+        (vec!["train", "--dataset", "images", "--data-path", "mixed", "--steps", "1"], "b.png"),
+        (vec!["train", "--dataset", "images", "--data-path", "broken", "--steps", "1"], "b.png"),
+        (vec!["train", "--dataset", "images", "--data-path", "empty", "--steps", "1"], "no images"),
+        (vec!["train", "--dataset", "density", "--data-path", "gone.png", "--steps", "1"], "gone.png"),
+        (vec!["train", "--adapter", "no-such-gpu", "--steps", "1"], "no-such-gpu"),
     ] {
         let out = scorefield(&dir, &args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -116,5 +139,49 @@ fn bad_input_gets_a_message_that_names_it() {
         assert!(err.contains(needle), "{args:?}: the message should name `{needle}`: {err}");
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pictures_are_datasets_too() {
+    let dir = temp_dir("pictures");
+    let tiny = ["--width", "16", "--hidden-layers", "1", "--batch", "32", "--steps", "20"];
+    // A folder of 6x4 images: training on it and sampling gives [n, 24] and a grid picture.
+    std::fs::create_dir_all(dir.join("faces")).unwrap();
+    for k in 0..5u32 {
+        write_png(&dir.join(format!("faces/{k}.png")), 6, 4, |x, y| ((x + y + k) * 20) as u8);
+    }
+    let out = scorefield(
+        &dir,
+        &[&["train", "--run", "img", "--dataset", "images", "--data-path", "faces"][..], &tiny].concat(),
+    );
+    assert!(out.status.success());
+    let args = [
+        "sample",
+        "--checkpoint",
+        "img/checkpoint.safetensors",
+        "--out",
+        "img/x.npy",
+        "-n",
+        "40",
+        "--sampler-steps",
+        "2",
+    ];
+    assert!(scorefield(&dir, &args).status.success());
+    let (shape, _) = read_npy(&dir.join("img/x.npy"));
+    assert_eq!(shape, vec![40, 24]);
+    let grid = image::open(dir.join("img/samples.png")).unwrap();
+    // Two grids (16 pixels apart) of 4 rows of 10 images, each 6x4 image scaled 5x (32 / 6) to
+    // 30x20, with 2-pixel gaps around every image.
+    assert_eq!((grid.width(), grid.height()), (2 * (10 * 32 + 2) + 16, 4 * 22 + 2));
+
+    // A picture as a 2-D density: a bright square in the top-right quarter of a dark 16x16.
+    write_png(&dir.join("square.png"), 16, 16, |x, y| if x >= 8 && y < 8 { 255 } else { 0 });
+    let out = scorefield(
+        &dir,
+        &[&["train", "--run", "dens", "--dataset", "density", "--data-path", "square.png"][..], &tiny].concat(),
+    );
+    assert!(out.status.success());
+    assert!(dir.join("dens/loss.png").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

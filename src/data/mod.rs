@@ -2,13 +2,18 @@
 //! machine) and Gaussian mixtures, whose noised scores are exact. Each toy's shape follows the
 //! common definitions of the score-model and flow literature (scikit-learn's `make_moons` and
 //! `make_swiss_roll`, FFJORD's `checkerboard`, `rings` and `2spirals` toys), scaled to about
-//! [-4, 4]^2 like the eight Gaussians.
+//! [-4, 4]^2 like the eight Gaussians. Pictures make datasets too (images.rs): a grayscale PNG as
+//! a 2-D density, the 8x8 digits, a folder of PNGs.
+
+mod images;
+
+pub use images::{DensityImage, ImageSet};
 
 use crate::error::{Error, Result};
 use crate::mixture::GaussianMixture;
 use crate::rng::{self, Stream};
 
-/// A 2-D toy distribution or a Gaussian mixture.
+/// A 2-D toy distribution, a Gaussian mixture, a picture's density or a set of images.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Dataset {
     /// Eight Gaussians of std 0.5 on a circle of radius 4 (WORKLOADS.md W1).
@@ -20,10 +25,15 @@ pub enum Dataset {
     Checkerboard,
     Rings,
     Spirals,
+    /// A grayscale picture read as a 2-D density.
+    Density(DensityImage),
+    /// Images whose pixels are the coordinates (the digits, or a folder of PNGs).
+    Images(ImageSet),
 }
 
-/// The toy names the CLI and configs accept.
-pub const TOY_NAMES: &[&str] = &["eight-gaussians", "two-moons", "swiss-roll", "checkerboard", "rings", "spirals"];
+/// The built-in dataset names the CLI and configs accept (the 2-D toys, then the digits).
+pub const TOY_NAMES: &[&str] =
+    &["eight-gaussians", "two-moons", "swiss-roll", "checkerboard", "rings", "spirals", "digits"];
 
 impl Dataset {
     /// A toy by name (see [`TOY_NAMES`]); mixtures come from a config instead.
@@ -35,11 +45,13 @@ impl Dataset {
             "checkerboard" => Dataset::Checkerboard,
             "rings" => Dataset::Rings,
             "spirals" => Dataset::Spirals,
+            "digits" => Dataset::Images(ImageSet::digits()?),
             _ => {
                 return Err(Error::invalid(
                     "dataset",
                     format!(
-                        "unknown dataset `{name}`; choose one of {}, or `mixture` with weights, means and stds",
+                        "unknown dataset `{name}`; choose one of {}, `mixture` with weights, means and stds, \
+                         `density` with the path of a PNG, or `images` with the path of a folder of PNGs",
                         TOY_NAMES.join(", ")
                     ),
                 ))
@@ -56,13 +68,24 @@ impl Dataset {
             Dataset::Checkerboard => "checkerboard",
             Dataset::Rings => "rings",
             Dataset::Spirals => "spirals",
+            Dataset::Density(_) => "density",
+            Dataset::Images(_) => "images",
         }
     }
 
     pub fn dim(&self) -> usize {
         match self {
             Dataset::Mixture(m) => m.dim,
+            Dataset::Images(set) => set.dim(),
             _ => 2,
+        }
+    }
+
+    /// The images, where the dataset is a set of them.
+    pub fn images(&self) -> Option<&ImageSet> {
+        match self {
+            Dataset::Images(set) => Some(set),
+            _ => None,
         }
     }
 
@@ -77,6 +100,11 @@ impl Dataset {
 
     /// `n` points [n, d] for `seed`.
     pub fn sample(&self, n: usize, seed: u64) -> Vec<f32> {
+        match self {
+            Dataset::Density(density) => return density.sample(n, seed),
+            Dataset::Images(set) => return set.sample(n, seed),
+            _ => {}
+        }
         if let Some(m) = self.mixture() {
             return m.sample(n, seed).0.iter().map(|&v| v as f32).collect();
         }
@@ -87,7 +115,7 @@ impl Dataset {
         let mut out = Vec::with_capacity(2 * n);
         for i in 0..n {
             let (x, y) = match self {
-                Dataset::EightGaussians | Dataset::Mixture(_) => break,
+                Dataset::EightGaussians | Dataset::Mixture(_) | Dataset::Density(_) | Dataset::Images(_) => break,
                 Dataset::TwoMoons => {
                     // make_moons: upper moon (cos t, sin t), lower (1 - cos t, 0.5 - sin t),
                     // t in [0, pi], noise 0.1; centred and scaled by 2.

@@ -54,8 +54,15 @@ impl Gpu {
     /// name) and `WGPU_POWER_PREF` (`low` or `high`). Requests every limit the adapter offers,
     /// so large batches fit where the hardware allows.
     pub async fn new() -> Result<Self> {
+        Self::with_adapter(None).await
+    }
+
+    /// As [`Gpu::new`], on the adapter whose name contains `name` (case-insensitive) where one
+    /// is given; `None` leaves the choice to `WGPU_ADAPTER_NAME` or the best adapter.
+    pub async fn with_adapter(name: Option<&str>) -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = choose_adapter(&instance).await?;
+        let wanted = name.map(str::to_owned).or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let adapter = choose_adapter(&instance, wanted).await?;
         let summary = AdapterSummary::of(&adapter);
         check_limits(&summary.limits)?;
         // Timestamp queries feed the benchmarks; take them where the adapter has them.
@@ -164,10 +171,10 @@ pub async fn list_adapters() -> Vec<AdapterSummary> {
     instance.enumerate_adapters(wgpu::Backends::all()).await.iter().map(AdapterSummary::of).collect()
 }
 
-async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+async fn choose_adapter(instance: &wgpu::Instance, wanted: Option<String>) -> Result<wgpu::Adapter> {
     // wgpu's own `initialize_adapter_from_env` panics when the name matches nothing; this
     // returns an error listing what there is instead.
-    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+    if let Some(wanted) = wanted {
         let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         let names: Vec<String> = adapters.iter().map(|a| describe_info(&a.get_info())).collect();
         let wanted_lc = wanted.to_lowercase();

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use scorefield::data::Dataset;
+use scorefield::data::{Dataset, DensityImage, ImageSet};
 use scorefield::mixture::GaussianMixture;
 use scorefield::model::MlpShape;
 use scorefield::objective::Objective;
@@ -22,15 +22,29 @@ pub struct RunConfig {
     pub objective: ObjectiveConfig,
     pub train: TrainSettings,
     pub sample: SampleConfig,
+    pub device: DeviceConfig,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceConfig {
+    /// A part of the adapter's name (`scorefield info` lists them); empty: the best adapter, or
+    /// WGPU_ADAPTER_NAME.
+    pub adapter: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// A toy name, or "mixture" with the three lists below.
+    /// A built-in name (a 2-D toy or "digits"), "mixture" with the three lists below, "density"
+    /// with `path` a PNG, or "images" with `path` a folder of PNGs.
     pub dataset: String,
-    /// Training points drawn from the dataset.
+    /// Training points drawn from the dataset (image sets train on all their images).
     pub points: usize,
+    /// The PNG of a density, or the folder of an image set.
+    pub path: String,
+    /// For a density: dark pixels are dense (a drawing in black on white).
+    pub invert: bool,
     pub weights: Vec<f64>,
     pub means: Vec<Vec<f64>>,
     /// One std per component (isotropic) or one list per component (diagonal).
@@ -46,7 +60,15 @@ pub enum StdSpec {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { dataset: "eight-gaussians".into(), points: 65536, weights: vec![], means: vec![], stds: vec![] }
+        Self {
+            dataset: "eight-gaussians".into(),
+            points: 65536,
+            path: String::new(),
+            invert: false,
+            weights: vec![],
+            means: vec![],
+            stds: vec![],
+        }
     }
 }
 
@@ -177,8 +199,17 @@ impl RunConfig {
 
     pub fn dataset(&self) -> Result<Dataset> {
         let d = &self.data;
-        if d.dataset != "mixture" {
-            return Ok(Dataset::from_name(&d.dataset)?);
+        let path = std::path::Path::new(&d.path);
+        match d.dataset.as_str() {
+            "mixture" => {}
+            "density" => {
+                let bytes = read_data_file(path)?;
+                let density = DensityImage::from_png(&bytes, d.invert)
+                    .with_context(|| format!("data.path = {}", path.display()))?;
+                return Ok(Dataset::Density(density));
+            }
+            "images" => return Ok(Dataset::Images(read_image_folder(path)?)),
+            name => return Ok(Dataset::from_name(name)?),
         }
         let dim = d.means.first().map(|m| m.len()).unwrap_or(0);
         if let Some((i, m)) = d.means.iter().enumerate().find(|(_, m)| m.len() != dim) {
@@ -195,6 +226,11 @@ impl RunConfig {
         let mixture = GaussianMixture::new(dim, d.weights.clone(), d.means.concat(), stds)
             .context("data.weights, data.means and data.stds do not make a mixture")?;
         Ok(Dataset::Mixture(mixture))
+    }
+
+    /// The adapter asked for, if any.
+    pub fn adapter(&self) -> Option<&str> {
+        Some(self.device.adapter.as_str()).filter(|a| !a.is_empty())
     }
 
     pub fn objective(&self) -> Result<Objective> {
@@ -285,4 +321,33 @@ impl RunConfig {
         }
         Ok(method)
     }
+}
+
+fn read_data_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    if path.as_os_str().is_empty() {
+        bail!("data.path is empty: the density and images datasets read a PNG or a folder of PNGs from it");
+    }
+    std::fs::read(path).with_context(|| format!("reading data.path = {}", path.display()))
+}
+
+/// Every .png in `dir` (sorted by name, so the set is the same on every machine).
+fn read_image_folder(dir: &std::path::Path) -> Result<ImageSet> {
+    if dir.as_os_str().is_empty() {
+        bail!("data.path is empty: the images dataset reads a folder of PNGs from it");
+    }
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading the image folder {}", dir.display()))?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry.with_context(|| format!("reading the image folder {}", dir.display()))?.path();
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    for path in &paths {
+        files.push((path.display().to_string(), read_data_file(path)?));
+    }
+    ImageSet::from_pngs(files.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())))
+        .with_context(|| format!("in the image folder {}", dir.display()))
 }

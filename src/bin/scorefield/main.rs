@@ -27,10 +27,17 @@ struct Overrides {
     /// A TOML config (see README.md); the flags below override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Dataset: eight-gaussians, two-moons, swiss-roll, checkerboard, rings, spirals, or
-    /// mixture (weights, means and stds in the config).
+    /// Dataset: eight-gaussians, two-moons, swiss-roll, checkerboard, rings, spirals, digits,
+    /// mixture (weights, means and stds in the config), density (a PNG, --data-path) or images
+    /// (a folder of PNGs, --data-path).
     #[arg(long)]
     dataset: Option<String>,
+    /// The PNG of a `density` dataset, or the folder of an `images` one.
+    #[arg(long)]
+    data_path: Option<PathBuf>,
+    /// Use the adapter whose name contains this (see `scorefield info`).
+    #[arg(long)]
+    adapter: Option<String>,
     /// Objective: dsm, ncsn, ddpm, ve or vp.
     #[arg(long)]
     objective: Option<String>,
@@ -69,6 +76,12 @@ impl Overrides {
     fn apply(&self, mut c: RunConfig) -> RunConfig {
         if let Some(v) = &self.dataset {
             c.data.dataset = v.clone();
+        }
+        if let Some(v) = &self.data_path {
+            c.data.path = v.display().to_string();
+        }
+        if let Some(v) = &self.adapter {
+            c.device.adapter = v.clone();
         }
         if let Some(v) = &self.objective {
             c.objective.kind = v.clone();
@@ -154,6 +167,9 @@ enum Command {
         /// Timed repetitions per configuration of the FMA probe.
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Measure the adapter whose name contains this.
+        #[arg(long)]
+        adapter: Option<String>,
     },
     /// Time the standard workloads W1-W4 (../shared/WORKLOADS.md) against the FMA ceiling.
     Bench {
@@ -173,6 +189,9 @@ enum Command {
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Run on the adapter whose name contains this.
+        #[arg(long)]
+        adapter: Option<String>,
     },
 }
 
@@ -202,9 +221,9 @@ fn main() -> Result<()> {
                 out.parent().filter(|p| !p.as_os_str().is_empty()).map(PathBuf::from).unwrap_or(PathBuf::from("."));
             run::sample(&config, source, &dir, &out)
         }
-        Command::Info { repeats } => pollster::block_on(info(repeats)),
-        Command::Bench { workloads, steps, repeats, path, json } => {
-            pollster::block_on(bench(workloads, steps, repeats, &path, json))
+        Command::Info { repeats, adapter } => pollster::block_on(info(repeats, adapter.as_deref())),
+        Command::Bench { workloads, steps, repeats, path, json, adapter } => {
+            pollster::block_on(bench(workloads, steps, repeats, &path, json, adapter.as_deref()))
         }
     }
 }
@@ -230,7 +249,7 @@ fn main_job() -> Result<()> {
     Ok(())
 }
 
-async fn info(repeats: usize) -> Result<()> {
+async fn info(repeats: usize, adapter: Option<&str>) -> Result<()> {
     let adapters = list_adapters().await;
     println!("adapters ({}):", adapters.len());
     for a in &adapters {
@@ -255,7 +274,7 @@ async fn info(repeats: usize) -> Result<()> {
             yes(f.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)),
         );
     }
-    let gpu = Gpu::new().await?;
+    let gpu = Gpu::with_adapter(adapter).await?;
     println!("chosen: {}", gpu.describe());
     println!("measuring the float32 FMA ceiling ({repeats} runs per configuration)...");
     let ceiling = scorefield::ceiling::measure(&gpu, repeats).await?;
@@ -273,10 +292,17 @@ async fn info(repeats: usize) -> Result<()> {
     Ok(())
 }
 
-async fn bench(workloads: Vec<String>, steps: Option<usize>, repeats: usize, path: &str, json: bool) -> Result<()> {
+async fn bench(
+    workloads: Vec<String>,
+    steps: Option<usize>,
+    repeats: usize,
+    path: &str,
+    json: bool,
+    adapter: Option<&str>,
+) -> Result<()> {
     use scorefield::bench::{self, Workload};
     use scorefield::sample::Path;
-    let gpu = Gpu::new().await?;
+    let gpu = Gpu::with_adapter(adapter).await?;
     let adapter = gpu.describe();
     let ceiling = scorefield::ceiling::measure(&gpu, 3).await?.best.median_gflops;
     let path = match path {

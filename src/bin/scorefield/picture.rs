@@ -85,6 +85,50 @@ pub fn samples_beside_data(path: &Path, data: &[f32], samples: &[f32], dim: usiz
     save_png(&tile(&panels, 2), path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Images as a grid: the first 100 (10 x 10) of `images` [n, width * height], values in
+/// [-1, 1] drawn black to white, each pixel a square so that an 8x8 digit is 32 pixels wide.
+fn image_grid(images: &[f32], width: usize, height: usize) -> RgbImage {
+    let (cols, gap) = (10u32, 2u32);
+    let scale = (32 / width.max(height)).max(1) as u32;
+    let (w, h) = (width as u32 * scale, height as u32 * scale);
+    let count = (images.len() / (width * height)).min(100) as u32;
+    let rows = count.div_ceil(cols).max(1);
+    let mut out = RgbImage::from_pixel(cols * (w + gap) + gap, rows * (h + gap) + gap, Rgb([255, 255, 255]));
+    for (k, img) in images.chunks(width * height).take(count as usize).enumerate() {
+        let (x0, y0) = (gap + (k as u32 % cols) * (w + gap), gap + (k as u32 / cols) * (h + gap));
+        for (i, &v) in img.iter().enumerate() {
+            // NaN (a diverged sample) shows as red.
+            let pixel = if v.is_finite() {
+                let g = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5) as u8;
+                Rgb([g, g, g])
+            } else {
+                Rgb([255, 0, 0])
+            };
+            let (px, py) = (x0 + (i % width) as u32 * scale, y0 + (i / width) as u32 * scale);
+            for dy in 0..scale {
+                for dx in 0..scale {
+                    out.put_pixel(px + dx, py + dy, pixel);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// For image data: a grid of data images (left) beside a grid of samples (right).
+pub fn image_grids(path: &Path, data: &[f32], samples: &[f32], width: usize, height: usize) -> Result<()> {
+    let (left, right) = (image_grid(data, width, height), image_grid(samples, width, height));
+    let gap = 16;
+    let mut out = RgbImage::from_pixel(
+        left.width() + gap + right.width(),
+        left.height().max(right.height()),
+        Rgb([255, 255, 255]),
+    );
+    image::imageops::replace(&mut out, &left, 0, 0);
+    image::imageops::replace(&mut out, &right, (left.width() + gap) as i64, 0);
+    save_png(&out, path).with_context(|| format!("writing {}", path.display()))
+}
+
 /// The mean loss against the step, on a log scale in both axes' spirit: x linear in steps, y
 /// log10 of the loss, with faint lines at each power of ten.
 pub fn loss_curve(path: &Path, points: &[(u64, f64)]) -> Result<()> {

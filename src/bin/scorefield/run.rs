@@ -31,13 +31,17 @@ fn training_data(config: &RunConfig) -> Result<(Vec<f32>, usize)> {
     if config.data.points == 0 {
         bail!("data.points must be at least 1");
     }
-    let data = dataset.sample(config.data.points, config.train.seed ^ Stream::Data.at(0));
+    // An image set trains on all its images.
+    let data = match dataset.images() {
+        Some(set) => set.pixels.clone(),
+        None => dataset.sample(config.data.points, config.train.seed ^ Stream::Data.at(0)),
+    };
     Ok((data, dataset.dim()))
 }
 
 /// Trains as the config says, in `dir`; with `resume`, continues from the checkpoint there.
 pub fn train(config: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
-    let gpu = pollster::block_on(Gpu::new())?;
+    let gpu = pollster::block_on(Gpu::with_adapter(config.adapter()))?;
     let (data, dim) = training_data(config)?;
     let train_config = config.train_config(dim)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating the run folder {}", dir.display()))?;
@@ -171,7 +175,7 @@ pub enum Source {
 
 /// Samples as the config's [sample] says; writes `out` (.npy) and the pictures into `dir`.
 pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Result<()> {
-    let gpu = pollster::block_on(Gpu::new())?;
+    let gpu = pollster::block_on(Gpu::with_adapter(config.adapter()))?;
     let method = config.method()?;
     let s = &config.sample;
     let mut sampler_config = SamplerConfig::new(s.particles, s.seed);
@@ -220,8 +224,13 @@ pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Res
     }
     write_atomic(out, &npy_bytes(&x, dim)?)?;
     let data = dataset.sample(s.particles, config.train.seed ^ Stream::Data.at(1));
-    picture::samples_beside_data(&dir.join("samples.png"), &data, &x, dim)?;
-    if snapshots.len() > 1 {
+    if let Some(set) = dataset.images() {
+        // Images: a grid of data images beside a grid of samples.
+        picture::image_grids(&dir.join("samples.png"), &data, &x, set.width, set.height)?;
+    } else {
+        picture::samples_beside_data(&dir.join("samples.png"), &data, &x, dim)?;
+    }
+    if snapshots.len() > 1 && dataset.images().is_none() {
         picture::animation(&dir.join("sampling.gif"), &snapshots, dim, picture::extent(&data) * 1.5)?;
     }
     println!("{} samples ({}) -> {}", s.particles, method.name(), out.display());
