@@ -185,3 +185,54 @@ fn pictures_are_datasets_too() {
     assert!(dir.join("dens/loss.png").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ctrl_c_stops_training_cleanly_with_a_checkpoint() {
+    let dir = temp_dir("ctrlc");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scorefield"))
+        .args(["train", "--run", "run", "--steps", "1000000", "--width", "16", "--hidden-layers", "1", "--batch", "64"])
+        .current_dir(&dir)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training has logged (so the handler is installed and steps are running).
+    let log = dir.join("run/log.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map(|t| t.lines().count()).unwrap_or(0) < 2 {
+        assert!(started.elapsed().as_secs() < 120, "training never logged");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "Ctrl-C should end the run normally");
+    assert!(stdout.contains("stopped at step"), "{stdout}");
+    let bytes = std::fs::read(dir.join("run/checkpoint.safetensors")).unwrap();
+    let ckpt = scorefield::checkpoint::Checkpoint::from_bytes(&bytes).unwrap();
+    assert!(ckpt.step > 0 && ckpt.step < 1_000_000, "checkpoint at step {}", ckpt.step);
+    assert!(ckpt.params.iter().all(|v| v.is_finite()));
+    // And the run resumes from it.
+    let target = (ckpt.step + 10).to_string();
+    let args = [
+        "train",
+        "--run",
+        "run",
+        "--resume",
+        "--steps",
+        &target,
+        "--width",
+        "16",
+        "--hidden-layers",
+        "1",
+        "--batch",
+        "64",
+    ];
+    let out = scorefield(&dir, &args);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("trained {target} steps")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
