@@ -189,7 +189,7 @@ fn pictures_are_datasets_too() {
 #[test]
 fn ctrl_c_stops_training_cleanly_with_a_checkpoint() {
     let dir = temp_dir("ctrlc");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scorefield"))
+    let child = Command::new(env!("CARGO_BIN_EXE_scorefield"))
         .args(["train", "--run", "run", "--steps", "1000000", "--width", "16", "--hidden-layers", "1", "--batch", "64"])
         .current_dir(&dir)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
