@@ -1,6 +1,8 @@
 //! The binary end to end: a tiny training run, sampling from its checkpoint and from an exact
 //! score, the .npy read back, resuming, and bad input met with messages that name the problem.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -234,5 +236,42 @@ fn ctrl_c_stops_training_cleanly_with_a_checkpoint() {
     let out = scorefield(&dir, &args);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("trained {target} steps")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue #6, item 7: the main job's model samples the eight Gaussians, checked against exact
+/// samples with the thresholds of tests/common/eight.rs.
+#[test]
+fn the_main_job_learns_the_eight_gaussians() {
+    let dir = temp_dir("main-job");
+    // The main job itself: no arguments, into runs/main.
+    let out = scorefield(&dir, &[]);
+    assert!(out.status.success());
+    for f in ["checkpoint.safetensors", "samples.npy", "samples.png", "loss.png", "score_field.png", "sampling.gif"] {
+        assert!(dir.join("runs/main").join(f).exists(), "the main job did not write {f}");
+    }
+    // A fresh, larger sample from its checkpoint, with the main job's sampler.
+    let seed = common::test_seed();
+    let n = 4096;
+    let seed_arg = (seed % 1_000_000).to_string();
+    let args = [
+        "sample",
+        "--checkpoint",
+        "runs/main/checkpoint.safetensors",
+        "--out",
+        "check/x.npy",
+        "-n",
+        "4096",
+        "--sample-seed",
+        &seed_arg,
+    ];
+    assert!(scorefield(&dir, &args).status.success());
+    let (shape, x) = read_npy(&dir.join("check/x.npy"));
+    assert_eq!(shape, vec![n as u64, 2]);
+    let check = common::EightGaussiansCheck::new(n, seed);
+    check.rejects_what_it_must(n, seed);
+    eprintln!("main job samples:");
+    let problems = check.problems(&x);
+    assert!(problems.is_empty(), "{problems:#?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

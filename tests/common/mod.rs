@@ -1,6 +1,10 @@
 //! Helpers shared by the GPU tests.
 #![allow(dead_code)]
 
+mod eight;
+
+#[allow(unused_imports)] // not every test binary uses every helper
+pub use eight::{mode_shares, EightGaussiansCheck};
 use scorefield::gpu::Gpu;
 
 /// The test GPU. No adapter is a failure, never a skip: CI must find lavapipe.
