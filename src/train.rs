@@ -311,7 +311,7 @@ impl Trainer {
             seed: crate::rng::split(self.config.seed),
             step: step32,
             n_data: self.n_data as u32,
-            lr: a.lr as f32,
+            lr: a.lr_at(step) as f32,
             beta1: a.beta1 as f32,
             beta2: a.beta2 as f32,
             adam_eps: a.eps as f32,

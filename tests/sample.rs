@@ -316,3 +316,24 @@ fn method_sde(method: &Method) -> &'static str {
         _ => "",
     }
 }
+
+#[test]
+fn recording_everything_into_an_app_encoder_gives_the_same_particles() {
+    let gpu = gpu();
+    let mix = GaussianMixture::eight_gaussians();
+    let method =
+        Method::AnnealedLangevin { sigmas: vec![4.0, 1.0, 0.1], steps_per_level: 20, eps: 1e-2, denoise: true };
+    let config = || SamplerConfig { steps_per_dispatch: 7, ..SamplerConfig::new(256, 5) };
+    let (want, _) = run_sampler(&gpu, ScoreSource::Mixture(&mix), &method, config());
+    let mut sampler = pollster::block_on(Sampler::new(&gpu, ScoreSource::Mixture(&mix), &method, config())).unwrap();
+    sampler.particles().fill(&gpu, POISON);
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    // "As many as there are" must not overflow: the whole run, then nothing more.
+    let recorded = sampler.record(&mut encoder, usize::MAX);
+    assert_eq!((recorded, sampler.progress().0), (sampler.progress().1, sampler.progress().1));
+    assert_eq!(sampler.record(&mut encoder, usize::MAX), 0);
+    gpu.queue().submit([encoder.finish()]);
+    let got = pollster::block_on(sampler.read()).unwrap();
+    assert_written("particles", &got);
+    assert_eq!(got, want);
+}

@@ -442,7 +442,7 @@ impl Sampler {
     /// Records up to `max_dispatches` more dispatch groups into `encoder` (the embedding path:
     /// the caller submits). Returns how many were recorded; 0 once the run is done.
     pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, max_dispatches: usize) -> usize {
-        let end = (self.position + max_dispatches).min(self.chunks.len());
+        let end = self.position.saturating_add(max_dispatches).min(self.chunks.len());
         if end > self.position {
             // The network's current weights, so a model still training is sampled as it is now.
             if let Some((_, _, Some(pack))) = &self.fused {

@@ -9,7 +9,7 @@ use scorefield::data::{Dataset, DensityImage, ImageSet};
 use scorefield::mixture::GaussianMixture;
 use scorefield::model::MlpShape;
 use scorefield::objective::Objective;
-use scorefield::optim::AdamConfig;
+use scorefield::optim::{AdamConfig, LrSchedule};
 use scorefield::sample::Method;
 use scorefield::schedule::{NoiseLevel, Sde};
 use scorefield::train::TrainConfig;
@@ -123,6 +123,9 @@ pub struct TrainSettings {
     pub steps: u64,
     pub batch: usize,
     pub lr: f64,
+    /// "constant", or "cosine" (decay to 0 over `steps`; a resumed run with more steps
+    /// stretches the rest of the curve).
+    pub lr_schedule: String,
     pub ema_decay: f64,
     pub seed: u64,
     pub log_every: u64,
@@ -136,6 +139,7 @@ impl Default for TrainSettings {
             steps: 3500,
             batch: 512,
             lr: 1e-3,
+            lr_schedule: "constant".into(),
             ema_decay: 0.999,
             seed: 0,
             log_every: 50,
@@ -228,6 +232,14 @@ impl RunConfig {
         Ok(Dataset::Mixture(mixture))
     }
 
+    fn lr_schedule(&self) -> Result<LrSchedule> {
+        Ok(match self.train.lr_schedule.as_str() {
+            "constant" => LrSchedule::Constant,
+            "cosine" => LrSchedule::Cosine { steps: self.train.steps },
+            other => bail!("train.lr_schedule = \"{other}\"; choose constant or cosine"),
+        })
+    }
+
     /// The adapter asked for, if any.
     pub fn adapter(&self) -> Option<&str> {
         Some(self.device.adapter.as_str()).filter(|a| !a.is_empty())
@@ -260,7 +272,12 @@ impl RunConfig {
         Ok(TrainConfig {
             shape,
             objective: self.objective()?,
-            adam: AdamConfig { lr: t.lr, ema_decay: t.ema_decay, ..AdamConfig::default() },
+            adam: AdamConfig {
+                lr: t.lr,
+                schedule: self.lr_schedule()?,
+                ema_decay: t.ema_decay,
+                ..AdamConfig::default()
+            },
             batch: t.batch,
             seed: t.seed,
             steps_per_submit: t.steps_per_submit,
