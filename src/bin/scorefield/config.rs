@@ -181,6 +181,9 @@ pub struct SampleConfig {
     pub ema: bool,
     /// Snapshots for the animation: every this many sampler steps (0: none).
     pub snapshot_every: usize,
+    /// The noise levels of score_field.png (2-D data, VE-type models); empty: 4 (or sigma_max
+    /// if smaller), 1 and 0.1.
+    pub field_sigmas: Vec<f64>,
 }
 
 impl Default for SampleConfig {
@@ -198,6 +201,7 @@ impl Default for SampleConfig {
             snr: 0.16,
             ema: true,
             snapshot_every: 20,
+            field_sigmas: vec![],
         }
     }
 }

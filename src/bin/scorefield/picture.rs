@@ -200,11 +200,11 @@ pub fn grid(n: usize, extent: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Score fields as arrows over the data's density, one panel per entry of `fields`, three to a
-/// row (each the
-/// scores at [`grid`]`(n, extent)`, already scaled by sigma so every level reads alike). An
-/// arrow points along sigma * s, its length growing with |sigma * s| up to one grid cell.
-pub fn score_fields(path: &Path, data: &[f32], fields: &[Vec<f32>], n: usize, extent: f32) -> Result<()> {
+/// Score fields as arrows over the data's density, one panel per entry of `fields`, `cols` to a
+/// row (one row per source, one column per noise level; each field the scores at
+/// [`grid`]`(n, extent)`, already scaled by sigma so every level reads alike). An arrow points
+/// along sigma * s, its length growing with |sigma * s| up to one grid cell.
+pub fn score_fields(path: &Path, data: &[f32], fields: &[Vec<f32>], n: usize, extent: f32, cols: usize) -> Result<()> {
     let cell = PANEL as f32 / n as f32;
     let panels: Vec<RgbImage> = fields
         .iter()
@@ -231,7 +231,7 @@ pub fn score_fields(path: &Path, data: &[f32], fields: &[Vec<f32>], n: usize, ex
             img
         })
         .collect();
-    save_png(&tile(&panels, 3), path).with_context(|| format!("writing {}", path.display()))
+    save_png(&tile(&panels, cols), path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn line(img: &mut RgbImage, a: (f32, f32), b: (f32, f32), colour: Rgb<u8>) {

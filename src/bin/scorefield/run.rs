@@ -258,11 +258,17 @@ fn score_field_picture(gpu: &Gpu, config: &RunConfig, path: &Path, model: Option
         scorefield::objective::Objective::Dsm { sigma } => sigma,
         _ => 1.0,
     };
-    let sigmas = [sigma_max.min(4.0), 1.0, 0.1];
+    let sigmas = match &config.sample.field_sigmas {
+        s if s.is_empty() => vec![sigma_max.min(4.0), 1.0, 0.1],
+        s => s.clone(),
+    };
+    if let Some(bad) = sigmas.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        bail!("sample.field_sigmas holds {bad}; every noise level must be a positive number");
+    }
     let mut fields = Vec::new();
     if let Some((model, weights)) = model {
         let eval = pollster::block_on(scorefield::model::Evaluator::new(gpu, model, *weights, n * n))?;
-        for sigma in sigmas {
+        for &sigma in &sigmas {
             let cond = vec![sigma.ln() as f32; n * n];
             // The network predicts sigma * score: exactly the scaled field drawn.
             fields.push(pollster::block_on(eval.run(gpu, &points, &cond))?);
@@ -270,12 +276,12 @@ fn score_field_picture(gpu: &Gpu, config: &RunConfig, path: &Path, model: Option
     }
     if let Some(mixture) = dataset.mixture() {
         let p64: Vec<f64> = points.iter().map(|&v| v as f64).collect();
-        for sigma in sigmas {
+        for &sigma in &sigmas {
             fields.push(mixture.noised_score(&p64, 1.0, sigma).iter().map(|v| (v * sigma) as f32).collect());
         }
     }
     if fields.is_empty() {
         return Ok(());
     }
-    picture::score_fields(path, &data, &fields, n, extent)
+    picture::score_fields(path, &data, &fields, n, extent, sigmas.len())
 }
