@@ -139,6 +139,16 @@ impl Checkpoint {
             Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
         };
         let p = shape.param_count();
+        // The header's shape decides the allocations below: a header claiming a network larger
+        // than the file could hold is refused before any of them.
+        let needed = (4 * p as u64 + EMBED_FREQS as u64) * 4;
+        if needed > bytes.len() as u64 {
+            return Err(bad(format!(
+                "the header claims shape {shape:?} ({p} parameters, {needed} bytes of tensors), but the file has \
+                 only {} bytes: it is truncated or not this model's",
+                bytes.len()
+            )));
+        }
         let mut params = vec![0.0; p];
         let mut ema = vec![0.0; p];
         for (prefix, values) in [("", &mut params), ("ema.", &mut ema)] {

@@ -105,3 +105,57 @@ fn damaged_checkpoints_get_clear_errors() {
     wrong_shape[8..header_end].copy_from_slice(changed.as_bytes());
     assert!(msg(&wrong_shape).contains("has shape"), "{}", msg(&wrong_shape));
 }
+
+#[test]
+fn a_header_claiming_a_huge_network_is_refused_before_allocating() {
+    let mut other = small_checkpoint();
+    other.metadata.clear();
+    let mut bytes = other.to_bytes().unwrap();
+    let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..header_end].to_vec()).unwrap();
+    // Same length, so the file stays well-formed: width 4 -> 9, hidden layers 1 -> 9.
+    let changed = header
+        .replace("\"shape.width\":\"4\"", "\"shape.width\":\"9\"")
+        .replace("\"shape.hidden_layers\":\"1\"", "\"shape.hidden_layers\":\"9\"");
+    bytes[8..header_end].copy_from_slice(changed.as_bytes());
+    let err = Checkpoint::from_bytes(&bytes).unwrap_err().to_string();
+    assert!(err.contains("claims shape") && err.contains("truncated"), "{err}");
+}
+
+proptest::proptest! {
+    // Mutated valid files: truncated, bytes flipped, header digits changed. Loading never
+    // panics, and whatever loads is a consistent, finite checkpoint. 2000 cases in CI (about
+    // a second); PROPTEST_CASES=200000 for a longer run.
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    ))]
+    #[test]
+    fn mutated_checkpoints_never_panic(
+        cut in 0usize..2000,
+        flips in proptest::collection::vec((0usize..4000, 1u8..=255), 0..8),
+        digit_at in proptest::option::of(0usize..400),
+        digit in b'0'..=b'9',
+    ) {
+        let good = small_checkpoint().to_bytes().unwrap();
+        let mut bytes = good.clone();
+        for (at, xor) in flips {
+            let i = at % bytes.len();
+            bytes[i] ^= xor;
+        }
+        if let Some(at) = digit_at {
+            // Rewrite one digit of the JSON header (sizes, offsets, shape numbers).
+            let header_end = (8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize).min(bytes.len());
+            let digits: Vec<usize> = (8..header_end).filter(|&i| bytes[i].is_ascii_digit()).collect();
+            if !digits.is_empty() {
+                bytes[digits[at % digits.len()]] = digit;
+            }
+        }
+        // A third of the cases also cut the file short.
+        if cut % 3 == 0 {
+            bytes.truncate(bytes.len().saturating_sub(cut));
+        }
+        if let Ok(ckpt) = Checkpoint::from_bytes(&bytes) {
+            proptest::prop_assert!(ckpt.validate().is_ok());
+        }
+    }
+}

@@ -275,3 +275,60 @@ fn the_main_job_learns_the_eight_gaussians() {
     assert!(problems.is_empty(), "{problems:#?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue #10, item 4: SIGKILL at random moments (checkpoints are written every few steps, so
+/// many kills land during a write) never leaves the run without a loadable checkpoint, and
+/// `--resume` continues from it.
+#[test]
+fn killing_training_at_random_moments_leaves_a_loadable_checkpoint() {
+    let dir = temp_dir("sigkill");
+    std::fs::write(
+        dir.join("tiny.toml"),
+        "[model]\nwidth = 16\nhidden_layers = 1\n[train]\nsteps = 1000000\nbatch = 64\nlog_every = 5\ncheckpoint_every = 5\n",
+    )
+    .unwrap();
+    let ckpt = dir.join("run/checkpoint.safetensors");
+    let mut rng = common::TestRng(common::test_seed());
+    let mut last_step = 0;
+    for round in 0..8 {
+        let mut args = vec!["train", "--run", "run", "--config", "tiny.toml"];
+        if round > 0 {
+            args.push("--resume");
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scorefield"))
+            .args(&args)
+            .current_dir(&dir)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Let it reach a checkpoint beyond the last one, then kill it 0-300 ms later.
+        let started = std::time::Instant::now();
+        loop {
+            let step = std::fs::read(&ckpt)
+                .ok()
+                .and_then(|b| scorefield::checkpoint::Checkpoint::from_bytes(&b).ok())
+                .map(|c| c.step);
+            if step.is_some_and(|s| s > last_step) {
+                break;
+            }
+            assert!(started.elapsed().as_secs() < 120, "round {round}: no new checkpoint");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(rng.next_u64() % 300));
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        let bytes = std::fs::read(&ckpt).unwrap_or_else(|e| panic!("round {round}: no checkpoint after the kill: {e}"));
+        let loaded = scorefield::checkpoint::Checkpoint::from_bytes(&bytes)
+            .unwrap_or_else(|e| panic!("round {round}: the checkpoint does not load: {e}"));
+        assert!(
+            loaded.step >= last_step,
+            "round {round}: the checkpoint went back from {last_step} to {}",
+            loaded.step
+        );
+        eprintln!("round {round}: killed; checkpoint at step {}", loaded.step);
+        last_step = loaded.step;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
