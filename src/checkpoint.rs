@@ -40,9 +40,6 @@ pub struct Checkpoint {
 }
 
 const FORMAT: &str = "1";
-/// Checkpoints of larger networks are refused before anything is allocated.
-const MAX_PARAMS: usize = 1 << 28;
-
 fn bad(why: impl Into<String>) -> Error {
     Error::invalid("checkpoint", why)
 }
@@ -119,13 +116,6 @@ impl Checkpoint {
             width: number("shape.width")? as usize,
         };
         shape.validate()?;
-        // Checked with a product that cannot overflow before param_count() multiplies.
-        let size = (shape.input_width() as u128 + shape.dim as u128 + shape.width as u128 + 1)
-            * (shape.width as u128 + 1)
-            * (shape.hidden_layers as u128 + 1);
-        if size > MAX_PARAMS as u128 {
-            return Err(bad(format!("shape {shape:?} is larger than any network this engine trains")));
-        }
         let step = number("step")?;
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt tensor data: {e}")))?;
         let read = |name: &str, want: &[usize]| -> Result<Vec<f32>> {

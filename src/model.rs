@@ -18,6 +18,10 @@ pub const EMBED_FREQS: usize = 16;
 /// Standard deviation of the embedding frequencies.
 pub const EMBED_STD: f64 = 16.0;
 
+/// More parameters than any network this engine trains (1 GiB of f32 each for the weights, EMA
+/// and two Adam moments): refused before anything is allocated.
+pub const MAX_PARAMS: usize = 1 << 28;
+
 /// The network's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MlpShape {
@@ -50,6 +54,16 @@ impl MlpShape {
             return Err(Error::invalid(
                 "model shape",
                 format!("dim, hidden_layers and width must all be at least 1 (got {self:?})"),
+            ));
+        }
+        // Bounded before param_count() multiplies (u128 cannot overflow here).
+        let size = (self.input_width() as u128 + self.dim as u128 + self.width as u128 + 1)
+            * (self.width as u128 + 1)
+            * (self.hidden_layers as u128 + 1);
+        if size > MAX_PARAMS as u128 {
+            return Err(Error::invalid(
+                "model shape",
+                format!("{self:?} has more than {MAX_PARAMS} parameters: lower the width or hidden_layers"),
             ));
         }
         Ok(())

@@ -45,6 +45,10 @@ pub enum Parametrisation {
     Eps,
 }
 
+/// The most noise levels (NCSN) or timesteps (DDPM) a schedule may have: their tables live in
+/// host and device memory (score_sde and DDPM use 1000-2000).
+pub const MAX_LEVELS: usize = 100_000;
+
 impl Objective {
     /// Checks the settings, naming the offending one.
     pub fn validate(&self) -> Result<()> {
@@ -53,21 +57,25 @@ impl Objective {
             Objective::Ncsn { sigma_max, sigma_min, levels } => {
                 positive("sigma_max", sigma_max)?;
                 positive("sigma_min", sigma_min)?;
-                if sigma_min >= sigma_max || levels < 2 {
+                if sigma_min >= sigma_max || !(2..=MAX_LEVELS).contains(&levels) {
                     return Err(Error::invalid(
                         "ncsn schedule",
-                        format!("need sigma_min < sigma_max and levels >= 2 (got {sigma_min}, {sigma_max}, {levels})"),
+                        format!(
+                            "need sigma_min < sigma_max and 2 <= levels <= {MAX_LEVELS} (got {sigma_min}, {sigma_max}, \
+                             {levels})"
+                        ),
                     ));
                 }
                 Ok(())
             }
             Objective::Ddpm { beta_min, beta_max, steps } => {
                 positive("beta_min", beta_min)?;
-                if !(beta_min <= beta_max && beta_max < 1.0) || steps < 2 {
+                if !(beta_min <= beta_max && beta_max < 1.0 && (2..=MAX_LEVELS).contains(&steps)) {
                     return Err(Error::invalid(
                         "ddpm schedule",
                         format!(
-                            "need 0 < beta_min <= beta_max < 1 and steps >= 2 (got {beta_min}, {beta_max}, {steps})"
+                            "need 0 < beta_min <= beta_max < 1 and 2 <= steps <= {MAX_LEVELS} (got {beta_min}, \
+                             {beta_max}, {steps})"
                         ),
                     ));
                 }

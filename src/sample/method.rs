@@ -72,6 +72,9 @@ pub enum Method {
     Ddpm { beta_min: f64, beta_max: f64, steps: usize },
 }
 
+/// The most steps (score evaluations) one sampler run may plan.
+pub const MAX_SAMPLER_STEPS: usize = 1_000_000;
+
 /// One step of a sampler as the host plans it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PlannedStep {
@@ -126,6 +129,22 @@ impl Method {
     }
 
     pub fn validate(&self) -> Result<()> {
+        // The plan holds every step on the host and the device; bound it before building it.
+        let steps = match self {
+            Method::Langevin { steps, .. } => *steps as u128,
+            Method::AnnealedLangevin { sigmas, steps_per_level, .. } => sigmas.len() as u128 * *steps_per_level as u128,
+            Method::ReverseSde { steps, .. } | Method::Ddpm { steps, .. } => *steps as u128,
+            Method::PredictorCorrector { steps, corrector_steps, .. } => {
+                *steps as u128 * (1 + *corrector_steps as u128)
+            }
+            Method::ProbabilityFlow { steps, .. } => 2 * *steps as u128,
+        };
+        if steps > MAX_SAMPLER_STEPS as u128 {
+            return Err(Error::invalid(
+                "sampler steps",
+                format!("{steps} steps in all is more than {MAX_SAMPLER_STEPS}; score_sde's samplers take 1000-2000"),
+            ));
+        }
         let at_least = |name: &str, v: usize, min: usize| {
             if v >= min {
                 Ok(())

@@ -14,6 +14,9 @@ use scorefield::sample::Method;
 use scorefield::schedule::{NoiseLevel, Sde};
 use scorefield::train::TrainConfig;
 
+/// The most training points, batch rows or particles a config may ask for.
+const MAX_POINTS: usize = 1 << 26;
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
@@ -209,8 +212,14 @@ impl Default for SampleConfig {
 
 impl RunConfig {
     pub fn from_toml(text: &str) -> Result<Self> {
-        let config: RunConfig = toml::from_str(text)?;
-        Ok(config)
+        toml::from_str(text).map_err(|e| {
+            // serde names the field only in some messages; the span says where it is.
+            let key = e.span().and_then(|span| key_at(text, span.start));
+            match key {
+                Some(key) => anyhow::anyhow!("{key}: {e}"),
+                None => e.into(),
+            }
+        })
     }
 
     pub fn load(path: &std::path::Path) -> Result<Self> {
@@ -226,6 +235,9 @@ impl RunConfig {
         let d = &self.data;
         let path = std::path::Path::new(&d.path);
         match d.dataset.as_str() {
+            "mixture" if d.weights.is_empty() => {
+                bail!("data.dataset = \"mixture\" needs data.weights, data.means and data.stds")
+            }
             "mixture" => {}
             "density" => {
                 let bytes = read_data_file(path)?;
@@ -261,6 +273,29 @@ impl RunConfig {
         })
     }
 
+    /// Every check a run makes, made up front (so a bad sampler setting is not found after
+    /// minutes of training). Each error names its key.
+    pub fn validate(&self) -> Result<()> {
+        let dataset = self.dataset()?;
+        // Host memory bounds, before anything is drawn or allocated (the device's own limits
+        // are checked when the buffers are made).
+        if !(1..=MAX_POINTS).contains(&self.data.points) {
+            bail!("data.points = {}; draw between 1 and {MAX_POINTS} training points", self.data.points);
+        }
+        if self.train.batch > MAX_POINTS {
+            bail!("train.batch = {} is more than {MAX_POINTS}", self.train.batch);
+        }
+        self.train_config(dataset.dim())?;
+        self.method()?;
+        if !(1..=MAX_POINTS).contains(&self.sample.particles) {
+            bail!("sample.particles = {}; ask for between 1 and {MAX_POINTS}", self.sample.particles);
+        }
+        if let Some(bad) = self.sample.field_sigmas.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            bail!("sample.field_sigmas holds {bad}; every noise level must be a positive number");
+        }
+        Ok(())
+    }
+
     /// The adapter asked for, if any.
     pub fn adapter(&self) -> Option<&str> {
         Some(self.device.adapter.as_str()).filter(|a| !a.is_empty())
@@ -282,11 +317,20 @@ impl RunConfig {
 
     pub fn train_config(&self, dim: usize) -> Result<TrainConfig> {
         let t = &self.train;
-        if t.batch == 0 || t.steps_per_submit == 0 {
-            bail!("train.batch and train.steps_per_submit must be at least 1");
+        if t.batch == 0 {
+            bail!("train.batch = 0; use at least 1");
         }
-        if !(t.lr.is_finite() && t.lr > 0.0 && (0.0..1.0).contains(&t.ema_decay)) {
-            bail!("train.lr = {} must be positive and train.ema_decay = {} in [0, 1)", t.lr, t.ema_decay);
+        if t.steps_per_submit == 0 {
+            bail!("train.steps_per_submit = 0; use at least 1");
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            bail!("train.lr = {} must be a positive number", t.lr);
+        }
+        if !(0.0..1.0).contains(&t.ema_decay) {
+            bail!("train.ema_decay = {} must be in [0, 1)", t.ema_decay);
+        }
+        if t.steps == 0 {
+            bail!("train.steps = 0; train at least 1 step");
         }
         let shape = MlpShape { dim, hidden_layers: self.model.hidden_layers, width: self.model.width };
         shape.validate().context("in [model]")?;
@@ -308,6 +352,18 @@ impl RunConfig {
     /// The sampler, matched to the objective's noise schedule.
     pub fn method(&self) -> Result<Method> {
         let s = &self.sample;
+        // The settings the chosen sampler reads, checked under their config names (the
+        // library's own checks below name the method's parameters).
+        let uses_step_size = matches!(s.sampler.as_str(), "annealed" | "langevin");
+        if uses_step_size && !(s.step_size.is_finite() && s.step_size > 0.0) {
+            bail!("sample.step_size = {} must be a positive number for the {} sampler", s.step_size, s.sampler);
+        }
+        if s.sampler == "pc" && !(s.snr.is_finite() && s.snr > 0.0) {
+            bail!("sample.snr = {} must be a positive number", s.snr);
+        }
+        if s.steps == 0 {
+            bail!("sample.steps = 0; use at least 1 (2 for the SDE and ODE samplers)");
+        }
         let objective = self.objective()?;
         let sde = match objective {
             Objective::VpSde { beta_min, beta_max } => Sde::Vp { beta_min, beta_max },
@@ -361,9 +417,24 @@ impl RunConfig {
     }
 }
 
+/// The `section.key` whose line holds byte `at` of a TOML text (None outside a key's line).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim();
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')).map(str::trim));
+    Some(match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 fn read_data_file(path: &std::path::Path) -> Result<Vec<u8>> {
     if path.as_os_str().is_empty() {
-        bail!("data.path is empty: the density and images datasets read a PNG or a folder of PNGs from it");
+        bail!("data.path is empty: data.dataset = \"density\" reads a PNG from it");
     }
     std::fs::read(path).with_context(|| format!("reading data.path = {}", path.display()))
 }
@@ -371,7 +442,7 @@ fn read_data_file(path: &std::path::Path) -> Result<Vec<u8>> {
 /// Every .png in `dir` (sorted by name, so the set is the same on every machine).
 fn read_image_folder(dir: &std::path::Path) -> Result<ImageSet> {
     if dir.as_os_str().is_empty() {
-        bail!("data.path is empty: the images dataset reads a folder of PNGs from it");
+        bail!("data.path is empty: data.dataset = \"images\" reads a folder of PNGs from it");
     }
     let entries = std::fs::read_dir(dir).with_context(|| format!("reading the image folder {}", dir.display()))?;
     let mut paths = Vec::new();
@@ -388,4 +459,95 @@ fn read_image_folder(dir: &std::path::Path) -> Result<ImageSet> {
     }
     ImageSet::from_pngs(files.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())))
         .with_context(|| format!("in the image folder {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every key a config may hold, as (section, key).
+    const KEYS: &[(&str, &str)] = &[
+        ("data", "dataset"),
+        ("data", "points"),
+        ("data", "path"),
+        ("data", "invert"),
+        ("data", "weights"),
+        ("data", "means"),
+        ("data", "stds"),
+        ("model", "hidden_layers"),
+        ("model", "width"),
+        ("objective", "kind"),
+        ("objective", "sigma"),
+        ("objective", "sigma_min"),
+        ("objective", "sigma_max"),
+        ("objective", "levels"),
+        ("objective", "beta_min"),
+        ("objective", "beta_max"),
+        ("objective", "steps"),
+        ("train", "steps"),
+        ("train", "batch"),
+        ("train", "lr"),
+        ("train", "lr_schedule"),
+        ("train", "ema_decay"),
+        ("train", "seed"),
+        ("train", "log_every"),
+        ("train", "checkpoint_every"),
+        ("train", "steps_per_submit"),
+        ("sample", "sampler"),
+        ("sample", "particles"),
+        ("sample", "seed"),
+        ("sample", "steps"),
+        ("sample", "step_size"),
+        ("sample", "snr"),
+        ("sample", "ema"),
+        ("sample", "snapshot_every"),
+        ("sample", "field_sigmas"),
+        ("device", "adapter"),
+    ];
+
+    /// TOML values of every type, many of them out of range.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (-3i64..=3).prop_map(|v| v.to_string()),
+            prop::sample::select(vec![0i64, 1, 2, 7, 100, 1 << 20, 1 << 40, -1 << 40]).prop_map(|v| v.to_string()),
+            prop::sample::select(vec!["0.0", "-1.5", "1e-9", "0.5", "1.0", "20.0", "1e30", "nan", "inf", "-inf"])
+                .prop_map(str::to_string),
+            prop::sample::select(vec!["\"\"", "\"ncsn\"", "\"vp\"", "\"pc\"", "\"digits\"", "\"mixture\"", "\"x\""])
+                .prop_map(str::to_string),
+            prop::sample::select(vec!["true", "[]", "[0.5, 0.5]", "[[0, 0], [1, 1]]", "[1, -1]", "[\"a\"]", "{}"])
+                .prop_map(str::to_string),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        /// The defaults with one key set to an arbitrary value: loading and validating never
+        /// panics, and a rejection names the key (as `section.key`, or `key` in `[section]`).
+        #[test]
+        fn a_bad_value_is_refused_by_name(key in prop::sample::select(KEYS), value in value()) {
+            let (section, name) = key;
+            let text = format!("[{section}]\n{name} = {value}\n");
+            let result = RunConfig::from_toml(&text).and_then(|c| c.validate());
+            if let Err(e) = result {
+                let msg = format!("{e:#}");
+                prop_assert!(
+                    msg.contains(&format!("{section}.{name}")) || (msg.contains(name) && msg.contains(section)),
+                    "{section}.{name} = {value}: the message does not name the key: {msg}"
+                );
+            }
+        }
+
+        /// An unknown key is refused by name.
+        #[test]
+        fn an_unknown_key_is_refused_by_name(section in prop::sample::select(&["data", "model", "train", "sample"][..]), name in "[a-z]{3,8}_x") {
+            let msg = format!("{:#}", RunConfig::from_toml(&format!("[{section}]\n{name} = 1\n")).unwrap_err());
+            prop_assert!(msg.contains(&name), "{msg}");
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        RunConfig::default().validate().unwrap();
+    }
 }

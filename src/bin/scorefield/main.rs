@@ -128,7 +128,9 @@ impl Overrides {
             Some(path) => RunConfig::load(path)?,
             None => base,
         };
-        Ok(self.apply(c))
+        let c = self.apply(c);
+        c.validate()?;
+        Ok(c)
     }
 }
 

@@ -138,8 +138,10 @@ pub fn loss_curve(path: &Path, points: &[(u64, f64)]) -> Result<()> {
     if finite.len() >= 2 {
         let last = finite[finite.len() - 1].0.max(1) as f64;
         let logs: Vec<f64> = finite.iter().map(|(_, l)| l.log10()).collect();
-        let lo = logs.iter().cloned().fold(f64::INFINITY, f64::min).floor();
-        let hi = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max).ceil().max(lo + 1.0);
+        // The y range: the losses' own, padded, in steps of a tenth of a decade (a run whose
+        // loss moves within one decade still fills the picture); faint lines at each decade.
+        let lo = (logs.iter().cloned().fold(f64::INFINITY, f64::min) * 10.0).floor() / 10.0;
+        let hi = ((logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max) * 10.0).ceil() / 10.0).max(lo + 0.1);
         let to_px = |step: u64, log: f64| {
             let x = (step as f64 / last * (w - 21) as f64) as i64 + 10;
             let y = ((hi - log) / (hi - lo) * (h - 21) as f64) as i64 + 10;
@@ -153,15 +155,26 @@ pub fn loss_curve(path: &Path, points: &[(u64, f64)]) -> Result<()> {
                 }
             }
         }
-        for pair in finite.windows(2).zip(logs.windows(2)) {
-            let ((a, _), (b, _)) = (pair.0[0], pair.0[1]);
-            let (p0, p1) = (to_px(a, pair.1[0]), to_px(b, pair.1[1]));
-            let n = (p1.0 - p0.0).abs().max((p1.1 - p0.1).abs()).max(1);
-            for t in 0..=n {
-                let x = p0.0 + (p1.0 - p0.0) * t / n;
-                let y = p0.1 + (p1.1 - p0.1) * t / n;
-                if (0..w as i64).contains(&x) && (0..h as i64).contains(&y) {
-                    img.put_pixel(x as u32, y as u32, Rgb([40, 40, 160]));
+        // Each logged loss is one batch's, noisy at small batches: drawn faint, with a moving
+        // average over about a fiftieth of the run (in log space) drawn over it.
+        let steps: Vec<u64> = finite.iter().map(|p| p.0).collect();
+        let half = (logs.len() / 50).max(1);
+        let smooth: Vec<f64> = (0..logs.len())
+            .map(|i| {
+                let window = &logs[i.saturating_sub(half)..(i + half + 1).min(logs.len())];
+                window.iter().sum::<f64>() / window.len() as f64
+            })
+            .collect();
+        for (values, colour) in [(&logs, Rgb([190, 190, 225])), (&smooth, Rgb([40, 40, 160]))] {
+            for i in 1..values.len() {
+                let (p0, p1) = (to_px(steps[i - 1], values[i - 1]), to_px(steps[i], values[i]));
+                let n = (p1.0 - p0.0).abs().max((p1.1 - p0.1).abs()).max(1);
+                for t in 0..=n {
+                    let x = p0.0 + (p1.0 - p0.0) * t / n;
+                    let y = p0.1 + (p1.1 - p0.1) * t / n;
+                    if (0..w as i64).contains(&x) && (0..h as i64).contains(&y) {
+                        img.put_pixel(x as u32, y as u32, colour);
+                    }
                 }
             }
         }

@@ -28,9 +28,6 @@ pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// the seed changes both).
 fn training_data(config: &RunConfig) -> Result<(Vec<f32>, usize)> {
     let dataset = config.dataset()?;
-    if config.data.points == 0 {
-        bail!("data.points must be at least 1");
-    }
     // An image set trains on all its images.
     let data = match dataset.images() {
         Some(set) => set.pixels.clone(),
