@@ -6,13 +6,15 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The binary, set up to run in `dir`.
+fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_scorefield"));
+    command.args(args).current_dir(dir).env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    command
+}
+
 fn scorefield(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_scorefield"))
-        .args(args)
-        .current_dir(dir)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("the binary runs");
+    let out = command(dir, args).output().expect("the binary runs");
     eprintln!(
         "scorefield {}:\n{}{}",
         args.join(" "),
@@ -191,14 +193,10 @@ fn pictures_are_datasets_too() {
 #[test]
 fn ctrl_c_stops_training_cleanly_with_a_checkpoint() {
     let dir = temp_dir("ctrlc");
-    let child = Command::new(env!("CARGO_BIN_EXE_scorefield"))
-        .args(["train", "--run", "run", "--steps", "1000000", "--width", "16", "--hidden-layers", "1", "--batch", "64"])
-        .current_dir(&dir)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let args =
+        ["train", "--run", "run", "--steps", "1000000", "--width", "16", "--hidden-layers", "1", "--batch", "64"];
+    let child =
+        command(&dir, &args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     // Wait until training has logged (so the handler is installed and steps are running).
     let log = dir.join("run/log.jsonl");
     let started = std::time::Instant::now();
@@ -295,10 +293,7 @@ fn killing_training_at_random_moments_leaves_a_loadable_checkpoint() {
         if round > 0 {
             args.push("--resume");
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_scorefield"))
-            .args(&args)
-            .current_dir(&dir)
-            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        let mut child = command(&dir, &args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

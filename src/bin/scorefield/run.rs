@@ -222,13 +222,13 @@ pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Res
     write_atomic(out, &npy_bytes(&x, dim)?)?;
     let data = dataset.sample(s.particles, config.train.seed ^ Stream::Data.at(1));
     if let Some(set) = dataset.images() {
-        // Images: a grid of data images beside a grid of samples.
+        // Images: a grid of data images beside a grid of samples (no scatter, no animation).
         picture::image_grids(&dir.join("samples.png"), &data, &x, set.width, set.height)?;
     } else {
         picture::samples_beside_data(&dir.join("samples.png"), &data, &x, dim)?;
-    }
-    if snapshots.len() > 1 && dataset.images().is_none() {
-        picture::animation(&dir.join("sampling.gif"), &snapshots, dim, picture::extent(&data) * 1.5)?;
+        if snapshots.len() > 1 {
+            picture::animation(&dir.join("sampling.gif"), &snapshots, dim, picture::extent(&data) * 1.5)?;
+        }
     }
     println!("{} samples ({}) -> {}", s.particles, method.name(), out.display());
     Ok(())
@@ -259,9 +259,6 @@ fn score_field_picture(gpu: &Gpu, config: &RunConfig, path: &Path, model: Option
         s if s.is_empty() => vec![sigma_max.min(4.0), 1.0, 0.1],
         s => s.clone(),
     };
-    if let Some(bad) = sigmas.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-        bail!("sample.field_sigmas holds {bad}; every noise level must be a positive number");
-    }
     let mut fields = Vec::new();
     if let Some((model, weights)) = model {
         let eval = pollster::block_on(scorefield::model::Evaluator::new(gpu, model, *weights, n * n))?;
