@@ -27,6 +27,19 @@
 //   With WIN it runs chunk by chunk (K = the chunk's rows, operands from uniform windows), each
 //   chunk's dispatch adding to the last (ACCUM): still a fixed order.
 //
+// Tangent rows (TANGENTS = T > 0; exact and sliced score matching): the forward-mode pass
+// carrying T directions per example, T rows per primal row b (row m belongs to b = m / T).
+// With u' = (v, 0) the direction in the input, z' = W h'_below, h' = silu'(z) z', output n' = J v:
+//   MODE 0: z' = C (no bias);  out0 = z';  if ACT: out1 = silu'(aux[b*N + n]) * z'
+//           (aux: this layer's primal pre-activations)
+//   MODE 1: the adjoint of h' = silu'(z) z':  out0 = C * silu'(aux[b*N + n])  (dL/dz' below),
+//           out1 = C  (dL/dh' below, for the second-order term)
+//   MODE 2: as usual, but the bias column is 0: z' has no bias.
+// Entry `second_order` (one invocation per primal element, M = batch, N = features) adds the
+// second-order term of h' = silu'(z) z' to the primal gradient:
+//   out0[b*N + j] += silu''(aux[b*N + j]) * sum_t lhs[(b*T + t)*N + j] * rhs[(b*T + t)*N + j]
+//   with aux = z, lhs = z', rhs = dL/dh', out0 = dL/dz of the primal rows.
+//
 // Blocking: a workgroup of 8 x 8 invocations covers a 64 x 64 tile of C, each invocation an
 // 8 x 8 block in sixteen vec4 registers, reading A and B straight from storage (caches serve
 // the reuse): 16 loads per 64 FMAs. On llvmpipe every storage load costs about 4 ns per lane
@@ -47,6 +60,8 @@ override WIN: bool = false;
 // BACKWARD_WEIGHT over a chunk of K batch rows whose dL/dz and inputs come through uniform
 // windows (bindings 6 and 5), adding to out0 unless this is the first chunk (ACCUM false).
 override ACCUM: bool = false;
+// Tangent directions per primal row; 0 for primal rows (see the header).
+override TANGENTS: u32 = 0u;
 
 const ROWS: u32 = 64u;   // rows of C per workgroup
 const COLS: u32 = 64u;   // columns of C per workgroup
@@ -70,6 +85,17 @@ fn silu(z: f32) -> f32 {
 fn silu_grad(z: f32) -> f32 {
     let s = 1.0 / (1.0 + exp(-z));
     return s * (1.0 + z * (1.0 - s));
+}
+
+// silu''(z) = s (1 - s) (2 + z (1 - 2 s)), s = sigmoid(z).
+fn silu_second(z: f32) -> f32 {
+    let s = 1.0 / (1.0 + exp(-z));
+    return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s));
+}
+
+// The primal row whose pre-activations a row's activation derivative reads.
+fn primal_row(m: u32) -> u32 {
+    return select(m, m / max(TANGENTS, 1u), TANGENTS > 0u);
 }
 
 fn load_a(m: u32, k: u32) -> f32 {
@@ -103,7 +129,7 @@ fn load_b(k: u32, n: u32) -> f32 {
         return rhs[OFF_W + k * N + n];
     }
     if n == N - 1u {
-        return 1.0;
+        return select(1.0, 0.0, TANGENTS > 0u);
     }
     if WIN {
         return window(k * (N - 1u) + n);
@@ -116,13 +142,23 @@ fn store(m: u32, n: u32, c: f32) {
         return;
     }
     if MODE == 0u {
-        let z = c + rhs[OFF_B + n];
-        out0[m * N + n] = z;
-        if ACT {
-            out1[m * N + n] = silu(z);
+        if TANGENTS > 0u {
+            out0[m * N + n] = c;
+            if ACT {
+                out1[m * N + n] = silu_grad(aux[primal_row(m) * N + n]) * c;
+            }
+        } else {
+            let z = c + rhs[OFF_B + n];
+            out0[m * N + n] = z;
+            if ACT {
+                out1[m * N + n] = silu(z);
+            }
         }
     } else if MODE == 1u {
-        out0[m * N + n] = c * silu_grad(aux[m * N + n]);
+        out0[m * N + n] = c * silu_grad(aux[primal_row(m) * N + n]);
+        if TANGENTS > 0u {
+            out1[m * N + n] = c;
+        }
     } else {
         let i = select(OFF_W + m * (N - 1u) + n, OFF_B + m, n == N - 1u);
         out0[i] = select(c, out0[i] + c, ACCUM);
@@ -202,4 +238,20 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     store4(r + 6u, c + 4u, hi6);
     store4(r + 7u, c, lo7);
     store4(r + 7u, c + 4u, hi7);
+}
+
+@compute @workgroup_size(64)
+fn second_order(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if i >= M * N {
+        return;
+    }
+    let b = i / N;
+    let j = i % N;
+    var acc = 0.0;
+    for (var t = 0u; t < TANGENTS; t++) {
+        let r = (b * TANGENTS + t) * N + j;
+        acc += lhs[r] * rhs[r];
+    }
+    out0[i] += silu_second(aux[i]) * acc;
 }

@@ -7,6 +7,9 @@
 //              4 rw input [B, IN]  5 rw noise [B, D]  6 rw level [B]
 //   embed:     3 read freqs  4 rw input [B, IN]  7 read x [B, D]  8 read cond [B]
 //   loss_grad: 5 rw noise (read only here)  9 read output [B, D]  10 rw dout [B, D]  11 rw loss [B]
+//   directions: 0 uniform step  12 rw tangent input [B*T, IN]
+//   trace_loss: 9 read output  10 rw dout  11 rw loss  12 rw tangent input (read only here)
+//               13 read tangent output [B*T, D]  14 rw tangent dout [B*T, D]
 //
 // perturb, one invocation per batch row b:
 //   i = u32(BatchIndex) mod n_data;  the noise level from the schedule:
@@ -22,6 +25,16 @@
 // loss_grad: r = out + eps (PARAM 0: the network predicts sigma * score, target -eps)
 //            r = out - eps (PARAM 1: the network predicts eps, DDPM);
 //   loss[b] = 0.5 |r|^2,  dout[b] = r / B (the gradient of the batch mean).
+//
+// Score matching (exact and sliced; T = TANGENTS directions per example, row r = b*T + t):
+// directions: the tangent input rows u'_r = (v_r, 0 .. 0) (zeros on the embedding):
+//     ESTIMATOR 0 (exact): v = e_t, T = D;  1 (sliced, Gaussian): v ~ N(0, I) from the
+//     Projection stream, normals r*D4*4 .. + D;  2 (sliced, Rademacher): v = sign of those normals.
+// trace_loss: with n = output[b] = kappa * s (kappa = SCALE), n'_r = J_n v_r (tangent output),
+//     w = 1 (exact) or 1/T (sliced), and the loss times kappa^2 (lambda = sigma^2 weighting):
+//     loss[b] = kappa w sum_t v_t . n'_t + (0.5 |n|^2                    exact, sliced-VR
+//                                          0.5 w sum_t (v_t . n)^2      sliced)
+//     dout[b] = (n  or  w sum_t (v_t . n) v_t) / B,   tangent dout[r] = kappa w v_t / B.
 
 override D: u32 = 2u;          // data dimension
 override F: u32 = 16u;         // Fourier frequencies; the embedding has 2F features
@@ -30,10 +43,15 @@ override L: u32 = 1u;          // table entries (SCHEDULE 0)
 override SCHEDULE: u32 = 0u;
 override PARAM: u32 = 0u;
 override WG: u32 = 64u;
+override TANGENTS: u32 = 1u;   // T
+override ESTIMATOR: u32 = 0u;  // 0 exact, 1 sliced Gaussian, 2 sliced Rademacher
+override VARIANCE_REDUCED: bool = false;
+override SCALE: f32 = 1.0;     // kappa: the network's output is kappa * score
 
 const STREAM_BATCH_INDEX: u32 = 2u;
 const STREAM_NOISE_LEVEL: u32 = 3u;
 const STREAM_NOISE_VALUE: u32 = 4u;
+const STREAM_PROJECTION: u32 = 7u;
 
 @group(0) @binding(0) var<uniform> step: StepParams;
 @group(0) @binding(1) var<storage, read> data: array<f32>;
@@ -47,6 +65,9 @@ const STREAM_NOISE_VALUE: u32 = 4u;
 @group(0) @binding(9) var<storage, read> output: array<f32>;
 @group(0) @binding(10) var<storage, read_write> dout: array<f32>;
 @group(0) @binding(11) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(12) var<storage, read_write> tan_input: array<f32>;
+@group(0) @binding(13) var<storage, read> tan_output: array<f32>;
+@group(0) @binding(14) var<storage, read_write> tan_dout: array<f32>;
 
 fn row_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -134,4 +155,70 @@ fn loss_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         dout[b * D + j] = r / f32(B);
     }
     loss[b] = 0.5 * total;
+}
+
+@compute @workgroup_size(WG)
+fn directions(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = row_id(gid, nwg);
+    if r >= B * TANGENTS {
+        return;
+    }
+    let width = D + 2u * F;
+    let d4 = (D + 3u) / 4u;
+    let stream = vec2<u32>(STREAM_PROJECTION, step.step);
+    for (var j0 = 0u; j0 < D; j0 += 4u) {
+        var v = vec4<f32>(0.0);
+        if ESTIMATOR == 0u {
+            let t = r % TANGENTS;
+            v = select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(j0, j0 + 1u, j0 + 2u, j0 + 3u) == vec4<u32>(t));
+        } else {
+            v = normal4(step.seed, stream, mul_wide(r, d4) + vec2<u32>(j0 / 4u, 0u));
+            if ESTIMATOR == 2u {
+                v = select(vec4<f32>(-1.0), vec4<f32>(1.0), v >= vec4<f32>(0.0));
+            }
+        }
+        for (var j = j0; j < min(j0 + 4u, D); j++) {
+            tan_input[r * width + j] = v[j - j0];
+        }
+    }
+    for (var j = D; j < width; j++) {
+        tan_input[r * width + j] = 0.0;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn trace_loss(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = row_id(gid, nwg);
+    if b >= B {
+        return;
+    }
+    let width = D + 2u * F;
+    let sliced_square = ESTIMATOR != 0u && !VARIANCE_REDUCED;
+    let w = select(1.0 / f32(TANGENTS), 1.0, ESTIMATOR == 0u);
+    let inv_b = 1.0 / f32(B);
+    var norm = 0.0;
+    for (var j = 0u; j < D; j++) {
+        let n = output[b * D + j];
+        norm += n * n;
+        dout[b * D + j] = select(n * inv_b, 0.0, sliced_square);
+    }
+    var trace = 0.0;
+    var projected = 0.0;
+    for (var t = 0u; t < TANGENTS; t++) {
+        let r = b * TANGENTS + t;
+        var vn = 0.0;
+        for (var j = 0u; j < D; j++) {
+            let v = tan_input[r * width + j];
+            trace += v * tan_output[r * D + j];
+            vn += v * output[b * D + j];
+            tan_dout[r * D + j] = SCALE * w * v * inv_b;
+        }
+        if sliced_square {
+            projected += vn * vn;
+            for (var j = 0u; j < D; j++) {
+                dout[b * D + j] += w * vn * tan_input[r * width + j] * inv_b;
+            }
+        }
+    }
+    loss[b] = SCALE * w * trace + select(0.5 * norm, 0.5 * w * projected, sliced_square);
 }

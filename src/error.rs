@@ -51,5 +51,14 @@ pub(crate) fn positive(name: &str, v: f64) -> Result<()> {
     }
 }
 
+/// Checks a setting is a finite number >= 0, naming it otherwise.
+pub(crate) fn non_negative(name: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(name, format!("{v} must be a finite number >= 0")))
+    }
+}
+
 /// Result with the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -159,20 +159,64 @@ pub enum Weights {
     Ema,
 }
 
-/// Per-layer activations of a batch: the network input, each layer's pre-activation z and
-/// post-activation silu(z) (hidden layers), and, when training, dL/dz of each layer.
+/// Per-layer activations of a set of rows: the network input, each layer's pre-activation z and
+/// post-activation silu(z) (hidden layers), and, when training, dL/dz of each layer. Tangent
+/// rows (forward-mode directions, see mlp.wgsl) hold z', h' = silu'(z) z' and dL/dz' in the same
+/// places, and when training also dL/dh' of each hidden layer (`dpost`).
 pub(crate) struct Activations {
     pub input: GpuBuffer<f32>,
     pub pre: Vec<GpuBuffer<f32>>,
     pub post: Vec<GpuBuffer<f32>>,
     pub dpre: Vec<GpuBuffer<f32>>,
+    pub dpost: Vec<GpuBuffer<f32>>,
 }
 
-/// The dense-layer dispatches of one batch size, with their bind groups, built once.
+impl Activations {
+    fn new(gpu: &Gpu, layers: &[Layer], rows: usize, training: bool, tangent: bool) -> Result<Self> {
+        let kind = if tangent { "tangent" } else { "primal" };
+        let label = |what: &str| format!("scorefield.mlp.{kind}.{what}");
+        let buf = |what: &str, len: usize| GpuBuffer::<f32>::new(gpu, &label(what), len, wgpu::BufferUsages::empty());
+        // The weight gradient reads inputs and dL/dz in 64 KiB uniform windows, the last of
+        // which may run past the rows: those buffers carry one window of slack.
+        let windowed = |what: &str, len: usize| {
+            GpuBuffer::<f32>::new(gpu, &label(what), len + WINDOW_FLOATS, wgpu::BufferUsages::UNIFORM)
+        };
+        let hidden = &layers[..layers.len() - 1];
+        Ok(Self {
+            input: windowed("input", rows * layers[0].fan_in)?,
+            pre: layers.iter().map(|l| buf("pre", rows * l.fan_out)).collect::<Result<_>>()?,
+            post: hidden.iter().map(|l| windowed("post", rows * l.fan_out)).collect::<Result<_>>()?,
+            dpre: match training {
+                true => layers.iter().map(|l| windowed("dpre", rows * l.fan_out)).collect::<Result<_>>()?,
+                false => Vec::new(),
+            },
+            dpost: match training && tangent {
+                true => hidden.iter().map(|l| buf("dpost", rows * l.fan_out)).collect::<Result<_>>()?,
+                false => Vec::new(),
+            },
+        })
+    }
+
+    /// The input of layer `l`: the network input or the activations below.
+    fn layer_input(&self, l: usize) -> &GpuBuffer<f32> {
+        if l == 0 {
+            &self.input
+        } else {
+            &self.post[l - 1]
+        }
+    }
+}
+
+type Dispatch = (Pipeline, wgpu::BindGroup, [u32; 2]);
+
+/// The dense-layer dispatches of one batch size, with their bind groups, built once; with
+/// tangents, also the forward-mode rows that carry input directions and, when training, the
+/// reverse pass through them (second order).
 pub(crate) struct MlpPass {
     pub acts: Activations,
-    forward: Vec<(Pipeline, wgpu::BindGroup, [u32; 2])>,
-    backward: Vec<(Pipeline, wgpu::BindGroup, [u32; 2])>,
+    tangent: Option<Activations>,
+    forward: Vec<Dispatch>,
+    backward: Vec<Dispatch>,
     // Bound where a mode does not use a binding; kept alive with the bind groups.
     _dummy_read: GpuBuffer<f32>,
     _dummy_write: GpuBuffer<f32>,
@@ -205,51 +249,66 @@ const MODE_BACKWARD_WEIGHT: f64 = 2.0;
 /// Rows and columns of C per workgroup of the dense-layer kernel (ROWS, COLS in mlp.wgsl).
 const MATMUL_ROWS: usize = 64;
 const MATMUL_COLS: usize = 64;
+/// Invocations per workgroup of `second_order` in mlp.wgsl.
+const SECOND_ORDER_WG: u32 = 64;
 
 fn matmul_grid(m: usize, n: usize) -> [u32; 2] {
     [n.div_ceil(MATMUL_COLS) as u32, m.div_ceil(MATMUL_ROWS) as u32]
 }
 
+/// One dense-layer dispatch: C is [m, n] with a k-long reduction (see mlp.wgsl).
+async fn dense(
+    gpu: &Gpu,
+    variant: Variant,
+    [m, n, k]: [usize; 3],
+    layer: &Layer,
+    entries: &[(u32, wgpu::BindingResource<'_>)],
+) -> Result<Dispatch> {
+    let pipeline = gpu.pipeline(&shaders::MLP, "main", &shape_constants(variant, m, n, k, layer)).await?;
+    let bg = pipeline.bind_group(gpu, entries);
+    Ok((pipeline, bg, matmul_grid(m, n)))
+}
+
 impl MlpPass {
-    /// Buffers and dispatches for `batch` rows through `model`'s `weights`; with `grads`, also
-    /// the backward pass writing parameter gradients there.
+    /// Buffers and dispatches for `batch` rows through `model`'s `weights`, each with `tangents`
+    /// forward-mode directions (0 for none); with `grads`, also the backward pass writing
+    /// parameter gradients there.
     pub async fn new(
         gpu: &Gpu,
         model: &ScoreMlp,
         weights: Weights,
         batch: usize,
+        tangents: usize,
         grads: Option<&GpuBuffer<f32>>,
     ) -> Result<Self> {
         let layers = model.shape.layers();
         let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        let tangent_rows = batch.saturating_mul(tangents);
         if batch == 0 || batch.div_ceil(MATMUL_ROWS) > limit {
             return Err(Error::invalid(
                 "batch size",
                 format!("{batch} rows; this device allows 1 to {} per pass", limit * MATMUL_ROWS),
             ));
         }
+        if tangent_rows.div_ceil(MATMUL_ROWS) > limit {
+            return Err(Error::invalid(
+                "batch size",
+                format!(
+                    "{batch} rows x {tangents} tangent directions = {tangent_rows} rows; this device allows {} per \
+                     pass: lower the batch or the number of projections",
+                    limit * MATMUL_ROWS
+                ),
+            ));
+        }
+        let training = grads.is_some();
+        let acts = Activations::new(gpu, &layers, batch, training, false)?;
+        let tangent = match tangents {
+            0 => None,
+            _ => Some(Activations::new(gpu, &layers, tangent_rows, training, true)?),
+        };
         let none = wgpu::BufferUsages::empty();
-        let buf = |label: &str, len: usize| GpuBuffer::<f32>::new(gpu, label, len, none);
-        // The weight gradient reads inputs and dL/dz in 64 KiB uniform windows, the last of
-        // which may run past the batch: those buffers carry one window of slack.
-        let windowed_buf = |label: &str, len: usize| {
-            GpuBuffer::<f32>::new(gpu, label, len + WINDOW_FLOATS, wgpu::BufferUsages::UNIFORM)
-        };
-        let acts = Activations {
-            input: windowed_buf("scorefield.mlp.input", batch * model.shape.input_width())?,
-            pre: layers.iter().map(|l| buf("scorefield.mlp.pre", batch * l.fan_out)).collect::<Result<_>>()?,
-            post: layers[..layers.len() - 1]
-                .iter()
-                .map(|l| windowed_buf("scorefield.mlp.post", batch * l.fan_out))
-                .collect::<Result<_>>()?,
-            dpre: if grads.is_some() {
-                layers.iter().map(|l| windowed_buf("scorefield.mlp.dpre", batch * l.fan_out)).collect::<Result<_>>()?
-            } else {
-                Vec::new()
-            },
-        };
-        let dummy_read = buf("scorefield.mlp.unused_read", 1)?;
-        let dummy_write = buf("scorefield.mlp.unused_write", 1)?;
+        let dummy_read = GpuBuffer::<f32>::new(gpu, "scorefield.mlp.unused_read", 1, none)?;
+        let dummy_write = GpuBuffer::<f32>::new(gpu, "scorefield.mlp.unused_write", 1, none)?;
         let w = match weights {
             Weights::Raw => &model.params,
             Weights::Ema => &model.ema,
@@ -272,94 +331,124 @@ impl MlpPass {
         // Layers too large for a window read W from storage and get window 0 bound, unused.
         let window =
             |l: usize| uniform_window(&windows, if windowed(&layers[l]) { l as u64 * WINDOW_BYTES } else { 0 });
+        // The primal rows, then the tangent rows (rows, directions per primal row).
+        let mut sides = vec![(&acts, batch, 0)];
+        sides.extend(tangent.as_ref().map(|t| (t, tangent_rows, tangents)));
         let last = layers.len() - 1;
         let mut forward = Vec::new();
         for (l, layer) in layers.iter().enumerate() {
-            let (m, n, k) = (batch, layer.fan_out, layer.fan_in);
-            let variant = Variant { mode: MODE_FORWARD, act: l < last, window: windowed(layer), accumulate: false };
-            let constants = shape_constants(variant, m, n, k, layer);
-            let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
-            let input = if l == 0 { &acts.input } else { &acts.post[l - 1] };
-            let out1 = if l < last { acts.post[l].binding() } else { dummy_write.binding() };
-            let bg = pipeline.bind_group(
-                gpu,
-                &[
-                    (0, input.binding()),
+            for &(side, rows, t) in &sides {
+                let variant = Variant {
+                    mode: MODE_FORWARD,
+                    act: l < last,
+                    window: windowed(layer),
+                    accumulate: false,
+                    tangents: t,
+                };
+                // Tangent rows read the primal pre-activations of their layer for silu'(z).
+                let aux = if t > 0 { acts.pre[l].binding() } else { dummy_read.binding() };
+                let out1 = if l < last { side.post[l].binding() } else { dummy_write.binding() };
+                let entries = [
+                    (0, side.layer_input(l).binding()),
                     (1, w.binding()),
-                    (2, dummy_read.binding()),
-                    (3, acts.pre[l].binding()),
+                    (2, aux),
+                    (3, side.pre[l].binding()),
                     (4, out1),
                     (5, window(l)),
                     (6, window(0)),
-                ],
-            );
-            forward.push((pipeline, bg, matmul_grid(m, n)));
+                ];
+                forward.push(dense(gpu, variant, [rows, layer.fan_out, layer.fan_in], layer, &entries).await?);
+            }
         }
         let mut backward = Vec::new();
         if let Some(grads) = grads {
             for (l, layer) in layers.iter().enumerate().rev() {
-                // dL/dW and dL/db of layer l: over the whole batch from storage, or chunk by
-                // chunk of `rows` batch rows through uniform windows, adding up in order.
+                // dL/dW and dL/db of layer l, summed over the primal rows and then the tangent
+                // rows (no bias there): over all rows from storage, or chunk by chunk of `rows`
+                // rows through uniform windows, adding up in a fixed order.
                 let (m, n) = (layer.fan_out, layer.fan_in + 1);
-                let input = if l == 0 { &acts.input } else { &acts.post[l - 1] };
-                let chunks: Vec<(usize, usize)> = match chunk_rows(m, n - 1) {
-                    Some(rows) => (0..batch.div_ceil(rows)).map(|c| (c * rows, rows.min(batch - c * rows))).collect(),
-                    None => vec![(0, batch)],
-                };
-                let window_on = chunk_rows(m, n - 1).is_some();
-                for (c, &(start, k)) in chunks.iter().enumerate() {
-                    let variant =
-                        Variant { mode: MODE_BACKWARD_WEIGHT, act: false, window: window_on, accumulate: c > 0 };
-                    let constants = shape_constants(variant, m, n, k, layer);
-                    let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
-                    let (b_win, a_win) = if window_on {
-                        (
-                            uniform_window(input.raw(), (start * (n - 1) * 4) as u64),
-                            uniform_window(acts.dpre[l].raw(), (start * m * 4) as u64),
-                        )
-                    } else {
-                        (window(0), window(0))
+                let chunk = chunk_rows(m, n - 1);
+                let mut first = true;
+                for &(side, rows, t) in &sides {
+                    let input = side.layer_input(l);
+                    let chunks: Vec<(usize, usize)> = match chunk {
+                        Some(c) => (0..rows.div_ceil(c)).map(|i| (i * c, c.min(rows - i * c))).collect(),
+                        None => vec![(0, rows)],
                     };
-                    let bg = pipeline.bind_group(
-                        gpu,
-                        &[
-                            (0, acts.dpre[l].binding()),
+                    for (start, k) in chunks {
+                        let variant = Variant {
+                            mode: MODE_BACKWARD_WEIGHT,
+                            act: false,
+                            window: chunk.is_some(),
+                            accumulate: !first,
+                            tangents: t,
+                        };
+                        first = false;
+                        let (b_win, a_win) = match chunk {
+                            Some(_) => (
+                                uniform_window(input.raw(), (start * (n - 1) * 4) as u64),
+                                uniform_window(side.dpre[l].raw(), (start * m * 4) as u64),
+                            ),
+                            None => (window(0), window(0)),
+                        };
+                        let entries = [
+                            (0, side.dpre[l].binding()),
                             (1, input.binding()),
                             (2, dummy_read.binding()),
                             (3, grads.binding()),
                             (4, dummy_write.binding()),
                             (5, b_win),
                             (6, a_win),
-                        ],
-                    );
-                    backward.push((pipeline, bg, matmul_grid(m, n)));
+                        ];
+                        backward.push(dense(gpu, variant, [m, n, k], layer, &entries).await?);
+                    }
                 }
                 // dL/dz of layer l - 1 (the network input's gradient is not needed).
-                if l > 0 {
-                    let (m, n, k) = (batch, layer.fan_in, layer.fan_out);
-                    let variant =
-                        Variant { mode: MODE_BACKWARD_INPUT, act: false, window: windowed(layer), accumulate: false };
-                    let constants = shape_constants(variant, m, n, k, layer);
-                    let pipeline = gpu.pipeline(&shaders::MLP, "main", &constants).await?;
+                if l == 0 {
+                    continue;
+                }
+                for &(side, rows, t) in &sides {
+                    let variant = Variant {
+                        mode: MODE_BACKWARD_INPUT,
+                        act: false,
+                        window: windowed(layer),
+                        accumulate: false,
+                        tangents: t,
+                    };
+                    let out1 = if t > 0 { side.dpost[l - 1].binding() } else { dummy_write.binding() };
+                    let entries = [
+                        (0, side.dpre[l].binding()),
+                        (1, w.binding()),
+                        (2, acts.pre[l - 1].binding()),
+                        (3, side.dpre[l - 1].binding()),
+                        (4, out1),
+                        (5, window(l)),
+                        (6, window(0)),
+                    ];
+                    backward.push(dense(gpu, variant, [rows, layer.fan_in, layer.fan_out], layer, &entries).await?);
+                }
+                if let Some(tan) = &tangent {
+                    let features = layer.fan_in;
+                    let constants = [("M", batch as f64), ("N", features as f64), ("TANGENTS", tangents as f64)];
+                    let pipeline = gpu.pipeline(&shaders::MLP, "second_order", &constants).await?;
                     let bg = pipeline.bind_group(
                         gpu,
                         &[
-                            (0, acts.dpre[l].binding()),
-                            (1, w.binding()),
+                            (0, tan.pre[l - 1].binding()),
+                            (1, tan.dpost[l - 1].binding()),
                             (2, acts.pre[l - 1].binding()),
                             (3, acts.dpre[l - 1].binding()),
-                            (4, dummy_write.binding()),
-                            (5, window(l)),
-                            (6, window(0)),
                         ],
                     );
-                    backward.push((pipeline, bg, matmul_grid(m, n)));
+                    let grid = gpu.grid(((batch * features) as u32).div_ceil(SECOND_ORDER_WG));
+                    backward.push((pipeline, bg, grid));
                 }
             }
         }
         let weights = w.raw().clone();
         Ok(Self {
             acts,
+            tangent,
             forward,
             backward,
             _dummy_read: dummy_read,
@@ -378,6 +467,22 @@ impl MlpPass {
     /// dL/d(output), [batch, d]: where the loss kernel writes.
     pub fn output_grad(&self) -> Option<&GpuBuffer<f32>> {
         self.acts.dpre.last()
+    }
+
+    /// The tangent rows' input [batch * T, input width]: direction v in the first d columns,
+    /// zeros on the embedding.
+    pub fn tangent_input(&self) -> Option<&GpuBuffer<f32>> {
+        self.tangent.as_ref().map(|t| &t.input)
+    }
+
+    /// The tangent rows' output J v, [batch * T, d].
+    pub fn tangent_output(&self) -> Option<&GpuBuffer<f32>> {
+        self.tangent.as_ref().and_then(|t| t.pre.last())
+    }
+
+    /// dL/d(J v), [batch * T, d]: where the trace loss writes.
+    pub fn tangent_output_grad(&self) -> Option<&GpuBuffer<f32>> {
+        self.tangent.as_ref().and_then(|t| t.dpre.last())
     }
 
     /// Copies the current weights into their uniform windows: record it outside any pass,
@@ -410,11 +515,14 @@ struct Variant {
     act: bool,
     window: bool,
     accumulate: bool,
+    /// Tangent directions per primal row when these are tangent rows, else 0.
+    tangents: usize,
 }
 
-fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 9] {
+fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 10] {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     [
+        ("TANGENTS", v.tangents as f64),
         ("MODE", v.mode),
         ("ACT", flag(v.act)),
         ("WIN", flag(v.window)),
@@ -442,7 +550,7 @@ const WG_ROWS: u32 = 64;
 
 impl Evaluator {
     pub async fn new(gpu: &Gpu, model: &ScoreMlp, weights: Weights, batch: usize) -> Result<Self> {
-        let pass = MlpPass::new(gpu, model, weights, batch, None).await?;
+        let pass = MlpPass::new(gpu, model, weights, batch, 0, None).await?;
         let d = model.shape.dim;
         let none = wgpu::BufferUsages::empty();
         let x = GpuBuffer::new(gpu, "scorefield.eval.x", batch * d, none)?;

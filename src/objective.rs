@@ -8,8 +8,12 @@
 //!   `likelihood_weighting=False`, yang-song/score_sde losses.py, up to its factor 0.5);
 //! - eps parametrisation (DDPM, Ho et al. 2020, L_simple): n = eps_theta(x~, t) and r = n - eps.
 //!   The score is then -n / sigma.
+//!
+//! The score-matching objectives (exact, Hyvarinen 2005; sliced, Song et al. 2019) instead learn
+//! the score of the (optionally slightly noised) data itself from the network's input Jacobian;
+//! see [`Objective::Exact`] and [`Objective::Sliced`], and shaders/objective.wgsl `trace_loss`.
 
-use crate::error::{positive, Error, Result};
+use crate::error::{non_negative, positive, Error, Result};
 pub use crate::schedule::NoiseLevel;
 use crate::schedule::Sde;
 
@@ -34,7 +38,29 @@ pub enum Objective {
     /// Continuous-time VP SDE: beta(t) = beta_min + t (beta_max - beta_min) (score_sde defaults
     /// 0.1 and 20); conditioned on t.
     VpSde { beta_min: f64, beta_max: f64 },
+    /// Exact score matching (Hyvarinen 2005): J = E_x[tr(grad_x s(x)) + 0.5 |s(x)|^2], the trace
+    /// from d forward-mode (tangent) passes along e_1 .. e_d. With `sigma` > 0 the data is first
+    /// perturbed by N(0, sigma^2 I) and the score learned is that of the noised data.
+    Exact { sigma: f64 },
+    /// Sliced score matching (Song et al. 2019, "Sliced Score Matching", eq. 7):
+    /// J = E_x E_v[v^T grad_x(v^T s(x)) + 0.5 (v^T s(x))^2] over `projections` directions v per
+    /// example; with `variance_reduced` the second term is 0.5 |s(x)|^2 (SSM-VR, eq. 8).
+    Sliced { sigma: f64, projections: usize, projection: Projection, variance_reduced: bool },
 }
+
+/// The distribution of sliced score matching's projections (ermongroup/sliced_score_matching
+/// `losses/sliced_sm.py`: `noise_type` 'gaussian' or 'radermacher' [sic]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Projection {
+    /// v ~ N(0, I).
+    Gaussian,
+    /// v uniform on {-1, 1}^d (the sign of a standard normal).
+    Rademacher,
+}
+
+/// The most tangent directions per example: exact score matching's d, or the projections of
+/// sliced score matching. Each costs about one more forward and backward pass.
+pub const MAX_TANGENTS: usize = 1024;
 
 /// How the network's output relates to the score.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +126,40 @@ impl Objective {
                 }
                 Ok(())
             }
+            Objective::Exact { sigma } => non_negative("sigma", sigma),
+            Objective::Sliced { sigma, projections, .. } => {
+                non_negative("sigma", sigma)?;
+                if !(1..=MAX_TANGENTS).contains(&projections) {
+                    return Err(Error::invalid(
+                        "projections",
+                        format!("{projections}; use 1 to {MAX_TANGENTS} projections per example"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Tangent (forward-mode) passes per example: d for exact score matching, the number of
+    /// projections for sliced, none for the denoising objectives.
+    pub fn tangents(&self, dim: usize) -> usize {
+        match *self {
+            Objective::Exact { .. } => dim,
+            Objective::Sliced { projections, .. } => projections,
+            _ => 0,
+        }
+    }
+
+    /// The level a single-level score model is conditioned on and scaled by: its output is
+    /// sigma * score at this level (DSM: its sigma; exact and sliced score matching: their sigma,
+    /// or 1 when the data is not noised). None for multi-level objectives.
+    pub fn model_level(&self) -> Option<NoiseLevel> {
+        match *self {
+            Objective::Dsm { sigma } => Some(NoiseLevel::ve(sigma)),
+            Objective::Exact { sigma } | Objective::Sliced { sigma, .. } => {
+                Some(NoiseLevel::ve(if sigma > 0.0 { sigma } else { 1.0 }))
+            }
+            _ => None,
         }
     }
 
@@ -141,6 +201,11 @@ impl Objective {
                     .collect()
             }
             Objective::VeSde { .. } | Objective::VpSde { .. } => Vec::new(),
+            // Noise of `sigma` (possibly none), the network conditioned on its model level.
+            Objective::Exact { sigma } | Objective::Sliced { sigma, .. } => {
+                let model = self.model_level().expect("single-level objective");
+                vec![NoiseLevel { a: 1.0, sigma, cond: model.cond }]
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuBuffer, PendingRead, Pipeline};
 use crate::model::{MlpPass, MlpShape, ScoreMlp, Weights, EMBED_FREQS};
-use crate::objective::{Objective, Parametrisation, T_MIN};
+use crate::objective::{Objective, Parametrisation, Projection, MAX_TANGENTS, T_MIN};
 use crate::optim::AdamConfig;
 use crate::shaders;
 
@@ -86,6 +86,9 @@ pub struct Trainer {
     slot_stride: u64,
     mlp: MlpPass,
     perturb: (Pipeline, Vec<wgpu::BindGroup>),
+    /// Score matching's tangent directions, drawn each step (per ring slot).
+    directions: Option<(Pipeline, Vec<wgpu::BindGroup>)>,
+    /// The loss and its gradient: `loss_grad`, or `trace_loss` for score matching.
     loss_grad: (Pipeline, wgpu::BindGroup),
     adam: (Pipeline, Vec<wgpu::BindGroup>),
     pending: Vec<PendingLoss>,
@@ -133,6 +136,16 @@ impl Trainer {
         if config.batch == 0 || config.steps_per_submit == 0 {
             return Err(Error::invalid("trainer", "batch and steps_per_submit must be at least 1"));
         }
+        let tangents = config.objective.tangents(d);
+        if tangents > MAX_TANGENTS {
+            return Err(Error::invalid(
+                "objective",
+                format!(
+                    "exact score matching takes one tangent pass per dimension, and d = {d} is more than \
+                     {MAX_TANGENTS}: use sliced score matching, whose cost is set by its projections"
+                ),
+            ));
+        }
         let n_data = data.len() / d;
         let batch = config.batch;
         let p = config.shape.param_count();
@@ -169,8 +182,13 @@ impl Trainer {
             })
         };
 
-        let mlp = MlpPass::new(gpu, &model, Weights::Raw, batch, Some(&grads)).await?;
+        let mlp = MlpPass::new(gpu, &model, Weights::Raw, batch, tangents, Some(&grads)).await?;
 
+        let (estimator, variance_reduced) = match config.objective {
+            Objective::Sliced { projection: Projection::Gaussian, variance_reduced, .. } => (1.0, variance_reduced),
+            Objective::Sliced { projection: Projection::Rademacher, variance_reduced, .. } => (2.0, variance_reduced),
+            _ => (0.0, false),
+        };
         let objective_constants = [
             ("D", d as f64),
             ("F", EMBED_FREQS as f64),
@@ -179,6 +197,10 @@ impl Trainer {
             ("SCHEDULE", config.objective.schedule_kind() as f64),
             ("PARAM", if config.objective.parametrisation() == Parametrisation::Eps { 1.0 } else { 0.0 }),
             ("WG", WG_ROWS as f64),
+            ("TANGENTS", tangents.max(1) as f64),
+            ("ESTIMATOR", estimator),
+            ("VARIANCE_REDUCED", if variance_reduced { 1.0 } else { 0.0 }),
+            ("SCALE", config.objective.model_level().map_or(1.0, |l| l.sigma)),
         ];
         let perturb = gpu.pipeline(&shaders::OBJECTIVE, "perturb", &objective_constants).await?;
         let perturb_groups = (0..slots)
@@ -197,12 +219,43 @@ impl Trainer {
                 )
             })
             .collect();
-        let loss_pipeline = gpu.pipeline(&shaders::OBJECTIVE, "loss_grad", &objective_constants).await?;
         let output_grad = mlp.output_grad().ok_or_else(|| Error::invalid("trainer", "no backward pass"))?;
-        let loss_group = loss_pipeline.bind_group(
-            gpu,
-            &[(5, noise.binding()), (9, mlp.output().binding()), (10, output_grad.binding()), (11, loss.binding())],
-        );
+        // Score matching: the directions of the tangent rows each step, and the trace loss.
+        let (directions, loss_pipeline, loss_group) =
+            match (mlp.tangent_input(), mlp.tangent_output(), mlp.tangent_output_grad()) {
+                (Some(tan_input), Some(tan_output), Some(tan_dout)) => {
+                    let directions = gpu.pipeline(&shaders::OBJECTIVE, "directions", &objective_constants).await?;
+                    let groups = (0..slots)
+                        .map(|i| directions.bind_group(gpu, &[(0, slot(i)), (12, tan_input.binding())]))
+                        .collect();
+                    let pipeline = gpu.pipeline(&shaders::OBJECTIVE, "trace_loss", &objective_constants).await?;
+                    let group = pipeline.bind_group(
+                        gpu,
+                        &[
+                            (9, mlp.output().binding()),
+                            (10, output_grad.binding()),
+                            (11, loss.binding()),
+                            (12, tan_input.binding()),
+                            (13, tan_output.binding()),
+                            (14, tan_dout.binding()),
+                        ],
+                    );
+                    (Some((directions, groups)), pipeline, group)
+                }
+                _ => {
+                    let pipeline = gpu.pipeline(&shaders::OBJECTIVE, "loss_grad", &objective_constants).await?;
+                    let group = pipeline.bind_group(
+                        gpu,
+                        &[
+                            (5, noise.binding()),
+                            (9, mlp.output().binding()),
+                            (10, output_grad.binding()),
+                            (11, loss.binding()),
+                        ],
+                    );
+                    (None, pipeline, group)
+                }
+            };
         let adam = gpu.pipeline(&shaders::ADAM, "main", &[("P", p as f64), ("WG", WG_ADAM as f64)]).await?;
         let adam_groups = (0..slots)
             .map(|i| {
@@ -237,6 +290,7 @@ impl Trainer {
             slot_stride,
             mlp,
             perturb: (perturb, perturb_groups),
+            directions,
             loss_grad: (loss_pipeline, loss_group),
             adam: (adam, adam_groups),
             pending: Vec::new(),
@@ -339,6 +393,8 @@ impl Trainer {
         }
         self.gpu.queue().write_buffer(&self.step_ring, 0, &ring);
         let rows = self.gpu.grid((self.config.batch as u32).div_ceil(WG_ROWS));
+        let tangents = self.config.objective.tangents(self.config.shape.dim) as u32;
+        let tangent_rows = self.gpu.grid((self.config.batch as u32 * tangents).div_ceil(WG_ROWS));
         let params = self.gpu.grid((self.config.shape.param_count() as u32).div_ceil(WG_ADAM));
         for i in 0..n {
             // Adam changed the weights at the end of the step before: refresh their windows.
@@ -348,6 +404,9 @@ impl Trainer {
                 timestamp_writes: None,
             });
             self.perturb.0.dispatch(&mut pass, &self.perturb.1[i], &[], rows);
+            if let Some((pipeline, groups)) = &self.directions {
+                pipeline.dispatch(&mut pass, &groups[i], &[], tangent_rows);
+            }
             self.mlp.record_forward(&mut pass);
             self.loss_grad.0.dispatch(&mut pass, &self.loss_grad.1, &[], rows);
             self.mlp.record_backward(&mut pass);

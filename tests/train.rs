@@ -8,7 +8,7 @@ use common::*;
 use scorefield::gpu::Gpu;
 use scorefield::mixture::GaussianMixture;
 use scorefield::model::{init_params, Evaluator, MlpShape, ScoreMlp, Weights};
-use scorefield::objective::{Objective, Parametrisation};
+use scorefield::objective::{Objective, Parametrisation, Projection};
 use scorefield::optim::AdamConfig;
 use scorefield::reference::{adam, mlp, objective as robj};
 use scorefield::train::{TrainConfig, Trainer};
@@ -102,8 +102,17 @@ fn check_one_step(
     let noise_err = worst(noise.iter().zip(&b.noise).map(|(&g, &w)| (g as f64 - w).abs()));
     assert!(noise_err < 2e-4, "noise differs from the reference draw by {noise_err}");
     let fwd = mlp::forward(&shape, &p0, &b.input);
-    let (ref_losses, dout) = robj::loss_grad(objective.parametrisation(), fwd.output(), &b.noise, shape.dim);
-    let (ref_grads, _) = mlp::backward(&shape, &p0, &fwd, &dout);
+    let tangents = objective.tangents(shape.dim);
+    let (ref_losses, ref_grads) = if tangents > 0 {
+        // Score matching: the step's directions, the tangent pass, the trace loss, second order.
+        let dirs = robj::directions(&objective, shape.dim, config.seed, 0, batch);
+        let tan = mlp::tangent_forward(&shape, &p0, &fwd, &dirs, tangents);
+        let (losses, dout, dtan) = robj::trace_loss_grad(&objective, fwd.output(), tan.output(), &dirs, shape.dim);
+        (losses, mlp::tangent_backward(&shape, &p0, &fwd, &tan, &dout, &dtan))
+    } else {
+        let (losses, dout) = robj::loss_grad(objective.parametrisation(), fwd.output(), &b.noise, shape.dim);
+        (losses, mlp::backward(&shape, &p0, &fwd, &dout).0)
+    };
     let mut p1 = p0.clone();
     let (mut m, mut v, mut e) = (vec![0.0; p0.len()], vec![0.0; p0.len()], p0.clone());
     adam::step(&config.adam, 1, &mut p1, &ref_grads, &mut m, &mut v, &mut e);
@@ -144,6 +153,31 @@ fn training_step_matches_reference_for_every_objective() {
         ("ddpm", Objective::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000 }, small, 257),
         ("ve sde", Objective::VeSde { sigma_min: 0.01, sigma_max: 8.0 }, small, 257),
         ("vp sde", Objective::VpSde { beta_min: 0.1, beta_max: 20.0 }, small, 257),
+        ("exact sm d=2", Objective::Exact { sigma: 0.0 }, small, 257),
+        (
+            "exact sm d=5, sigma 0.1",
+            Objective::Exact { sigma: 0.1 },
+            MlpShape { dim: 5, hidden_layers: 3, width: 40 },
+            70,
+        ),
+        ("exact sm d=64", Objective::Exact { sigma: 0.0 }, MlpShape { dim: 64, hidden_layers: 2, width: 96 }, 12),
+        (
+            "sliced sm, Gaussian, M=3",
+            Objective::Sliced { sigma: 0.0, projections: 3, projection: Projection::Gaussian, variance_reduced: false },
+            MlpShape { dim: 5, hidden_layers: 2, width: 48 },
+            100,
+        ),
+        (
+            "sliced-vr sm, Rademacher, M=2, sigma 0.2",
+            Objective::Sliced {
+                sigma: 0.2,
+                projections: 2,
+                projection: Projection::Rademacher,
+                variance_reduced: true,
+            },
+            small,
+            129,
+        ),
     ];
     for (i, (name, objective, shape, batch)) in cases.into_iter().enumerate() {
         let c = check_one_step(&gpu, objective, shape, batch, 50, seed.wrapping_add(i as u64));

@@ -1,6 +1,8 @@
-//! The score MLP in f64: forward with the values backward needs, and backward.
+//! The score MLP in f64: forward with the values backward needs, and backward; the forward-mode
+//! (tangent) pass that carries input directions, and the reverse pass through both (second
+//! order), for exact and sliced score matching.
 
-use crate::model::{MlpShape, EMBED_FREQS};
+use crate::model::{Layer, MlpShape, EMBED_FREQS};
 
 fn silu(z: f64) -> f64 {
     z / (1.0 + (-z).exp())
@@ -9,6 +11,11 @@ fn silu(z: f64) -> f64 {
 fn silu_grad(z: f64) -> f64 {
     let s = 1.0 / (1.0 + (-z).exp());
     s * (1.0 + z * (1.0 - s))
+}
+
+fn silu_second(z: f64) -> f64 {
+    let s = 1.0 / (1.0 + (-z).exp());
+    s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
 }
 
 /// The network input rows: x then sin(c w_k), cos(c w_k).
@@ -38,6 +45,41 @@ impl Forward {
     }
 }
 
+/// z = W x (+ b) for `x` [rows, fan_in].
+fn dense(layer: &Layer, params: &[f64], x: &[f64], bias: bool) -> Vec<f64> {
+    let rows = x.len() / layer.fan_in;
+    let mut z = vec![0.0; rows * layer.fan_out];
+    for b in 0..rows {
+        for o in 0..layer.fan_out {
+            let mut acc = if bias { params[layer.b_offset + o] } else { 0.0 };
+            for i in 0..layer.fan_in {
+                acc += params[layer.w_offset + o * layer.fan_in + i] * x[b * layer.fan_in + i];
+            }
+            z[b * layer.fan_out + o] = acc;
+        }
+    }
+    z
+}
+
+/// Adds dL/dW (and dL/db with `bias`) of z = W x (+ b) to `grads`; returns dL/dx = W^T dz.
+fn dense_backward(layer: &Layer, params: &[f64], x: &[f64], dz: &[f64], bias: bool, grads: &mut [f64]) -> Vec<f64> {
+    let rows = x.len() / layer.fan_in;
+    let mut dx = vec![0.0; rows * layer.fan_in];
+    for b in 0..rows {
+        for o in 0..layer.fan_out {
+            let g = dz[b * layer.fan_out + o];
+            if bias {
+                grads[layer.b_offset + o] += g;
+            }
+            for i in 0..layer.fan_in {
+                grads[layer.w_offset + o * layer.fan_in + i] += g * x[b * layer.fan_in + i];
+                dx[b * layer.fan_in + i] += g * params[layer.w_offset + o * layer.fan_in + i];
+            }
+        }
+    }
+    dx
+}
+
 pub fn forward(shape: &MlpShape, params: &[f64], input: &[f64]) -> Forward {
     let layers = shape.layers();
     let batch = input.len() / shape.input_width();
@@ -45,16 +87,7 @@ pub fn forward(shape: &MlpShape, params: &[f64], input: &[f64]) -> Forward {
     let mut post: Vec<Vec<f64>> = Vec::new();
     for (l, layer) in layers.iter().enumerate() {
         let x = if l == 0 { input } else { &post[l - 1] };
-        let mut z = vec![0.0; batch * layer.fan_out];
-        for b in 0..batch {
-            for o in 0..layer.fan_out {
-                let mut acc = params[layer.b_offset + o];
-                for i in 0..layer.fan_in {
-                    acc += params[layer.w_offset + o * layer.fan_in + i] * x[b * layer.fan_in + i];
-                }
-                z[b * layer.fan_out + o] = acc;
-            }
-        }
+        let z = dense(layer, params, x, true);
         if l + 1 < layers.len() {
             post.push(z.iter().map(|&v| silu(v)).collect());
         }
@@ -67,36 +100,89 @@ pub fn forward(shape: &MlpShape, params: &[f64], input: &[f64]) -> Forward {
 /// layout table's order) and dL/d(input).
 pub fn backward(shape: &MlpShape, params: &[f64], fwd: &Forward, dout: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let layers = shape.layers();
-    let batch = fwd.batch;
     let mut grads = vec![0.0; shape.param_count()];
     let mut dz = dout.to_vec();
-    let mut dinput = Vec::new();
     for (l, layer) in layers.iter().enumerate().rev() {
         let x = if l == 0 { &fwd.input } else { &fwd.post[l - 1] };
-        for b in 0..batch {
-            for o in 0..layer.fan_out {
-                let g = dz[b * layer.fan_out + o];
-                grads[layer.b_offset + o] += g;
-                for i in 0..layer.fan_in {
-                    grads[layer.w_offset + o * layer.fan_in + i] += g * x[b * layer.fan_in + i];
-                }
-            }
-        }
-        let mut dx = vec![0.0; batch * layer.fan_in];
-        for b in 0..batch {
-            for i in 0..layer.fan_in {
-                let mut acc = 0.0;
-                for o in 0..layer.fan_out {
-                    acc += dz[b * layer.fan_out + o] * params[layer.w_offset + o * layer.fan_in + i];
-                }
-                dx[b * layer.fan_in + i] = acc;
-            }
-        }
+        let dx = dense_backward(layer, params, x, &dz, true, &mut grads);
         if l == 0 {
-            dinput = dx;
-        } else {
-            dz = dx.iter().zip(&fwd.pre[l - 1]).map(|(g, &z)| g * silu_grad(z)).collect();
+            return (grads, dx);
         }
+        dz = dx.iter().zip(&fwd.pre[l - 1]).map(|(g, &z)| g * silu_grad(z)).collect();
     }
-    (grads, dinput)
+    (grads, Vec::new())
+}
+
+/// The forward-mode pass along `tangents` input directions per example: `dirs` [batch * T, d],
+/// row b*T + t. Each layer's z' = W h'_below (no bias) and, for hidden layers,
+/// h' = silu'(z) z' with z the primal pre-activation of example b; the output is J v.
+pub struct Tangent {
+    pub tangents: usize,
+    pub input: Vec<f64>,
+    pub pre: Vec<Vec<f64>>,
+    pub post: Vec<Vec<f64>>,
+}
+
+impl Tangent {
+    /// J v for every direction, [batch * T, d].
+    pub fn output(&self) -> &[f64] {
+        self.pre.last().map(|v| v.as_slice()).unwrap_or(&[])
+    }
+}
+
+pub fn tangent_forward(shape: &MlpShape, params: &[f64], fwd: &Forward, dirs: &[f64], tangents: usize) -> Tangent {
+    let layers = shape.layers();
+    let (d, width) = (shape.dim, shape.input_width());
+    let rows = dirs.len() / d;
+    let mut input = vec![0.0; rows * width];
+    for r in 0..rows {
+        input[r * width..r * width + d].copy_from_slice(&dirs[r * d..(r + 1) * d]);
+    }
+    let mut pre = Vec::new();
+    let mut post: Vec<Vec<f64>> = Vec::new();
+    for (l, layer) in layers.iter().enumerate() {
+        let x = if l == 0 { &input } else { &post[l - 1] };
+        let z = dense(layer, params, x, false);
+        if l + 1 < layers.len() {
+            let n = layer.fan_out;
+            post.push((0..z.len()).map(|i| silu_grad(fwd.pre[l][(i / n / tangents) * n + i % n]) * z[i]).collect());
+        }
+        pre.push(z);
+    }
+    Tangent { tangents, input, pre, post }
+}
+
+/// Parameter gradients of a loss of the output and the tangent outputs, given dL/d(output)
+/// `dout` [batch, d] and dL/d(J v) `dtan` [batch * T, d]. Through h' = silu'(z) z':
+/// dL/dz' = silu'(z) dL/dh', and the primal dL/dz gains silu''(z) sum_t z'_t dL/dh'_t.
+pub fn tangent_backward(
+    shape: &MlpShape,
+    params: &[f64],
+    fwd: &Forward,
+    tan: &Tangent,
+    dout: &[f64],
+    dtan: &[f64],
+) -> Vec<f64> {
+    let layers = shape.layers();
+    let t = tan.tangents;
+    let mut grads = vec![0.0; shape.param_count()];
+    let (mut dz, mut dzt) = (dout.to_vec(), dtan.to_vec());
+    for (l, layer) in layers.iter().enumerate().rev() {
+        let (x, xt) = if l == 0 { (&fwd.input, &tan.input) } else { (&fwd.post[l - 1], &tan.post[l - 1]) };
+        let dh = dense_backward(layer, params, x, &dz, true, &mut grads);
+        let dht = dense_backward(layer, params, xt, &dzt, false, &mut grads);
+        if l == 0 {
+            break;
+        }
+        let (z, zt, n) = (&fwd.pre[l - 1], &tan.pre[l - 1], layer.fan_in);
+        dz = (0..dh.len())
+            .map(|i| {
+                let (b, j) = (i / n, i % n);
+                let second: f64 = (0..t).map(|k| zt[(b * t + k) * n + j] * dht[(b * t + k) * n + j]).sum();
+                silu_grad(z[i]) * dh[i] + silu_second(z[i]) * second
+            })
+            .collect();
+        dzt = (0..dht.len()).map(|i| silu_grad(z[(i / n / t) * n + i % n]) * dht[i]).collect();
+    }
+    grads
 }

@@ -1,7 +1,7 @@
 //! Noise injection and the loss in f64, drawing the same random numbers as the kernels.
 
 use crate::model::MlpShape;
-use crate::objective::{Objective, Parametrisation, T_MIN};
+use crate::objective::{Objective, Parametrisation, Projection, T_MIN};
 use crate::reference::mlp::embed;
 use crate::rng::{self, Stream};
 
@@ -61,4 +61,61 @@ pub fn loss_grad(param: Parametrisation, output: &[f64], noise: &[f64], dim: usi
     let losses = r.chunks(dim).map(|row| 0.5 * row.iter().map(|v| v * v).sum::<f64>()).collect();
     let dout = r.iter().map(|v| v / batch as f64).collect();
     (losses, dout)
+}
+
+/// Score matching's directions for step `step`, [batch * T, d] (row b*T + t), as
+/// shaders/objective.wgsl `directions` draws them. Empty for the other objectives.
+pub fn directions(objective: &Objective, dim: usize, seed: u64, step: u32, batch: usize) -> Vec<f64> {
+    let t = objective.tangents(dim);
+    let d4 = dim.div_ceil(4) as u64;
+    let mut v = Vec::with_capacity(batch * t * dim);
+    for r in 0..(batch * t) as u64 {
+        for j in 0..dim as u64 {
+            let normal = || rng::normal_at(seed, Stream::Projection.at(step), r * d4 * 4 + j);
+            v.push(match objective {
+                Objective::Sliced { projection: Projection::Gaussian, .. } => normal(),
+                Objective::Sliced { projection: Projection::Rademacher, .. } => normal().signum(),
+                _ => f64::from(r % t as u64 == j),
+            });
+        }
+    }
+    v
+}
+
+/// Score matching's per-example losses, dL/d(output) and dL/d(J v) for the batch mean, as
+/// `trace_loss` computes them: with n = kappa s (kappa the model level's sigma), w = 1 (exact)
+/// or 1/T (sliced), loss = kappa w sum_t v_t . (J v_t) + 0.5 |n|^2 (exact, sliced-VR) or
+/// + 0.5 w sum_t (v_t . n)^2 (sliced).
+pub fn trace_loss_grad(
+    objective: &Objective,
+    output: &[f64],
+    tangent_output: &[f64],
+    dirs: &[f64],
+    dim: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let batch = output.len() / dim;
+    let t = objective.tangents(dim);
+    let kappa = objective.model_level().map_or(1.0, |l| l.sigma);
+    let squared = matches!(objective, Objective::Sliced { variance_reduced: false, .. });
+    let w = if matches!(objective, Objective::Exact { .. }) { 1.0 } else { 1.0 / t as f64 };
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let (mut losses, mut dout, mut dtan) = (Vec::new(), Vec::new(), Vec::new());
+    for b in 0..batch {
+        let n = &output[b * dim..(b + 1) * dim];
+        let mut loss = if squared { 0.0 } else { 0.5 * dot(n, n) };
+        let mut dn: Vec<f64> = if squared { vec![0.0; dim] } else { n.to_vec() };
+        for r in b * t..(b + 1) * t {
+            let v = &dirs[r * dim..(r + 1) * dim];
+            loss += kappa * w * dot(v, &tangent_output[r * dim..(r + 1) * dim]);
+            if squared {
+                let vn = dot(v, n);
+                loss += 0.5 * w * vn * vn;
+                dn.iter_mut().zip(v).for_each(|(g, vj)| *g += w * vn * vj);
+            }
+            dtan.extend(v.iter().map(|vj| kappa * w * vj / batch as f64));
+        }
+        losses.push(loss);
+        dout.extend(dn.iter().map(|g| g / batch as f64));
+    }
+    (losses, dout, dtan)
 }

@@ -321,7 +321,7 @@ impl Sampler {
                     (ScoreStage::Mixture(pipeline, bg), raw)
                 }
                 ScoreSource::Network { model, weights, .. } => {
-                    let mlp = MlpPass::new(gpu, model, weights, n, None).await?;
+                    let mlp = MlpPass::new(gpu, model, weights, n, 0, None).await?;
                     let pipeline = gpu.pipeline(&shaders::SAMPLE, "embed", &constants).await?;
                     let bg = pipeline.bind_group(
                         gpu,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use scorefield::data::{Dataset, DensityImage, ImageSet};
 use scorefield::mixture::GaussianMixture;
 use scorefield::model::MlpShape;
-use scorefield::objective::Objective;
+use scorefield::objective::{Objective, Projection};
 use scorefield::optim::{AdamConfig, LrSchedule};
 use scorefield::sample::Method;
 use scorefield::schedule::{NoiseLevel, Sde};
@@ -92,8 +92,9 @@ impl Default for ModelConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ObjectiveConfig {
-    /// "dsm", "ncsn", "ddpm", "ve" or "vp".
+    /// "dsm", "ncsn", "ddpm", "ve", "vp", "exact", "sliced" or "sliced-vr".
     pub kind: String,
+    /// dsm: its noise level; exact, sliced, sliced-vr: the data's noise level, 0 for none.
     pub sigma: f64,
     pub sigma_min: f64,
     pub sigma_max: f64,
@@ -101,6 +102,11 @@ pub struct ObjectiveConfig {
     pub beta_min: f64,
     pub beta_max: f64,
     pub steps: usize,
+    /// sliced, sliced-vr: projections per example (ermongroup/sliced_score_matching: 1).
+    pub projections: usize,
+    /// sliced, sliced-vr: "gaussian" or "rademacher" projections (ermongroup/sliced_score_matching
+    /// `sliced_VR_score_matching`: gaussian).
+    pub projection: String,
 }
 
 impl Default for ObjectiveConfig {
@@ -122,6 +128,8 @@ impl Default for ObjectiveConfig {
             beta_min: 0.1,
             beta_max: 20.0,
             steps: 1000,
+            projections: 1,
+            projection: "gaussian".into(),
         }
     }
 }
@@ -309,7 +317,18 @@ impl RunConfig {
             "ddpm" => Objective::Ddpm { beta_min: o.beta_min, beta_max: o.beta_max, steps: o.steps },
             "ve" => Objective::VeSde { sigma_min: o.sigma_min, sigma_max: o.sigma_max },
             "vp" => Objective::VpSde { beta_min: o.beta_min, beta_max: o.beta_max },
-            other => bail!("objective.kind = \"{other}\"; choose dsm, ncsn, ddpm, ve or vp"),
+            "exact" => Objective::Exact { sigma: o.sigma },
+            "sliced" | "sliced-vr" => Objective::Sliced {
+                sigma: o.sigma,
+                projections: o.projections,
+                projection: match o.projection.as_str() {
+                    "gaussian" => Projection::Gaussian,
+                    "rademacher" => Projection::Rademacher,
+                    other => bail!("objective.projection = \"{other}\"; choose gaussian or rademacher"),
+                },
+                variance_reduced: o.kind == "sliced-vr",
+            },
+            other => bail!("objective.kind = \"{other}\"; choose dsm, ncsn, ddpm, ve, vp, exact, sliced or sliced-vr"),
         };
         objective.validate().context("in [objective]")?;
         Ok(objective)
@@ -371,7 +390,10 @@ impl RunConfig {
             Objective::VeSde { sigma_min, sigma_max } | Objective::Ncsn { sigma_max, sigma_min, .. } => {
                 Sde::ve(sigma_min, sigma_max)
             }
-            Objective::Dsm { sigma } => Sde::ve(sigma, 10.0 * sigma),
+            Objective::Dsm { .. } | Objective::Exact { .. } | Objective::Sliced { .. } => {
+                let sigma = objective.model_level().map_or(1.0, |l| l.sigma);
+                Sde::ve(sigma, 10.0 * sigma)
+            }
         };
         let steps = s.steps;
         let method = match s.sampler.as_str() {
@@ -383,8 +405,12 @@ impl RunConfig {
                 Method::AnnealedLangevin { sigmas, steps_per_level: steps, eps: s.step_size, denoise: true }
             }
             "langevin" => {
-                let sigma = objective.levels().last().map(|l| l.sigma).unwrap_or(0.01);
-                Method::Langevin { level: NoiseLevel::ve(sigma), step_size: s.step_size, steps, init_std: sde.prior_std() }
+                // A single-level model at its level; otherwise the smallest level trained.
+                let level = objective
+                    .model_level()
+                    .or_else(|| objective.levels().last().copied())
+                    .unwrap_or(NoiseLevel::ve(0.01));
+                Method::Langevin { level, step_size: s.step_size, steps, init_std: sde.prior_std() }
             }
             "euler-maruyama" => Method::ReverseSde { sde, steps },
             "pc" => Method::PredictorCorrector { sde, steps, snr: s.snr, corrector_steps: 1 },
@@ -401,7 +427,23 @@ impl RunConfig {
         method.validate().context("in [sample]")?;
         // A network is conditioned as it was trained: log sigma for VE-type objectives, t for
         // VP and DDPM. Samplers whose levels speak the other language would feed it nonsense.
-        let ve_model = matches!(objective, Objective::Dsm { .. } | Objective::Ncsn { .. } | Objective::VeSde { .. });
+        // Score matching learns one level: only Langevin at that level samples it.
+        if matches!(objective, Objective::Exact { .. } | Objective::Sliced { .. }) && s.sampler != "langevin" {
+            bail!(
+                "sample.sampler = \"{}\" needs a model of many noise levels, but objective.kind = \"{}\" learns \
+                 the score at one level: use sample.sampler = \"langevin\" (--sampler langevin)",
+                s.sampler,
+                self.objective.kind
+            );
+        }
+        let ve_model = matches!(
+            objective,
+            Objective::Dsm { .. }
+                | Objective::Ncsn { .. }
+                | Objective::VeSde { .. }
+                | Objective::Exact { .. }
+                | Objective::Sliced { .. }
+        );
         let ve_sampler = matches!(method, Method::Langevin { .. } | Method::AnnealedLangevin { .. });
         let ddpm_sampler = matches!(method, Method::Ddpm { .. });
         if (ve_sampler && !ve_model) || (ddpm_sampler && ve_model) {
@@ -485,6 +527,8 @@ mod tests {
         ("objective", "beta_min"),
         ("objective", "beta_max"),
         ("objective", "steps"),
+        ("objective", "projections"),
+        ("objective", "projection"),
         ("train", "steps"),
         ("train", "batch"),
         ("train", "lr"),

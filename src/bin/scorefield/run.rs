@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use scorefield::checkpoint::Checkpoint;
 use scorefield::gpu::Gpu;
 use scorefield::model::{ScoreMlp, Weights};
+use scorefield::objective::Objective;
 use scorefield::rng::Stream;
 use scorefield::sample::{Sampler, SamplerConfig, ScoreSource};
 use scorefield::train::{LossRecord, Trainer};
@@ -250,32 +251,36 @@ fn score_field_picture(gpu: &Gpu, config: &RunConfig, path: &Path, model: Option
     let n = 24;
     let points = picture::grid(n, extent);
     let sigma_max = match objective {
-        scorefield::objective::Objective::Ncsn { sigma_max, .. }
-        | scorefield::objective::Objective::VeSde { sigma_max, .. } => sigma_max,
-        scorefield::objective::Objective::Dsm { sigma } => sigma,
+        Objective::Ncsn { sigma_max, .. } | Objective::VeSde { sigma_max, .. } => sigma_max,
+        Objective::Dsm { sigma } => sigma,
         _ => 1.0,
     };
-    let sigmas = match &config.sample.field_sigmas {
-        s if s.is_empty() => vec![sigma_max.min(4.0), 1.0, 0.1],
-        s => s.clone(),
+    // (the level the network is conditioned on and scaled by, the noise of the exact field):
+    // score matching learns one level, possibly of un-noised data; the others, any sigma.
+    let levels: Vec<(f64, f64)> = match (&objective, &config.sample.field_sigmas) {
+        (Objective::Exact { sigma } | Objective::Sliced { sigma, .. }, s) if s.is_empty() => {
+            vec![(objective.model_level().map_or(1.0, |l| l.sigma), *sigma)]
+        }
+        (_, s) if s.is_empty() => [sigma_max.min(4.0), 1.0, 0.1].iter().map(|&s| (s, s)).collect(),
+        (_, s) => s.iter().map(|&s| (s, s)).collect(),
     };
     let mut fields = Vec::new();
     if let Some((model, weights)) = model {
         let eval = pollster::block_on(scorefield::model::Evaluator::new(gpu, model, *weights, n * n))?;
-        for &sigma in &sigmas {
-            let cond = vec![sigma.ln() as f32; n * n];
-            // The network predicts sigma * score: exactly the scaled field drawn.
+        for &(scale, _) in &levels {
+            let cond = vec![scale.ln() as f32; n * n];
+            // The network predicts scale * score: exactly the scaled field drawn.
             fields.push(pollster::block_on(eval.run(gpu, &points, &cond))?);
         }
     }
     if let Some(mixture) = dataset.mixture() {
         let p64: Vec<f64> = points.iter().map(|&v| v as f64).collect();
-        for &sigma in &sigmas {
-            fields.push(mixture.noised_score(&p64, 1.0, sigma).iter().map(|v| (v * sigma) as f32).collect());
+        for &(scale, noise) in &levels {
+            fields.push(mixture.noised_score(&p64, 1.0, noise).iter().map(|v| (v * scale) as f32).collect());
         }
     }
     if fields.is_empty() {
         return Ok(());
     }
-    picture::score_fields(path, &data, &fields, n, extent, sigmas.len())
+    picture::score_fields(path, &data, &fields, n, extent, levels.len())
 }
