@@ -327,3 +327,40 @@ fn killing_training_at_random_moments_leaves_a_loadable_checkpoint() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn score_matching_objectives_train_sample_and_compare_fields() {
+    let dir = temp_dir("score-matching");
+    let tiny = ["--width", "16", "--hidden-layers", "1", "--batch", "32", "--steps", "20", "--sigma", "0"];
+    for objective in ["exact", "sliced", "sliced-vr"] {
+        let args = [&["train", "--run", objective, "--objective", objective][..], &tiny].concat();
+        assert!(scorefield(&dir, &args).status.success(), "training with {objective}");
+    }
+    // The sampler follows the single-level objective (Langevin) without being told.
+    let args = ["sample", "--checkpoint", "sliced/checkpoint.safetensors", "--out", "sliced/x.npy", "-n", "40"];
+    assert!(scorefield(&dir, &args).status.success());
+    assert_eq!(read_npy(&dir.join("sliced/x.npy")).0, vec![40, 2]);
+    let args = [
+        "fields",
+        "--checkpoint",
+        "exact/checkpoint.safetensors",
+        "--checkpoint",
+        "sliced/checkpoint.safetensors",
+        "--checkpoint",
+        "sliced-vr/checkpoint.safetensors",
+        "--out",
+        "fields.png",
+    ];
+    assert!(scorefield(&dir, &args).status.success());
+    // Three learned panels and the exact one, side by side (square panels, thin gaps).
+    let (w, h) = image::image_dimensions(dir.join("fields.png")).unwrap();
+    assert_eq!((w as f64 / h as f64).round(), 4.0, "fields.png is {w} x {h}");
+    // A sampler that needs many levels is refused by name for a one-level model.
+    let out = scorefield(
+        &dir,
+        &["sample", "--checkpoint", "exact/checkpoint.safetensors", "--sampler", "annealed", "--out", "a.npy"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sample.sampler") && err.contains("langevin"), "{err}");
+}

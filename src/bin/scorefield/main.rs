@@ -38,9 +38,16 @@ struct Overrides {
     /// Use the adapter whose name contains this (see `scorefield info`).
     #[arg(long)]
     adapter: Option<String>,
-    /// Objective: dsm, ncsn, ddpm, ve or vp.
+    /// Objective: dsm, ncsn, ddpm, ve, vp, exact, sliced or sliced-vr. The score-matching ones
+    /// (exact, sliced, sliced-vr) learn one level and sample with Langevin unless --sampler says.
     #[arg(long)]
     objective: Option<String>,
+    /// The noise level of dsm; of exact and sliced score matching, 0 for the data score itself.
+    #[arg(long)]
+    sigma: Option<f64>,
+    /// Projections per example of sliced score matching.
+    #[arg(long)]
+    projections: Option<usize>,
     #[arg(long)]
     width: Option<usize>,
     #[arg(long)]
@@ -85,6 +92,15 @@ impl Overrides {
         }
         if let Some(v) = &self.objective {
             c.objective.kind = v.clone();
+            if matches!(v.as_str(), "exact" | "sliced" | "sliced-vr") && self.sampler.is_none() {
+                c.sample.sampler = "langevin".into();
+            }
+        }
+        if let Some(v) = self.sigma {
+            c.objective.sigma = v;
+        }
+        if let Some(v) = self.projections {
+            c.objective.projections = v;
         }
         if let Some(v) = self.width {
             c.model.width = v;
@@ -163,6 +179,20 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Draw the learned score fields of several checkpoints side by side (each at its own level,
+    /// or at --sigma), and last the exact field when the data is a mixture: for comparing
+    /// objectives trained on the same data.
+    Fields {
+        /// Checkpoints written by `train`; repeat the flag for each.
+        #[arg(long, required = true)]
+        checkpoint: Vec<PathBuf>,
+        /// The noise level to draw every model at (default: each single-level model's own).
+        #[arg(long)]
+        sigma: Option<f64>,
+        /// The PNG to write.
+        #[arg(long, default_value = "fields.png")]
+        out: PathBuf,
+    },
     /// List the adapters with the limits the engine depends on, and measure the chosen adapter's
     /// float32 FMA ceiling.
     Info {
@@ -223,6 +253,7 @@ fn main() -> Result<()> {
                 out.parent().filter(|p| !p.as_os_str().is_empty()).map(PathBuf::from).unwrap_or(PathBuf::from("."));
             run::sample(&config, source, &dir, &out)
         }
+        Command::Fields { checkpoint, sigma, out } => run::fields(&checkpoint, sigma, &out),
         Command::Info { repeats, adapter } => pollster::block_on(info(repeats, adapter.as_deref())),
         Command::Bench { workloads, steps, repeats, path, json, adapter } => {
             pollster::block_on(bench(workloads, steps, repeats, &path, json, adapter.as_deref()))

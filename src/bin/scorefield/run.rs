@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use scorefield::checkpoint::Checkpoint;
 use scorefield::gpu::Gpu;
 use scorefield::model::{ScoreMlp, Weights};
-use scorefield::objective::Objective;
+use scorefield::objective::{NoiseLevel, Objective};
 use scorefield::rng::Stream;
 use scorefield::sample::{Sampler, SamplerConfig, ScoreSource};
 use scorefield::train::{LossRecord, Trainer};
@@ -245,11 +245,8 @@ fn score_field_picture(gpu: &Gpu, config: &RunConfig, path: &Path, model: Option
     {
         return Ok(());
     }
-    let dataset = config.dataset()?;
-    let data = dataset.sample(4096, config.train.seed ^ Stream::Data.at(1));
-    let extent = picture::extent(&data) * 1.25;
-    let n = 24;
-    let points = picture::grid(n, extent);
+    let FieldGrid { dataset, data, extent, points } = FieldGrid::new(config)?;
+    let n = FIELD_GRID;
     let sigma_max = match objective {
         Objective::Ncsn { sigma_max, .. } | Objective::VeSde { sigma_max, .. } => sigma_max,
         Objective::Dsm { sigma } => sigma,
@@ -266,11 +263,8 @@ fn score_field_picture(gpu: &Gpu, config: &RunConfig, path: &Path, model: Option
     };
     let mut fields = Vec::new();
     if let Some((model, weights)) = model {
-        let eval = pollster::block_on(scorefield::model::Evaluator::new(gpu, model, *weights, n * n))?;
         for &(scale, _) in &levels {
-            let cond = vec![scale.ln() as f32; n * n];
-            // The network predicts scale * score: exactly the scaled field drawn.
-            fields.push(pollster::block_on(eval.run(gpu, &points, &cond))?);
+            fields.push(learned_field(gpu, model, *weights, &points, scale.ln())?);
         }
     }
     if let Some(mixture) = dataset.mixture() {
@@ -283,4 +277,88 @@ fn score_field_picture(gpu: &Gpu, config: &RunConfig, path: &Path, model: Option
         return Ok(());
     }
     picture::score_fields(path, &data, &fields, n, extent, levels.len())
+}
+
+/// Arrows per side of a score-field picture.
+const FIELD_GRID: usize = 24;
+
+/// Where a score field is drawn: the config's dataset, 4096 points of it, and the grid.
+struct FieldGrid {
+    dataset: scorefield::data::Dataset,
+    data: Vec<f32>,
+    extent: f32,
+    points: Vec<f32>,
+}
+
+impl FieldGrid {
+    fn new(config: &RunConfig) -> Result<Self> {
+        let dataset = config.dataset()?;
+        let data = dataset.sample(4096, config.train.seed ^ Stream::Data.at(1));
+        let extent = picture::extent(&data) * 1.25;
+        Ok(Self { dataset, data, extent, points: picture::grid(FIELD_GRID, extent) })
+    }
+}
+
+/// The network at `points` conditioned on `cond`: for score-parametrised VE-type models,
+/// sigma * score at that level, exactly the scaled field drawn.
+fn learned_field(gpu: &Gpu, model: &ScoreMlp, weights: Weights, points: &[f32], cond: f64) -> Result<Vec<f32>> {
+    let rows = points.len() / 2;
+    let eval = pollster::block_on(scorefield::model::Evaluator::new(gpu, model, weights, rows))?;
+    Ok(pollster::block_on(eval.run(gpu, points, &vec![cond as f32; rows]))?)
+}
+
+/// `fields`: the learned score fields of several checkpoints side by side, each at its own level
+/// (single-level models: dsm, exact, sliced) or at `sigma`, and last the exact field when the
+/// first checkpoint's dataset is a mixture, all over the first one's data. For comparing
+/// objectives trained on the same data.
+pub fn fields(checkpoints: &[PathBuf], sigma: Option<f64>, out: &Path) -> Result<()> {
+    let mut runs = Vec::new();
+    for path in checkpoints {
+        let ckpt = load_checkpoint(path)?;
+        let Some(text) = ckpt.metadata.get("config") else {
+            bail!("{} holds no run config; `fields` reads each model's objective from it", path.display());
+        };
+        let config = RunConfig::from_toml(text).with_context(|| format!("the config in {}", path.display()))?;
+        runs.push((path, ckpt, config));
+    }
+    let Some((_, _, first)) = runs.first() else { bail!("give at least one --checkpoint") };
+    let gpu = pollster::block_on(Gpu::with_adapter(first.adapter()))?;
+    let grid = FieldGrid::new(first)?;
+    if grid.dataset.dim() != 2 {
+        bail!("score fields are drawn for 2-D data; {} is {}-dimensional", grid.dataset.name(), grid.dataset.dim());
+    }
+    let mut fields = Vec::new();
+    let mut exact_level = None;
+    for (path, ckpt, config) in &runs {
+        let objective = config.objective()?;
+        if objective.parametrisation() != scorefield::objective::Parametrisation::Score
+            || matches!(objective.sde(), Some(scorefield::schedule::Sde::Vp { .. }))
+        {
+            bail!(
+                "{}: a {} model is conditioned on time, not on a noise level; `fields` draws dsm, ncsn, ve, exact \
+                 and sliced models",
+                path.display(),
+                config.objective.kind
+            );
+        }
+        // (the level the network is conditioned on and scaled by, the noise of the exact field)
+        let (level, noise) = match (sigma, objective.model_level(), &objective) {
+            (Some(s), _, _) => (NoiseLevel::ve(s), s),
+            (None, Some(l), Objective::Exact { sigma } | Objective::Sliced { sigma, .. }) => (l, *sigma),
+            (None, Some(l), _) => (l, l.sigma),
+            (None, None, _) => bail!("{}: a model of many noise levels; say which with --sigma", path.display()),
+        };
+        let model = ScoreMlp::from_values(&gpu, ckpt.shape, &ckpt.params, &ckpt.ema, &ckpt.freqs)?;
+        fields.push(learned_field(&gpu, &model, Weights::Ema, &grid.points, level.cond)?);
+        println!("{}: {} at sigma {}", path.display(), config.objective.kind, level.sigma);
+        exact_level.get_or_insert((level.sigma, noise));
+    }
+    if let (Some(mixture), Some((scale, noise))) = (grid.dataset.mixture(), exact_level) {
+        let p64: Vec<f64> = grid.points.iter().map(|&v| v as f64).collect();
+        fields.push(mixture.noised_score(&p64, 1.0, noise).iter().map(|v| (v * scale) as f32).collect());
+        println!("exact score of {} at noise {noise}, last", grid.dataset.name());
+    }
+    picture::score_fields(out, &grid.data, &fields, FIELD_GRID, grid.extent, fields.len())?;
+    println!("-> {}", out.display());
+    Ok(())
 }
