@@ -101,26 +101,8 @@ pub async fn run(gpu: &Gpu, workload: Workload, steps: usize, repeats: usize, pa
     let shape = workload.shape();
     let n = workload.size();
     let repeats = repeats.max(1);
-    let mut times = Vec::with_capacity(repeats);
     if workload.is_training() {
-        let config = TrainConfig {
-            shape,
-            objective: objective(),
-            adam: AdamConfig::default(),
-            batch: n,
-            seed: 1,
-            steps_per_submit: 20,
-        };
-        let mut trainer = Trainer::new(gpu, config, &data(workload)).await?;
-        trainer.run(2, 0)?;
-        trainer.finish().await?;
-        for _ in 0..repeats {
-            let start = Instant::now();
-            trainer.run(steps as u64, 0)?;
-            trainer.finish().await?;
-            times.push(start.elapsed().as_secs_f64());
-        }
-        let seconds = median_min_max(times);
+        let seconds = time_training(gpu, shape, objective(), n, &data(workload), steps, repeats).await?;
         let flop = 3.0 * shape.forward_flop() * n as f64 * steps as f64;
         return Ok(BenchResult {
             workload,
@@ -132,6 +114,7 @@ pub async fn run(gpu: &Gpu, workload: Workload, steps: usize, repeats: usize, pa
             path: "staged".into(),
         });
     }
+    let mut times = Vec::with_capacity(repeats);
     let model = ScoreMlp::new(gpu, shape, 1)?;
     // W3/W4: L = 10 levels, T steps each, alpha_i = 2e-5 sigma_i^2 / sigma_L^2.
     let method = Method::AnnealedLangevin {
@@ -164,6 +147,62 @@ pub async fn run(gpu: &Gpu, workload: Workload, steps: usize, repeats: usize, pa
         gflops: shape.forward_flop() * particle_steps / seconds[0] / 1e9,
         path: if sampler.is_fused() { "fused".into() } else { "staged".into() },
     })
+}
+
+/// Seconds for `steps` training steps of `objective` (median, min, max of `repeats` timings),
+/// after two warm-up steps.
+async fn time_training(
+    gpu: &Gpu,
+    shape: MlpShape,
+    objective: Objective,
+    batch: usize,
+    data: &[f32],
+    steps: usize,
+    repeats: usize,
+) -> Result<[f64; 3]> {
+    let config = TrainConfig { shape, objective, adam: AdamConfig::default(), batch, seed: 1, steps_per_submit: 20 };
+    let mut trainer = Trainer::new(gpu, config, data).await?;
+    trainer.run(2, 0)?;
+    trainer.finish().await?;
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        trainer.run(steps as u64, 0)?;
+        trainer.finish().await?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    Ok(median_min_max(times))
+}
+
+/// The objectives whose training-step cost [`objective_costs`] compares: denoising score
+/// matching, exact score matching (d tangent passes) and sliced score matching with one
+/// projection (SSM-VR costs the same: it only changes the loss kernel's arithmetic).
+pub fn cost_objectives() -> [(&'static str, Objective); 3] {
+    let sliced = Objective::Sliced {
+        sigma: 0.0,
+        projections: 1,
+        projection: crate::objective::Projection::Gaussian,
+        variance_reduced: false,
+    };
+    [("dsm", Objective::Dsm { sigma: 0.1 }), ("exact", Objective::Exact { sigma: 0.0 }), ("sliced, M=1", sliced)]
+}
+
+/// Seconds per training step (median, min, max) of each of [`cost_objectives`] for `shape` at
+/// `batch`, over `steps` steps per timing, on standard-normal data.
+pub async fn objective_costs(
+    gpu: &Gpu,
+    shape: MlpShape,
+    batch: usize,
+    steps: usize,
+    repeats: usize,
+) -> Result<Vec<(&'static str, [f64; 3])>> {
+    let data: Vec<f32> = rng::normals(1, Stream::Data.at(0), 0, 4096 * shape.dim).iter().map(|&v| v as f32).collect();
+    let mut costs = Vec::new();
+    for (name, objective) in cost_objectives() {
+        let t = time_training(gpu, shape, objective, batch, &data, steps, repeats).await?;
+        costs.push((name, t.map(|s| s / steps.max(1) as f64)));
+    }
+    Ok(costs)
 }
 
 /// The header of the markdown table [`BenchResult::table_row`] fills.

@@ -221,6 +221,13 @@ enum Command {
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Instead of the workloads: the cost of a training step of dsm, exact and sliced score
+        /// matching at d = 2 (the W1 network) and d = 64 (the W2 network), at --batch.
+        #[arg(long, conflicts_with_all = ["workloads", "json"])]
+        objectives: bool,
+        /// The training batch of --objectives.
+        #[arg(long, default_value_t = 256, requires = "objectives")]
+        batch: usize,
         /// Run on the adapter whose name contains this.
         #[arg(long)]
         adapter: Option<String>,
@@ -255,7 +262,10 @@ fn main() -> Result<()> {
         }
         Command::Fields { checkpoint, sigma, out } => run::fields(&checkpoint, sigma, &out),
         Command::Info { repeats, adapter } => pollster::block_on(info(repeats, adapter.as_deref())),
-        Command::Bench { workloads, steps, repeats, path, json, adapter } => {
+        Command::Bench { objectives: true, steps, repeats, batch, adapter, .. } => {
+            pollster::block_on(bench_objectives(steps.unwrap_or(10), repeats, batch, adapter.as_deref()))
+        }
+        Command::Bench { workloads, steps, repeats, path, json, adapter, .. } => {
             pollster::block_on(bench(workloads, steps, repeats, &path, json, adapter.as_deref()))
         }
     }
@@ -357,6 +367,35 @@ async fn bench(
         let n = steps.unwrap_or(if w.is_training() { 200 } else { 1000 });
         let r = bench::run(&gpu, w, n, repeats, path).await?;
         println!("{}", if json { r.json(&adapter, ceiling) } else { r.table_row(ceiling) });
+    }
+    Ok(())
+}
+
+/// `bench --objectives`: seconds per training step of each objective, relative to dsm.
+async fn bench_objectives(steps: usize, repeats: usize, batch: usize, adapter: Option<&str>) -> Result<()> {
+    use scorefield::bench::{objective_costs, Workload};
+    let gpu = Gpu::with_adapter(adapter).await?;
+    println!("adapter: {}", gpu.describe());
+    println!("timing: host clock around submits and a device wait; {steps} steps per timing, {repeats} timings");
+    println!("| d | network | batch | objective | ms/step median | min | max | relative to dsm |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for workload in [Workload::W1, Workload::W2] {
+        let shape = workload.shape();
+        let costs = objective_costs(&gpu, shape, batch, steps, repeats).await?;
+        let dsm = costs[0].1[0];
+        for (name, [median, min, max]) in costs {
+            println!(
+                "| {} | {} x {} ({}) | {batch} | {name} | {:.2} | {:.2} | {:.2} | {:.2}x |",
+                shape.dim,
+                shape.hidden_layers,
+                shape.width,
+                workload.name(),
+                1e3 * median,
+                1e3 * min,
+                1e3 * max,
+                median / dsm
+            );
+        }
     }
     Ok(())
 }
