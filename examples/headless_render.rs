@@ -15,7 +15,7 @@ use scorefield::model::{MlpShape, Weights};
 use scorefield::objective::Objective;
 use scorefield::optim::{AdamConfig, LrSchedule};
 use scorefield::sample::{Method, Sampler, SamplerConfig, ScoreSource};
-use scorefield::train::{TrainConfig, Trainer};
+use scorefield::train::{NonFinite, TrainConfig, Trainer};
 
 /// Each panel is SIZE x SIZE pixels and shows [-EXTENT, EXTENT]^2.
 const SIZE: u32 = 384;
@@ -81,6 +81,7 @@ fn main() -> Result<()> {
         batch: 512,
         seed: 2,
         steps_per_submit: 25,
+        on_nonfinite: NonFinite::Stop,
     };
     let mut trainer = pollster::block_on(Trainer::new(&gpu, config, &data))?;
     trainer.run(TRAIN_STEPS, TRAIN_STEPS)?;

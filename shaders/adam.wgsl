@@ -8,10 +8,15 @@
 //   3  storage, read_write  m [P]   first moment
 //   4  storage, read_write  v [P]   second moment
 //   5  storage, read_write  ema [P] exponential moving average of the parameters
+//   6  storage, read_write  health: first non-finite step per quantity (step.wgsl)
+//   7  storage, read_write  good [4P]: params, m, v, ema of the last healthy snapshot (`snapshot`)
 //
-// For each p < P:  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+// main, for each p < P:  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //   params -= lr (m / c1) / (sqrt(v / c2) + eps)   with c1 = 1 - b1^t, c2 = 1 - b2^t;
 //   ema = decay ema + (1 - decay) params.
+//   A non-finite g raises HEALTH_GRADIENT, a non-finite new parameter or moment HEALTH_PARAMETER.
+// snapshot, for each p < P: if no health flag is raised, good = (params, m, v, ema). Recorded at
+//   every logged step, so the last healthy state stays on the device to restore after a blow-up.
 
 override P: u32 = 1u;
 override WG: u32 = 256u;
@@ -22,6 +27,8 @@ override WG: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ema: array<f32>;
+@group(0) @binding(6) var<storage, read_write> health: array<atomic<u32>, 3>;
+@group(0) @binding(7) var<storage, read_write> good: array<f32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -30,11 +37,35 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let g = grads[p];
+    if !is_finite(g) {
+        report_nonfinite(HEALTH_GRADIENT, step.step);
+    }
     let m1 = step.beta1 * m[p] + (1.0 - step.beta1) * g;
     let v1 = step.beta2 * v[p] + (1.0 - step.beta2) * g * g;
     m[p] = m1;
     v[p] = v1;
     let w = params[p] - step.lr * (m1 / step.bias_c1) / (sqrt(v1 / step.bias_c2) + step.adam_eps);
     params[p] = w;
+    // A finite g whose square overflows leaves v infinite and the update finite: caught here.
+    if !(is_finite(w) && is_finite(m1) && is_finite(v1)) {
+        report_nonfinite(HEALTH_PARAMETER, step.step);
+    }
     ema[p] = step.ema_decay * ema[p] + (1.0 - step.ema_decay) * w;
+}
+
+@compute @workgroup_size(WG)
+fn snapshot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let p = gid.x + gid.y * nwg.x * WG;
+    if p >= P {
+        return;
+    }
+    let healthy = atomicLoad(&health[HEALTH_LOSS]) == HEALTH_CLEAN
+        && atomicLoad(&health[HEALTH_GRADIENT]) == HEALTH_CLEAN
+        && atomicLoad(&health[HEALTH_PARAMETER]) == HEALTH_CLEAN;
+    if healthy {
+        good[p] = params[p];
+        good[P + p] = m[p];
+        good[2u * P + p] = v[p];
+        good[3u * P + p] = ema[p];
+    }
 }

@@ -6,10 +6,12 @@
 //              2 read table [L] vec4 (a, sigma, cond, 0)    3 read freqs [F]
 //              4 rw input [B, IN]  5 rw noise [B, D]  6 rw level [B]
 //   embed:     3 read freqs  4 rw input [B, IN]  7 read x [B, D]  8 read cond [B]
-//   loss_grad: 5 rw noise (read only here)  9 read output [B, D]  10 rw dout [B, D]  11 rw loss [B]
+//   loss_grad: 0 uniform step  5 rw noise (read only here)  9 read output [B, D]  10 rw dout [B, D]
+//              11 rw loss [B]  15 rw health (step.wgsl)
 //   directions: 0 uniform step  12 rw tangent input [B*T, IN]
-//   trace_loss: 9 read output  10 rw dout  11 rw loss  12 rw tangent input (read only here)
-//               13 read tangent output [B*T, D]  14 rw tangent dout [B*T, D]
+//   trace_loss: 0 uniform step  9 read output  10 rw dout  11 rw loss  12 rw tangent input (read
+//               only here)  13 read tangent output [B*T, D]  14 rw tangent dout [B*T, D]  15 rw health
+// Both loss kernels raise HEALTH_LOSS for a non-finite loss[b].
 //
 // perturb, one invocation per batch row b:
 //   i = u32(BatchIndex) mod n_data;  the noise level from the schedule:
@@ -68,6 +70,14 @@ const STREAM_PROJECTION: u32 = 7u;
 @group(0) @binding(12) var<storage, read_write> tan_input: array<f32>;
 @group(0) @binding(13) var<storage, read> tan_output: array<f32>;
 @group(0) @binding(14) var<storage, read_write> tan_dout: array<f32>;
+@group(0) @binding(15) var<storage, read_write> health: array<atomic<u32>, 3>;
+
+fn write_loss(b: u32, value: f32) {
+    loss[b] = value;
+    if !is_finite(value) {
+        report_nonfinite(HEALTH_LOSS, step.step);
+    }
+}
 
 fn row_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -154,7 +164,7 @@ fn loss_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         total += r * r;
         dout[b * D + j] = r / f32(B);
     }
-    loss[b] = 0.5 * total;
+    write_loss(b, 0.5 * total);
 }
 
 @compute @workgroup_size(WG)
@@ -220,5 +230,5 @@ fn trace_loss(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
             }
         }
     }
-    loss[b] = SCALE * w * trace + select(0.5 * norm, 0.5 * w * projected, sliced_square);
+    write_loss(b, SCALE * w * trace + select(0.5 * norm, 0.5 * w * projected, sliced_square));
 }

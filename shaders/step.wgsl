@@ -1,6 +1,12 @@
-// step.wgsl: the per-step parameters shared by the objective and optimiser kernels.
-// Shared WGSL: a struct only. Twin of `StepParams` in src/train.rs. The trainer writes one of
-// these per step into a ring of 256-byte slots and binds the slot with a dynamic offset.
+// step.wgsl: the per-step parameters shared by the objective and optimiser kernels, and the
+// health flags they raise. Shared WGSL: a struct and functions. `StepParams` is the twin of
+// `StepParams` in src/train.rs: the trainer writes one per step into a ring of 256-byte slots
+// and binds the slot with a dynamic offset.
+//
+// Health (src/train.rs `Health`): a kernel that includes this file declares
+//   var<storage, read_write> health: array<atomic<u32>, 3>;
+// holding, per quantity (HEALTH_LOSS, HEALTH_GRADIENT, HEALTH_PARAMETER), the first step at
+// which it was non-finite, u32::MAX while it never was. Sticky: only the host clears it.
 
 struct StepParams {
     seed: vec2<u32>,
@@ -18,4 +24,20 @@ struct StepParams {
     sigma_max: f32,
     beta_min: f32,    // VP SDE: beta(t) = beta_min + t (beta_max - beta_min)
     beta_max: f32,
+}
+
+const HEALTH_LOSS: u32 = 0u;
+const HEALTH_GRADIENT: u32 = 1u;
+const HEALTH_PARAMETER: u32 = 2u;
+const HEALTH_CLEAN: u32 = 0xffffffffu;
+
+// NaN and infinities have an all-ones exponent. A bit test, because fast-math compilers may
+// fold x == x and x - x == 0 to true.
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+// Records that `quantity` was non-finite at step `at`.
+fn report_nonfinite(quantity: u32, at: u32) {
+    atomicMin(&health[quantity], at);
 }

@@ -12,7 +12,7 @@ use crate::objective::{geometric_sigmas, Objective, Parametrisation};
 use crate::optim::AdamConfig;
 use crate::rng::{self, Stream};
 use crate::sample::{Method, Path, Sampler, SamplerConfig, ScoreSource};
-use crate::train::{TrainConfig, Trainer};
+use crate::train::{NonFinite, TrainConfig, Trainer};
 
 /// One workload's definition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,7 +160,15 @@ async fn time_training(
     steps: usize,
     repeats: usize,
 ) -> Result<[f64; 3]> {
-    let config = TrainConfig { shape, objective, adam: AdamConfig::default(), batch, seed: 1, steps_per_submit: 20 };
+    let config = TrainConfig {
+        shape,
+        objective,
+        adam: AdamConfig::default(),
+        batch,
+        seed: 1,
+        steps_per_submit: 20,
+        on_nonfinite: NonFinite::Stop,
+    };
     let mut trainer = Trainer::new(gpu, config, data).await?;
     trainer.run(2, 0)?;
     trainer.finish().await?;

@@ -31,6 +31,13 @@ pub enum Error {
     #[error("waiting for the GPU failed (device lost or timed out): {0}")]
     Poll(#[from] wgpu::PollError),
 
+    #[error(
+        "training diverged: the {quantity} became non-finite (NaN or infinite) at step {step}. The weights, \
+         EMA and optimiser state of step {restored_step}, the last healthy one, are restored. Lower the \
+         learning rate (it was {lr:.3e}), or let training back off (train.on_nonfinite = \"backoff\")"
+    )]
+    Diverged { quantity: &'static str, step: u64, restored_step: u64, lr: f64 },
+
     #[error("invalid {what}: {why}")]
     Invalid { what: String, why: String },
 }

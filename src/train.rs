@@ -46,6 +46,43 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Steps recorded per submit: more means fewer submits, less host work per step.
     pub steps_per_submit: usize,
+    /// What happens when the loss, a gradient or a parameter turns non-finite.
+    pub on_nonfinite: NonFinite,
+}
+
+/// What training does when the loss, a gradient or a parameter turns non-finite (NaN or
+/// infinite). Either way the last healthy state, kept on the device, is restored first.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum NonFinite {
+    /// Stop with [`Error::Diverged`], the trainer holding the last healthy state.
+    #[default]
+    Stop,
+    /// Continue from the last healthy state with the learning rate times `factor`, at most
+    /// `times` times over the run; then stop as [`NonFinite::Stop`] does.
+    Backoff { factor: f64, times: u32 },
+}
+
+/// One recovery from a blow-up: which quantity went non-finite at which step, the step whose
+/// state was restored, and the learning-rate factor used from then on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backoff {
+    pub quantity: &'static str,
+    pub step: u64,
+    pub restored_step: u64,
+    pub lr_factor: f64,
+}
+
+/// The health flags the step kernels raise (shaders/step.wgsl): per quantity, the first step
+/// at which it was non-finite, u32::MAX while it never was.
+const HEALTH_CLEAN: [u32; 3] = [u32::MAX; 3];
+const HEALTH_QUANTITIES: [&str; 3] = ["loss", "gradient", "parameter update (weights or Adam moments)"];
+
+/// The earliest non-finite quantity and its step, if any (ties in pipeline order).
+fn first_nonfinite(health: &[u32]) -> Option<(&'static str, u64)> {
+    (0..3)
+        .filter(|&q| health[q] != u32::MAX)
+        .min_by_key(|&q| health[q])
+        .map(|q| (HEALTH_QUANTITIES[q], health[q] as u64))
 }
 
 /// The per-example losses of one logged step, with each example's noise level (the level
@@ -88,9 +125,21 @@ pub struct Trainer {
     perturb: (Pipeline, Vec<wgpu::BindGroup>),
     /// Score matching's tangent directions, drawn each step (per ring slot).
     directions: Option<(Pipeline, Vec<wgpu::BindGroup>)>,
-    /// The loss and its gradient: `loss_grad`, or `trace_loss` for score matching.
-    loss_grad: (Pipeline, wgpu::BindGroup),
+    /// The loss and its gradient: `loss_grad`, or `trace_loss` for score matching (per slot).
+    loss_grad: (Pipeline, Vec<wgpu::BindGroup>),
     adam: (Pipeline, Vec<wgpu::BindGroup>),
+    /// Copies (params, m, v, EMA) into `good` while no health flag is raised.
+    snapshot: (Pipeline, wgpu::BindGroup),
+    health: GpuBuffer<u32>,
+    /// The last healthy state: params, Adam m and v, EMA, each `param_count` floats.
+    good: GpuBuffer<f32>,
+    /// The step `good` holds.
+    good_step: u64,
+    /// The learning rate's factor after backoffs, and the backoffs so far.
+    lr_factor: f64,
+    backoffs: Vec<Backoff>,
+    /// Backoffs not yet collected by [`Trainer::take_backoffs`].
+    new_backoffs: usize,
     pending: Vec<PendingLoss>,
 }
 
@@ -99,7 +148,9 @@ struct PendingLoss {
     step: u64,
     losses: PendingRead<f32>,
     levels: PendingRead<f32>,
+    health: PendingRead<u32>,
     got_losses: Option<Vec<f32>>,
+    got_levels: Option<Vec<f32>>,
 }
 
 impl Trainer {
@@ -164,6 +215,8 @@ impl Trainer {
         let noise = zeros("scorefield.train.noise", batch * d)?;
         let level = zeros("scorefield.train.level", batch)?;
         let loss = zeros("scorefield.train.loss", batch)?;
+        let health = GpuBuffer::from_slice(gpu, "scorefield.train.health", &HEALTH_CLEAN, none)?;
+        let good = zeros("scorefield.train.good_state", 4 * p)?;
 
         let slot_stride = (std::mem::size_of::<StepParams>() as u64)
             .next_multiple_of(gpu.limits().min_uniform_buffer_offset_alignment as u64);
@@ -220,42 +273,36 @@ impl Trainer {
             })
             .collect();
         let output_grad = mlp.output_grad().ok_or_else(|| Error::invalid("trainer", "no backward pass"))?;
+        // The loss kernel binds the step's slot and the health flags besides its own buffers.
+        let mut loss_entries = vec![
+            (9, mlp.output().binding()),
+            (10, output_grad.binding()),
+            (11, loss.binding()),
+            (15, health.binding()),
+        ];
         // Score matching: the directions of the tangent rows each step, and the trace loss.
-        let (directions, loss_pipeline, loss_group) =
-            match (mlp.tangent_input(), mlp.tangent_output(), mlp.tangent_output_grad()) {
-                (Some(tan_input), Some(tan_output), Some(tan_dout)) => {
-                    let directions = gpu.pipeline(&shaders::OBJECTIVE, "directions", &objective_constants).await?;
-                    let groups = (0..slots)
-                        .map(|i| directions.bind_group(gpu, &[(0, slot(i)), (12, tan_input.binding())]))
-                        .collect();
-                    let pipeline = gpu.pipeline(&shaders::OBJECTIVE, "trace_loss", &objective_constants).await?;
-                    let group = pipeline.bind_group(
-                        gpu,
-                        &[
-                            (9, mlp.output().binding()),
-                            (10, output_grad.binding()),
-                            (11, loss.binding()),
-                            (12, tan_input.binding()),
-                            (13, tan_output.binding()),
-                            (14, tan_dout.binding()),
-                        ],
-                    );
-                    (Some((directions, groups)), pipeline, group)
-                }
-                _ => {
-                    let pipeline = gpu.pipeline(&shaders::OBJECTIVE, "loss_grad", &objective_constants).await?;
-                    let group = pipeline.bind_group(
-                        gpu,
-                        &[
-                            (5, noise.binding()),
-                            (9, mlp.output().binding()),
-                            (10, output_grad.binding()),
-                            (11, loss.binding()),
-                        ],
-                    );
-                    (None, pipeline, group)
-                }
-            };
+        let (directions, loss_entry) = match (mlp.tangent_input(), mlp.tangent_output(), mlp.tangent_output_grad()) {
+            (Some(tan_input), Some(tan_output), Some(tan_dout)) => {
+                let directions = gpu.pipeline(&shaders::OBJECTIVE, "directions", &objective_constants).await?;
+                let groups = (0..slots)
+                    .map(|i| directions.bind_group(gpu, &[(0, slot(i)), (12, tan_input.binding())]))
+                    .collect();
+                loss_entries.extend([(12, tan_input.binding()), (13, tan_output.binding()), (14, tan_dout.binding())]);
+                (Some((directions, groups)), "trace_loss")
+            }
+            _ => {
+                loss_entries.push((5, noise.binding()));
+                (None, "loss_grad")
+            }
+        };
+        let loss_pipeline = gpu.pipeline(&shaders::OBJECTIVE, loss_entry, &objective_constants).await?;
+        let loss_groups = (0..slots)
+            .map(|i| {
+                let mut entries = loss_entries.clone();
+                entries.push((0, slot(i)));
+                loss_pipeline.bind_group(gpu, &entries)
+            })
+            .collect();
         let adam = gpu.pipeline(&shaders::ADAM, "main", &[("P", p as f64), ("WG", WG_ADAM as f64)]).await?;
         let adam_groups = (0..slots)
             .map(|i| {
@@ -268,11 +315,24 @@ impl Trainer {
                         (3, adam_m.binding()),
                         (4, adam_v.binding()),
                         (5, model.ema.binding()),
+                        (6, health.binding()),
                     ],
                 )
             })
             .collect();
-        Ok(Self {
+        let snapshot = gpu.pipeline(&shaders::ADAM, "snapshot", &[("P", p as f64), ("WG", WG_ADAM as f64)]).await?;
+        let snapshot_group = snapshot.bind_group(
+            gpu,
+            &[
+                (2, model.params.binding()),
+                (3, adam_m.binding()),
+                (4, adam_v.binding()),
+                (5, model.ema.binding()),
+                (6, health.binding()),
+                (7, good.binding()),
+            ],
+        );
+        let mut trainer = Self {
             gpu: gpu.clone(),
             config,
             model,
@@ -291,10 +351,68 @@ impl Trainer {
             mlp,
             perturb: (perturb, perturb_groups),
             directions,
-            loss_grad: (loss_pipeline, loss_group),
+            loss_grad: (loss_pipeline, loss_groups),
             adam: (adam, adam_groups),
+            snapshot: (snapshot, snapshot_group),
+            health,
+            good,
+            good_step: 0,
+            lr_factor: 1.0,
+            backoffs: Vec::new(),
+            new_backoffs: 0,
             pending: Vec::new(),
-        })
+        };
+        trainer.keep_current_state();
+        Ok(trainer)
+    }
+
+    /// Copies the live state into `good` (unconditionally: a fresh or resumed state is healthy).
+    fn keep_current_state(&mut self) {
+        let mut encoder = self.gpu.encoder("scorefield.train.keep_state");
+        let bytes = self.model.params.raw().size();
+        for (i, live) in [&self.model.params, &self.adam_m, &self.adam_v, &self.model.ema].into_iter().enumerate() {
+            encoder.copy_buffer_to_buffer(live.raw(), 0, self.good.raw(), i as u64 * bytes, bytes);
+        }
+        self.gpu.submit(encoder);
+        self.good_step = self.step;
+    }
+
+    /// After a blow-up: copies the last healthy state back, clears the flags, drops the loss
+    /// records in flight (they belong to the abandoned steps), and backs off or stops as
+    /// configured.
+    fn recover(&mut self, quantity: &'static str, step: u64) -> Result<()> {
+        self.pending.clear();
+        let mut encoder = self.gpu.encoder("scorefield.train.restore");
+        let bytes = self.model.params.raw().size();
+        for (i, live) in [&self.model.params, &self.adam_m, &self.adam_v, &self.model.ema].into_iter().enumerate() {
+            encoder.copy_buffer_to_buffer(self.good.raw(), i as u64 * bytes, live.raw(), 0, bytes);
+        }
+        self.health.write(&self.gpu, 0, &HEALTH_CLEAN);
+        self.gpu.submit(encoder);
+        self.step = self.good_step;
+        let lr = self.config.adam.lr * self.lr_factor;
+        match self.config.on_nonfinite {
+            NonFinite::Backoff { factor, times } if (self.backoffs.len() as u32) < times => {
+                self.lr_factor *= factor;
+                let restored_step = self.good_step;
+                self.backoffs.push(Backoff { quantity, step, restored_step, lr_factor: self.lr_factor });
+                self.new_backoffs += 1;
+                Ok(())
+            }
+            _ => Err(Error::Diverged { quantity, step, restored_step: self.good_step, lr }),
+        }
+    }
+
+    /// The backoffs since the last call (see [`NonFinite::Backoff`]).
+    pub fn take_backoffs(&mut self) -> Vec<Backoff> {
+        let new = self.backoffs[self.backoffs.len() - self.new_backoffs..].to_vec();
+        self.new_backoffs = 0;
+        new
+    }
+
+    /// The step of the last healthy state kept on the device.
+    pub fn last_healthy_step(&self) -> u64 {
+        self.good_step
     }
 
     /// Continues a run from a checkpoint: its weights, EMA, Adam moments and step, so that the
@@ -306,6 +424,7 @@ impl Trainer {
         trainer.adam_m.write(gpu, 0, &ckpt.adam_m);
         trainer.adam_v.write(gpu, 0, &ckpt.adam_v);
         trainer.step = ckpt.step;
+        trainer.keep_current_state();
         Ok(trainer)
     }
 
@@ -365,7 +484,7 @@ impl Trainer {
             seed: crate::rng::split(self.config.seed),
             step: step32,
             n_data: self.n_data as u32,
-            lr: a.lr_at(step) as f32,
+            lr: (a.lr_at(step) * self.lr_factor) as f32,
             beta1: a.beta1 as f32,
             beta2: a.beta2 as f32,
             adam_eps: a.eps as f32,
@@ -408,7 +527,7 @@ impl Trainer {
                 pipeline.dispatch(&mut pass, &groups[i], &[], tangent_rows);
             }
             self.mlp.record_forward(&mut pass);
-            self.loss_grad.0.dispatch(&mut pass, &self.loss_grad.1, &[], rows);
+            self.loss_grad.0.dispatch(&mut pass, &self.loss_grad.1[i], &[], rows);
             self.mlp.record_backward(&mut pass);
             self.adam.0.dispatch(&mut pass, &self.adam.1[i], &[], params);
         }
@@ -432,52 +551,98 @@ impl Trainer {
             let n = self.record_steps(&mut encoder, chunk as usize)? as u64;
             let mut logged = None;
             if log_every > 0 && self.step.is_multiple_of(log_every) {
+                // Keep this state on the device if it is healthy, and read the flags that say
+                // whether it was, with the losses.
+                {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("scorefield.train.snapshot"),
+                        timestamp_writes: None,
+                    });
+                    let grid = self.gpu.grid((self.config.shape.param_count() as u32).div_ceil(WG_ADAM));
+                    self.snapshot.0.dispatch(&mut pass, &self.snapshot.1, &[], grid);
+                }
                 let b = self.config.batch;
                 let losses = PendingRead::record(&self.gpu, &mut encoder, self.loss.raw(), 0, b)?;
                 let levels = PendingRead::record(&self.gpu, &mut encoder, self.level.raw(), 0, b)?;
-                logged = Some((self.step, losses, levels));
+                let health = PendingRead::record(&self.gpu, &mut encoder, self.health.raw(), 0, HEALTH_CLEAN.len())?;
+                logged =
+                    Some(PendingLoss { step: self.step, losses, levels, health, got_losses: None, got_levels: None });
             }
             self.gpu.submit(encoder);
-            if let Some((step, mut losses, mut levels)) = logged {
-                losses.start();
-                levels.start();
-                self.pending.push(PendingLoss { step, losses, levels, got_losses: None });
+            if let Some(mut p) = logged {
+                p.losses.start();
+                p.levels.start();
+                p.health.start();
+                self.pending.push(p);
             }
             left -= n;
         }
         Ok(())
     }
 
-    /// The loss records whose readback has completed, oldest first; never waits.
+    /// A logged step's record, if its flags say the state was healthy: the device kept that
+    /// state. Otherwise recovers (see [`NonFinite`]) and returns None.
+    fn check(&mut self, step: u64, losses: Vec<f32>, levels: Vec<f32>, health: &[u32]) -> Result<Option<LossRecord>> {
+        match first_nonfinite(health) {
+            None => {
+                self.good_step = step;
+                Ok(Some(LossRecord { step, losses, levels }))
+            }
+            Some((quantity, at)) => self.recover(quantity, at).map(|()| None),
+        }
+    }
+
+    /// The loss records whose readback has completed, oldest first; never waits. A record whose
+    /// health flags show a blow-up ends the list: the trainer restores its last healthy state
+    /// and backs off or returns [`Error::Diverged`], as configured.
     pub fn take_losses(&mut self) -> Result<Vec<LossRecord>> {
         let mut done = Vec::new();
         while let Some(p) = self.pending.first_mut() {
             if p.got_losses.is_none() {
                 p.got_losses = p.losses.try_take(&self.gpu)?;
             }
-            let Some(losses) = p.got_losses.take() else { break };
-            let Some(levels) = p.levels.try_take(&self.gpu)? else {
-                p.got_losses = Some(losses);
+            if p.got_levels.is_none() {
+                p.got_levels = p.levels.try_take(&self.gpu)?;
+            }
+            if p.got_losses.is_none() || p.got_levels.is_none() {
                 break;
-            };
-            done.push(LossRecord { step: p.step, losses, levels });
-            self.pending.remove(0);
+            }
+            let Some(health) = p.health.try_take(&self.gpu)? else { break };
+            let p = self.pending.remove(0);
+            let (losses, levels) = (p.got_losses.unwrap_or_default(), p.got_levels.unwrap_or_default());
+            match self.check(p.step, losses, levels, &health)? {
+                Some(record) => done.push(record),
+                None => break,
+            }
         }
         Ok(done)
     }
 
-    /// Waits for all submitted work and returns every outstanding loss record.
+    /// Waits for all submitted work and returns every outstanding loss record; then checks the
+    /// health flags once more, for the steps after the last logged one. After a backoff the
+    /// step count is back at the last healthy state's: run on from there.
     pub async fn finish(&mut self) -> Result<Vec<LossRecord>> {
         let mut done = Vec::new();
-        for p in self.pending.drain(..) {
+        while !self.pending.is_empty() {
+            let p = self.pending.remove(0);
             let losses = match p.got_losses {
                 Some(l) => l,
                 None => p.losses.finish(&self.gpu, None).await?,
             };
-            let levels = p.levels.finish(&self.gpu, None).await?;
-            done.push(LossRecord { step: p.step, losses, levels });
+            let levels = match p.got_levels {
+                Some(l) => l,
+                None => p.levels.finish(&self.gpu, None).await?,
+            };
+            let health = p.health.finish(&self.gpu, None).await?;
+            match self.check(p.step, losses, levels, &health)? {
+                Some(record) => done.push(record),
+                None => return Ok(done),
+            }
         }
         self.gpu.wait(None)?;
+        if let Some((quantity, at)) = first_nonfinite(&self.health.read(&self.gpu).await?) {
+            self.recover(quantity, at)?;
+        }
         Ok(done)
     }
 

@@ -11,7 +11,7 @@ use scorefield::data::Dataset;
 use scorefield::model::MlpShape;
 use scorefield::objective::Objective;
 use scorefield::optim::AdamConfig;
-use scorefield::train::{TrainConfig, Trainer};
+use scorefield::train::{NonFinite, TrainConfig, Trainer};
 
 fn config(seed: u64) -> TrainConfig {
     TrainConfig {
@@ -21,6 +21,7 @@ fn config(seed: u64) -> TrainConfig {
         batch: 128,
         seed,
         steps_per_submit: 7,
+        on_nonfinite: NonFinite::Stop,
     }
 }
 

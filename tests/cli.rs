@@ -364,3 +364,31 @@ fn score_matching_objectives_train_sample_and_compare_fields() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sample.sampler") && err.contains("langevin"), "{err}");
 }
+
+#[test]
+fn a_diverging_run_ends_with_a_message_and_a_finite_checkpoint() {
+    let dir = temp_dir("diverge");
+    let tiny = ["--width", "16", "--hidden-layers", "1", "--batch", "32", "--steps", "200", "--lr", "1e10"];
+    // The default policy backs off three times (a tenth of the rate each), then gives up.
+    let out = scorefield(&dir, &[&["train", "--run", "backoff"][..], &tiny].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("from now on").count(), 3, "{err}");
+    assert!(err.contains("learning rate x 1.000e-3 from now on"), "{err}");
+    assert!(err.contains("training diverged") && err.contains("holds that state"), "{err}");
+    // Stopping at once, as configured.
+    std::fs::write(dir.join("stop.toml"), "[train]\non_nonfinite = \"stop\"\n").unwrap();
+    let out = scorefield(&dir, &[&["train", "--run", "stop", "--config", "stop.toml"][..], &tiny].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!err.contains("from now on") && err.contains("training diverged: the loss"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for run in ["backoff", "stop"] {
+        let bytes = std::fs::read(dir.join(run).join("checkpoint.safetensors")).unwrap();
+        let ckpt = scorefield::checkpoint::Checkpoint::from_bytes(&bytes).unwrap();
+        assert!(ckpt.params.iter().chain(&ckpt.ema).all(|p| p.is_finite()), "{run}: non-finite checkpoint");
+    }
+    // The healthy state resumes (at a sane rate) and trains to the end.
+    let args = ["train", "--run", "stop", "--resume", "--width", "16", "--hidden-layers", "1", "--batch", "32"];
+    assert!(scorefield(&dir, &[&args[..], &["--steps", "200", "--lr", "1e-3"]].concat()).status.success());
+}

@@ -11,7 +11,7 @@ use scorefield::model::{init_params, Evaluator, MlpShape, ScoreMlp, Weights};
 use scorefield::objective::{Objective, Parametrisation, Projection};
 use scorefield::optim::AdamConfig;
 use scorefield::reference::{adam, mlp, objective as robj};
-use scorefield::train::{TrainConfig, Trainer};
+use scorefield::train::{NonFinite, TrainConfig, Trainer};
 
 fn to64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
@@ -85,6 +85,7 @@ fn check_one_step(
         batch,
         seed: r.next_u64(),
         steps_per_submit: 4,
+        on_nonfinite: NonFinite::Stop,
     };
     let mut trainer = pollster::block_on(Trainer::new(gpu, config.clone(), &data)).unwrap();
     let p0 = to64(&pollster::block_on(trainer.model().params.read(gpu)).unwrap());
@@ -238,6 +239,7 @@ fn same_seed_gives_bit_identical_weights() {
         batch: 128,
         seed: r.next_u64(),
         steps_per_submit: 7,
+        on_nonfinite: NonFinite::Stop,
     };
     let run = |config: &TrainConfig| {
         let mut t = pollster::block_on(Trainer::new(&gpu, config.clone(), &data)).unwrap();
@@ -285,6 +287,7 @@ fn learns_the_noised_score_of_a_gaussian_mixture() {
         batch: 512,
         seed,
         steps_per_submit: 50,
+        on_nonfinite: NonFinite::Stop,
     };
     let mut trainer = pollster::block_on(Trainer::new(&gpu, config, &data)).unwrap();
     let sigmas: Vec<f64> = objective.levels().iter().map(|l| l.sigma).collect();
@@ -306,4 +309,83 @@ fn learns_the_noised_score_of_a_gaussian_mixture() {
         assert!(*b > 0.5, "sigma {s}: the untrained network already matches ({b})");
         assert!(*a < 0.1, "sigma {s}: learned score relative error {a:.3} (untrained {b:.3})");
     }
+}
+
+/// A healthy run of 20 logged steps (so the device keeps its state at step 20), with its data.
+fn healthy_run(gpu: &Gpu, on_nonfinite: NonFinite) -> (Trainer, TrainConfig, Vec<f32>) {
+    let mut r = TestRng(test_seed());
+    let data = random_data(&mut r, 256, 2);
+    let config = TrainConfig {
+        shape: MlpShape { dim: 2, hidden_layers: 2, width: 32 },
+        objective: Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 },
+        adam: AdamConfig::default(),
+        batch: 64,
+        seed: r.next_u64(),
+        steps_per_submit: 5,
+        on_nonfinite,
+    };
+    let mut trainer = pollster::block_on(Trainer::new(gpu, config.clone(), &data)).unwrap();
+    train_to(&mut trainer, 20).unwrap();
+    (trainer, config, data)
+}
+
+/// Trains to `total` steps as the CLI does: logged chunks, records collected on the way, and
+/// again after a backoff found by the final check rewound the run.
+fn train_to(trainer: &mut Trainer, total: u64) -> scorefield::Result<()> {
+    while trainer.step() < total {
+        while trainer.step() < total {
+            trainer.run((total - trainer.step()).min(10), 10)?;
+            trainer.take_losses()?;
+        }
+        pollster::block_on(trainer.finish())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_blow_up_stops_with_the_last_healthy_state_restored() {
+    let gpu = gpu();
+    let (mut trainer, _, _) = healthy_run(&gpu, NonFinite::Stop);
+    let healthy = pollster::block_on(trainer.checkpoint(Default::default())).unwrap();
+    // A NaN in one weight after the state of step 20 was kept: the next step's loss is NaN.
+    trainer.model().params.write(&gpu, 7, &[f32::NAN]);
+    let err = train_to(&mut trainer, 60).unwrap_err();
+    eprintln!("{err}");
+    match err {
+        scorefield::Error::Diverged { quantity, step, restored_step, .. } => {
+            assert_eq!((quantity, step, restored_step), ("loss", 20, 20));
+        }
+        other => panic!("expected a divergence, got {other}"),
+    }
+    assert_eq!(trainer.step(), 20);
+    // The restored state is the one kept at step 20, bit for bit, weights, moments and EMA.
+    let ckpt = pollster::block_on(trainer.checkpoint(Default::default())).unwrap();
+    for (what, a, b) in [
+        ("params", &ckpt.params, &healthy.params),
+        ("adam m", &ckpt.adam_m, &healthy.adam_m),
+        ("adam v", &ckpt.adam_v, &healthy.adam_v),
+        ("ema", &ckpt.ema, &healthy.ema),
+    ] {
+        assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "{what} differ from step 20's");
+    }
+    assert!(ckpt.to_bytes().is_ok(), "the restored state is not a valid checkpoint");
+}
+
+#[test]
+fn a_blow_up_backs_off_and_training_goes_on() {
+    let gpu = gpu();
+    let (mut trainer, mut config, data) = healthy_run(&gpu, NonFinite::Backoff { factor: 1e-12, times: 2 });
+    // Resumed at a learning rate of 1e10, the activations overflow a step later.
+    let ckpt = pollster::block_on(trainer.checkpoint(Default::default())).unwrap();
+    config.adam.lr = 1e10;
+    trainer = pollster::block_on(Trainer::resume(&gpu, config, &data, &ckpt)).unwrap();
+    train_to(&mut trainer, 60).unwrap();
+    let backoffs = trainer.take_backoffs();
+    eprintln!("{backoffs:?}");
+    assert_eq!(backoffs.len(), 1, "{backoffs:?}");
+    assert_eq!((backoffs[0].restored_step, backoffs[0].lr_factor), (20, 1e-12));
+    assert!((20..30).contains(&backoffs[0].step), "{backoffs:?}");
+    assert_eq!(trainer.step(), 60);
+    let params = pollster::block_on(trainer.model().params.read(&gpu)).unwrap();
+    assert!(params.iter().all(|p| p.is_finite()), "non-finite weights after the backoff");
 }

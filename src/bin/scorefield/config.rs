@@ -12,7 +12,7 @@ use scorefield::objective::{Objective, Projection};
 use scorefield::optim::{AdamConfig, LrSchedule};
 use scorefield::sample::Method;
 use scorefield::schedule::{NoiseLevel, Sde};
-use scorefield::train::TrainConfig;
+use scorefield::train::{NonFinite, TrainConfig};
 
 /// The most training points, batch rows or particles a config may ask for.
 const MAX_POINTS: usize = 1 << 26;
@@ -148,6 +148,11 @@ pub struct TrainSettings {
     pub log_every: u64,
     pub checkpoint_every: u64,
     pub steps_per_submit: usize,
+    /// When the loss, a gradient or a parameter turns NaN or infinite, the last healthy state
+    /// (kept on the device, refreshed at every logged step) is restored, and then: "backoff"
+    /// continues with a tenth of the learning rate, at most three times; "stop" ends the run
+    /// with a message, the checkpoint holding the healthy state.
+    pub on_nonfinite: String,
 }
 
 impl Default for TrainSettings {
@@ -172,6 +177,7 @@ impl Default for TrainSettings {
             log_every: 50,
             checkpoint_every: 1000,
             steps_per_submit: 25,
+            on_nonfinite: "backoff".into(),
         }
     }
 }
@@ -365,6 +371,11 @@ impl RunConfig {
             batch: t.batch,
             seed: t.seed,
             steps_per_submit: t.steps_per_submit,
+            on_nonfinite: match t.on_nonfinite.as_str() {
+                "backoff" => NonFinite::Backoff { factor: 0.1, times: 3 },
+                "stop" => NonFinite::Stop,
+                other => bail!("train.on_nonfinite = \"{other}\"; choose backoff or stop"),
+            },
         })
     }
 
@@ -538,6 +549,7 @@ mod tests {
         ("train", "log_every"),
         ("train", "checkpoint_every"),
         ("train", "steps_per_submit"),
+        ("train", "on_nonfinite"),
         ("sample", "sampler"),
         ("sample", "particles"),
         ("sample", "seed"),

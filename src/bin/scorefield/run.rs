@@ -80,32 +80,42 @@ pub fn train(config: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
     let mut curve = Vec::new();
     let started = Instant::now();
     let first_step = trainer.step();
-    while trainer.step() < total && !stop.load(Ordering::SeqCst) {
-        let chunk = (total - trainer.step()).min(log_every);
-        trainer.run(chunk, log_every)?;
-        for record in trainer.take_losses()? {
-            let line =
-                log_line(&record, levels, (trainer.step() - first_step) as f64 / started.elapsed().as_secs_f64());
-            writeln!(log, "{line}")?;
-            bar.set_message(format!("{:.4}", record.mean()));
+    let rate = loop {
+        while trainer.step() < total && !stop.load(Ordering::SeqCst) {
+            let chunk = (total - trainer.step()).min(log_every);
+            trainer.run(chunk, log_every)?;
+            let records = healthy(trainer.take_losses(), &trainer, config, &ckpt_path)?;
+            report_backoffs(&mut trainer, &bar);
+            for record in records {
+                let line =
+                    log_line(&record, levels, (trainer.step() - first_step) as f64 / started.elapsed().as_secs_f64());
+                writeln!(log, "{line}")?;
+                bar.set_message(format!("{:.4}", record.mean()));
+                curve.push((record.step, record.mean()));
+            }
+            bar.set_position(trainer.step());
+            let every = config.train.checkpoint_every;
+            if every > 0 && trainer.step() % every < chunk && trainer.step() < total {
+                save_checkpoint(&trainer, config, &ckpt_path)?;
+            }
+        }
+        let rate = (trainer.step() - first_step) as f64 / started.elapsed().as_secs_f64();
+        let mut records = healthy(pollster::block_on(trainer.finish()), &trainer, config, &ckpt_path)?;
+        report_backoffs(&mut trainer, &bar);
+        let done = trainer.step() >= total || stop.load(Ordering::SeqCst);
+        // The last step is always logged, so a short run has a record too.
+        if done && records.last().map(|r| r.step).or(curve.last().map(|c| c.0)) != Some(trainer.step()) {
+            records.push(pollster::block_on(trainer.last_losses())?);
+        }
+        for record in records {
+            writeln!(log, "{}", log_line(&record, levels, rate))?;
             curve.push((record.step, record.mean()));
         }
-        bar.set_position(trainer.step());
-        let every = config.train.checkpoint_every;
-        if every > 0 && trainer.step() % every < chunk && trainer.step() < total {
-            save_checkpoint(&trainer, config, &ckpt_path)?;
+        // A blow-up found by the last check rewound the run to its last healthy step: go on.
+        if done {
+            break rate;
         }
-    }
-    let rate = (trainer.step() - first_step) as f64 / started.elapsed().as_secs_f64();
-    let mut records = pollster::block_on(trainer.finish())?;
-    // The last step is always logged, so a short run has a record too.
-    if records.last().map(|r| r.step).or(curve.last().map(|c| c.0)) != Some(trainer.step()) {
-        records.push(pollster::block_on(trainer.last_losses())?);
-    }
-    for record in records {
-        writeln!(log, "{}", log_line(&record, levels, rate))?;
-        curve.push((record.step, record.mean()));
-    }
+    };
     bar.finish_and_clear();
     save_checkpoint(&trainer, config, &ckpt_path)?;
     if stop.load(Ordering::SeqCst) {
@@ -152,6 +162,31 @@ fn read_curve(path: &Path) -> Option<Vec<(u64, f64)>> {
         rest.split([',', '}']).next()?.parse().ok()
     };
     Some(text.lines().filter_map(|l| Some((field(l, "step")? as u64, field(l, "loss")?))).collect())
+}
+
+/// A training result, or, when training diverged and stopped, the checkpoint of the last
+/// healthy state written and an error that says so.
+fn healthy<T>(result: scorefield::Result<T>, trainer: &Trainer, config: &RunConfig, path: &Path) -> Result<T> {
+    match result {
+        Err(e @ scorefield::Error::Diverged { .. }) => {
+            save_checkpoint(trainer, config, path)?;
+            bail!("{e}. {} holds that state (step {}).", path.display(), trainer.step())
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Says when training recovered from a blow-up by lowering the learning rate.
+fn report_backoffs(trainer: &mut Trainer, bar: &ProgressBar) {
+    for b in trainer.take_backoffs() {
+        // Printed beside the bar, or plainly when there is no terminal to draw it on.
+        bar.suspend(|| {
+            eprintln!(
+                "the {} became non-finite at step {}: back to step {}, learning rate x {:.3e} from now on",
+                b.quantity, b.step, b.restored_step, b.lr_factor
+            )
+        });
+    }
 }
 
 fn save_checkpoint(trainer: &Trainer, config: &RunConfig, path: &Path) -> Result<()> {
