@@ -28,6 +28,12 @@ pub enum Error {
     #[error("reading a buffer back from the GPU failed: {0}")]
     Readback(String),
 
+    #[error(
+        "the GPU device failed or was lost ({0}); work since the last checkpoint is gone. Restart \
+         the run (`--resume` continues from the last checkpoint, which is intact)"
+    )]
+    DeviceLost(String),
+
     #[error("waiting for the GPU failed (device lost or timed out): {0}")]
     Poll(#[from] wgpu::PollError),
 

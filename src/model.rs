@@ -287,7 +287,11 @@ impl MlpPass {
         if batch == 0 || batch.div_ceil(MATMUL_ROWS) > limit {
             return Err(Error::invalid(
                 "batch size",
-                format!("{batch} rows; this device allows 1 to {} per pass", limit * MATMUL_ROWS),
+                format!(
+                    "{batch} rows; this device allows 1 to {} per pass (64 rows per workgroup, and its \
+                     max_compute_workgroups_per_dimension is {limit})",
+                    limit * MATMUL_ROWS
+                ),
             ));
         }
         if tangent_rows.div_ceil(MATMUL_ROWS) > limit {
@@ -295,7 +299,8 @@ impl MlpPass {
                 "batch size",
                 format!(
                     "{batch} rows x {tangents} tangent directions = {tangent_rows} rows; this device allows {} per \
-                     pass: lower the batch or the number of projections",
+                     pass (its max_compute_workgroups_per_dimension is {limit}): lower the batch or the number of \
+                     projections",
                     limit * MATMUL_ROWS
                 ),
             ));

@@ -539,6 +539,7 @@ impl Trainer {
     /// per-example losses of every step whose count is a multiple of it are copied out and
     /// collected by [`Trainer::take_losses`] once the GPU has finished them.
     pub fn run(&mut self, steps: u64, log_every: u64) -> Result<()> {
+        self.gpu.check()?;
         let mut left = steps;
         while left > 0 {
             // Stop a chunk at the next logged step so its losses can be copied right after it.

@@ -62,8 +62,9 @@ impl<T: Pod> GpuBuffer<T> {
             return Err(Error::invalid(
                 format!("buffer `{label}`"),
                 format!(
-                    "{len} elements ({bytes} bytes) exceed this device's largest storage binding ({max} bytes); \
-                     use a smaller batch or particle count"
+                    "{len} elements ({bytes} bytes) exceed this device's largest storage binding ({max} bytes: \
+                     the least of its max_buffer_size and max_storage_buffer_binding_size); use a smaller batch or \
+                     particle count"
                 ),
             ));
         }
@@ -187,7 +188,7 @@ impl<T: Pod> PendingRead<T> {
         match ready {
             None => Ok(None),
             Some(Ok(())) => self.copy_out().map(Some),
-            Some(Err(e)) => Err(Error::Readback(e.to_string())),
+            Some(Err(e)) => Err(gpu.check().err().unwrap_or(Error::Readback(e.to_string()))),
         }
     }
 
@@ -199,8 +200,8 @@ impl<T: Pod> PendingRead<T> {
         let receiver = self.receiver.take().ok_or_else(|| Error::Readback("map was never requested".into()))?;
         match receiver.receive().await {
             Some(Ok(())) => self.copy_out(),
-            Some(Err(e)) => Err(Error::Readback(e.to_string())),
-            None => Err(Error::Readback("the map callback was dropped (device lost?)".into())),
+            Some(Err(e)) => Err(gpu.check().err().unwrap_or(Error::Readback(e.to_string()))),
+            None => Err(gpu.check().err().unwrap_or(Error::Readback("the map callback was dropped".into()))),
         }
     }
 

@@ -1,7 +1,7 @@
 //! `Gpu`: the device and queue the engine runs on, either its own (headless, chosen from the
 //! usual wgpu environment overrides) or an application's.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::gpu::kernel::PipelineCache;
@@ -46,6 +46,9 @@ pub struct Gpu {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     pub(crate) pipelines: Arc<PipelineCache>,
+    /// The first error or loss reported by the handlers of a device the engine owns (wgpu's
+    /// default handler would panic); None for an application's device, whose handlers are its own.
+    fault: Arc<Mutex<Option<String>>>,
 }
 
 impl Gpu {
@@ -75,7 +78,17 @@ impl Gpu {
                 ..Default::default()
             })
             .await?;
-        Ok(Self::wrap(device, queue, summary.info))
+        let gpu = Self::wrap(device, queue, summary.info);
+        // Errors outside the engine's error scopes, and the loss of the device, are recorded
+        // and surface as `Error::DeviceLost` from the next wait, poll or readback.
+        let fault = Arc::clone(&gpu.fault);
+        gpu.device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| record_fault(&fault, e.to_string())));
+        let fault = Arc::clone(&gpu.fault);
+        // A loss explains the errors around it better than they do: it takes precedence.
+        gpu.device.set_device_lost_callback(move |reason, message| {
+            *fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("device lost ({reason:?}) {message}"));
+        });
+        Ok(gpu)
     }
 
     /// Wraps an application's own device and queue (the embedding path). The engine never
@@ -88,7 +101,15 @@ impl Gpu {
     }
 
     fn wrap(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        Self { device, queue, info, pipelines: Arc::new(PipelineCache::default()) }
+        Self { device, queue, info, pipelines: Arc::new(PipelineCache::default()), fault: Arc::default() }
+    }
+
+    /// `Err(Error::DeviceLost)` once the device (one the engine opened) has failed or been lost.
+    pub fn check(&self) -> Result<()> {
+        match self.fault.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(what) => Err(Error::DeviceLost(what.clone())),
+            None => Ok(()),
+        }
     }
 
     pub fn device(&self) -> &wgpu::Device {
@@ -130,16 +151,22 @@ impl Gpu {
     /// Waits until the given submission (or all work, with `None`) has finished. Native only in
     /// effect: on the web the browser drives the queue and this returns at once.
     pub fn wait(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::Wait { submission_index: submission, timeout: None })
-            .map(|_| ())
-            .map_err(Error::from)
+        let polled = self.device.poll(wgpu::PollType::Wait { submission_index: submission, timeout: None });
+        self.check()?;
+        polled.map(|_| ()).map_err(Error::from)
     }
 
     /// Lets finished work run its callbacks (e.g. completed readbacks) without waiting.
     pub fn poll(&self) -> Result<()> {
-        self.device.poll(wgpu::PollType::Poll).map(|_| ()).map_err(Error::from)
+        let polled = self.device.poll(wgpu::PollType::Poll);
+        self.check()?;
+        polled.map(|_| ()).map_err(Error::from)
     }
+}
+
+/// Keeps the first fault: later ones are usually its consequences.
+fn record_fault(fault: &Mutex<Option<String>>, what: String) {
+    fault.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(what);
 }
 
 /// `name (backend, device type, driver driver_info)`.
