@@ -157,7 +157,7 @@ impl Objective {
         match *self {
             Objective::Dsm { sigma } => Some(NoiseLevel::ve(sigma)),
             Objective::Exact { sigma } | Objective::Sliced { sigma, .. } => {
-                Some(NoiseLevel::ve(if sigma > 0.0 { sigma } else { 1.0 }))
+                Some(NoiseLevel::ve(score_matching_scale(sigma)))
             }
             _ => None,
         }
@@ -203,8 +203,7 @@ impl Objective {
             Objective::VeSde { .. } | Objective::VpSde { .. } => Vec::new(),
             // Noise of `sigma` (possibly none), the network conditioned on its model level.
             Objective::Exact { sigma } | Objective::Sliced { sigma, .. } => {
-                let model = self.model_level().expect("single-level objective");
-                vec![NoiseLevel { a: 1.0, sigma, cond: model.cond }]
+                vec![NoiseLevel { a: 1.0, sigma, cond: score_matching_scale(sigma).ln() }]
             }
         }
     }
@@ -221,6 +220,16 @@ impl Objective {
     /// The perturbation at continuous time t (VE and VP SDEs).
     pub fn at_time(&self, t: f64) -> Option<NoiseLevel> {
         self.sde().map(|sde| sde.marginal(t))
+    }
+}
+
+/// The scale kappa of a score-matching model (output = kappa * score, conditioned on log kappa):
+/// its noise level, or 1 when the data is not noised.
+fn score_matching_scale(sigma: f64) -> f64 {
+    if sigma > 0.0 {
+        sigma
+    } else {
+        1.0
     }
 }
 

@@ -204,7 +204,8 @@ impl Method {
     pub fn init_std(&self) -> f64 {
         match self {
             Method::Langevin { init_std, .. } => *init_std,
-            Method::AnnealedLangevin { sigmas, .. } => sigmas[0],
+            // Validation refuses an empty list; 1 keeps an unvalidated method from panicking.
+            Method::AnnealedLangevin { sigmas, .. } => sigmas.first().copied().unwrap_or(1.0),
             Method::ReverseSde { sde, .. }
             | Method::PredictorCorrector { sde, .. }
             | Method::ProbabilityFlow { sde, .. } => sde.prior_std(),
