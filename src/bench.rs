@@ -213,6 +213,153 @@ pub async fn objective_costs(
     Ok(costs)
 }
 
+/// One kernel's micro-benchmark: seconds per call (median, min, max over the timings) and its
+/// work rate, in GFLOP/s for the matrix kernels and sampler steps, GB/s for memory-bound ones.
+#[derive(Clone, Debug)]
+pub struct KernelResult {
+    pub kernel: String,
+    pub size: String,
+    pub seconds: [f64; 3],
+    pub gflops: Option<f64>,
+    pub gbytes: Option<f64>,
+}
+
+impl KernelResult {
+    /// One markdown row of [`KERNEL_TABLE_HEADER`]; compute-bound rates also as a fraction of
+    /// the FMA `ceiling` (no memory ceiling is measured).
+    pub fn table_row(&self, ceiling: f64) -> String {
+        let rate = match (self.gflops, self.gbytes) {
+            (Some(g), _) => format!("{g:.2} GFLOP/s | {:.1}%", 100.0 * g / ceiling),
+            (None, Some(b)) => format!("{b:.2} GB/s | -"),
+            (None, None) => "- | -".into(),
+        };
+        let [median, min, max] = self.seconds.map(|s| s * 1e3);
+        format!("| {} | {} | {median:.3} | {min:.3} | {max:.3} | {rate} |", self.kernel, self.size)
+    }
+}
+
+/// The header of the kernel table.
+pub const KERNEL_TABLE_HEADER: &str = "| kernel | size | ms median | min | max | rate | of FMA ceiling |\n\
+                                       |---|---|---|---|---|---|---|";
+
+/// Micro-benchmarks of every kernel at the W1/W3 shapes (WORKLOADS.md): the five phases of a
+/// training step (batch 4096, NCSN), the normal generator (2^22 numbers), and one step of each
+/// sampler over 16384 particles with the network's score, each timed `repeats` times.
+pub async fn kernels(gpu: &Gpu, reps: usize, repeats: usize) -> Result<Vec<KernelResult>> {
+    use crate::train::StepKernel;
+    let repeats = repeats.max(1);
+    let shape = Workload::W1.shape();
+    let batch = Workload::W1.size();
+    let config = TrainConfig {
+        shape,
+        objective: objective(),
+        adam: AdamConfig::default(),
+        batch,
+        seed: 1,
+        steps_per_submit: 1,
+        on_nonfinite: NonFinite::Stop,
+    };
+    let mut trainer = Trainer::new(gpu, config, &data(Workload::W1)).await?;
+    let layers = shape.layers();
+    let p = shape.param_count() as f64;
+    let b = batch as f64;
+    let (d, width) = (shape.dim as f64, shape.input_width() as f64);
+    let forward = shape.forward_flop() * b;
+    // Weight gradients: one multiply-add per weight and row; input gradients for all but layer 0.
+    let backward = forward + layers[1..].iter().map(|l| 2.0 * (l.fan_in * l.fan_out) as f64 * b).sum::<f64>();
+    let mut results = Vec::new();
+    for kernel in StepKernel::ALL {
+        let mut times = Vec::new();
+        for _ in 0..repeats {
+            times.push(trainer.time_kernel(kernel, reps).await?);
+        }
+        let seconds = median_min_max(times);
+        let (name, gflop, gbyte) = match kernel {
+            StepKernel::Perturb => {
+                ("train: perturb (batch, noise, embedding)", None, Some(b * (width + 2.0 * d + 1.0) * 4.0))
+            }
+            StepKernel::Forward => ("train: forward (3 dense layers)", Some(forward), None),
+            StepKernel::Loss => ("train: loss and its gradient", None, Some(b * (3.0 * d + 1.0) * 4.0)),
+            StepKernel::Backward => ("train: backward (input and weight gradients)", Some(backward), None),
+            StepKernel::Adam => ("train: Adam + EMA", None, Some(p * 9.0 * 4.0)),
+        };
+        results.push(KernelResult {
+            kernel: name.into(),
+            size: format!("W1 net, batch {batch}"),
+            seconds,
+            gflops: gflop.map(|f| f / seconds[0] / 1e9),
+            gbytes: gbyte.map(|f| f / seconds[0] / 1e9),
+        });
+    }
+
+    let noise = crate::noise::NoiseKernels::new(gpu).await?;
+    let n = 1 << 22;
+    let out = crate::gpu::GpuBuffer::<f32>::new(gpu, "scorefield.bench.normals", n, wgpu::BufferUsages::empty())?;
+    noise.fill_normal(gpu, &out, 1, 1, 0)?;
+    gpu.wait(None)?;
+    let mut times = Vec::new();
+    for _ in 0..repeats {
+        let start = Instant::now();
+        for r in 0..reps {
+            noise.fill_normal(gpu, &out, 1, 1, (r * n) as u64)?;
+        }
+        gpu.wait(None)?;
+        times.push(start.elapsed().as_secs_f64() / reps.max(1) as f64);
+    }
+    let seconds = median_min_max(times);
+    results.push(KernelResult {
+        kernel: "noise: Philox normals".into(),
+        size: format!("{n} numbers"),
+        seconds,
+        gflops: None,
+        gbytes: Some(n as f64 * 4.0 / seconds[0] / 1e9),
+    });
+
+    let model = ScoreMlp::new(gpu, shape, 1)?;
+    let particles = Workload::W3.size();
+    let ve = crate::schedule::Sde::ve(0.01, 1.0);
+    let methods = [
+        Method::Langevin { level: crate::objective::NoiseLevel::ve(0.1), step_size: 1e-4, steps: reps, init_std: 1.0 },
+        Method::AnnealedLangevin {
+            sigmas: geometric_sigmas(1.0, 0.01, 10),
+            steps_per_level: reps.div_ceil(10),
+            eps: 2e-5,
+            denoise: false,
+        },
+        Method::ReverseSde { sde: ve, steps: reps.max(2) },
+        Method::PredictorCorrector { sde: ve, steps: reps.max(2), snr: 0.16, corrector_steps: 1 },
+        Method::ProbabilityFlow { sde: ve, steps: reps.max(2), heun: false },
+        Method::ProbabilityFlow { sde: ve, steps: reps.max(2), heun: true },
+        Method::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: reps.max(2) },
+    ];
+    for method in &methods {
+        let source =
+            ScoreSource::Network { model: &model, weights: Weights::Ema, parametrisation: Parametrisation::Score };
+        let mut sampler = Sampler::new(gpu, source, method, SamplerConfig::new(particles, 1)).await?;
+        let steps = sampler.plan().len() - 1;
+        sampler.run();
+        sampler.read().await?;
+        let mut times = Vec::new();
+        for _ in 0..repeats {
+            sampler.reset();
+            let start = Instant::now();
+            sampler.run();
+            gpu.wait(None)?;
+            times.push(start.elapsed().as_secs_f64() / steps.max(1) as f64);
+        }
+        let seconds = median_min_max(times);
+        let path = if sampler.is_fused() { "fused" } else { "staged" };
+        results.push(KernelResult {
+            kernel: format!("sample: {} step ({path})", method.name()),
+            size: format!("W1 net, {particles} particles, {steps} steps"),
+            seconds,
+            gflops: Some(shape.forward_flop() * particles as f64 / seconds[0] / 1e9),
+            gbytes: None,
+        });
+    }
+    Ok(results)
+}
+
 /// The header of the markdown table [`BenchResult::table_row`] fills.
 pub const TABLE_HEADER: &str =
     "| workload | path | steps | median s | min s | max s | figure | GFLOP/s | of ceiling |\n\

@@ -36,6 +36,26 @@ pub struct StepParams {
     pub beta_max: f32,
 }
 
+/// The kernels of a training step, in order (timed one at a time by `scorefield bench --kernels`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKernel {
+    /// Batch draw, noise and embedding (and score matching's directions).
+    Perturb,
+    /// The dense layers forward (and the tangent rows).
+    Forward,
+    /// The loss and its gradient at the output.
+    Loss,
+    /// The dense layers backward: input and weight gradients.
+    Backward,
+    /// Adam and the EMA over every parameter.
+    Adam,
+}
+
+impl StepKernel {
+    pub const ALL: [StepKernel; 5] =
+        [StepKernel::Perturb, StepKernel::Forward, StepKernel::Loss, StepKernel::Backward, StepKernel::Adam];
+}
+
 /// Everything that defines a training run besides the data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
@@ -504,6 +524,24 @@ impl Trainer {
     /// `queue.write_buffer`, so the encoder must be submitted before the next call records more.
     pub fn record_steps(&mut self, encoder: &mut wgpu::CommandEncoder, steps: usize) -> Result<usize> {
         let n = steps.min(self.config.steps_per_submit);
+        self.write_step_ring(n)?;
+        for slot in 0..n {
+            // Adam changed the weights at the end of the step before: refresh their windows.
+            self.mlp.record_weight_copies(encoder);
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("scorefield.train.step"),
+                timestamp_writes: None,
+            });
+            for kernel in StepKernel::ALL {
+                self.record_kernel(&mut pass, kernel, slot);
+            }
+        }
+        self.step += n as u64;
+        Ok(n)
+    }
+
+    /// Writes the parameters of the next `n` steps into the ring's first `n` slots.
+    fn write_step_ring(&self, n: usize) -> Result<()> {
         let mut ring = vec![0u8; self.slot_stride as usize * n];
         for i in 0..n {
             let params = self.step_params(self.step + i as u64)?;
@@ -511,28 +549,54 @@ impl Trainer {
             ring[at..at + std::mem::size_of::<StepParams>()].copy_from_slice(bytemuck::bytes_of(&params));
         }
         self.gpu.queue().write_buffer(&self.step_ring, 0, &ring);
-        let rows = self.gpu.grid((self.config.batch as u32).div_ceil(WG_ROWS));
-        let tangents = self.config.objective.tangents(self.config.shape.dim) as u32;
-        let tangent_rows = self.gpu.grid((self.config.batch as u32 * tangents).div_ceil(WG_ROWS));
-        let params = self.gpu.grid((self.config.shape.param_count() as u32).div_ceil(WG_ADAM));
-        for i in 0..n {
-            // Adam changed the weights at the end of the step before: refresh their windows.
-            self.mlp.record_weight_copies(encoder);
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("scorefield.train.step"),
-                timestamp_writes: None,
-            });
-            self.perturb.0.dispatch(&mut pass, &self.perturb.1[i], &[], rows);
-            if let Some((pipeline, groups)) = &self.directions {
-                pipeline.dispatch(&mut pass, &groups[i], &[], tangent_rows);
+        Ok(())
+    }
+
+    /// Records one phase of a step with the parameters in ring slot `slot`.
+    fn record_kernel(&self, pass: &mut wgpu::ComputePass<'_>, kernel: StepKernel, slot: usize) {
+        let grid = |n: usize, wg: u32| self.gpu.grid((n as u32).div_ceil(wg));
+        let batch = self.config.batch;
+        match kernel {
+            StepKernel::Perturb => {
+                self.perturb.0.dispatch(pass, &self.perturb.1[slot], &[], grid(batch, WG_ROWS));
+                if let Some((pipeline, groups)) = &self.directions {
+                    let tangents = self.config.objective.tangents(self.config.shape.dim);
+                    pipeline.dispatch(pass, &groups[slot], &[], grid(batch * tangents, WG_ROWS));
+                }
             }
-            self.mlp.record_forward(&mut pass);
-            self.loss_grad.0.dispatch(&mut pass, &self.loss_grad.1[i], &[], rows);
-            self.mlp.record_backward(&mut pass);
-            self.adam.0.dispatch(&mut pass, &self.adam.1[i], &[], params);
+            StepKernel::Forward => self.mlp.record_forward(pass),
+            StepKernel::Loss => self.loss_grad.0.dispatch(pass, &self.loss_grad.1[slot], &[], grid(batch, WG_ROWS)),
+            StepKernel::Backward => self.mlp.record_backward(pass),
+            StepKernel::Adam => {
+                self.adam.0.dispatch(pass, &self.adam.1[slot], &[], grid(self.config.shape.param_count(), WG_ADAM))
+            }
         }
-        self.step += n as u64;
-        Ok(n)
+    }
+
+    /// Seconds per recording of `kernel` alone, `reps` times in one pass and one submit, after
+    /// a warm-up (the kernel micro-benchmarks of `crate::bench`). Leaves the trainer's state
+    /// changed where the kernel writes it (Adam: the weights), so time on a throwaway trainer.
+    pub(crate) async fn time_kernel(&mut self, kernel: StepKernel, reps: usize) -> Result<f64> {
+        self.write_step_ring(1)?;
+        let mut timed = 0.0;
+        for round in 0..2 {
+            let mut encoder = self.gpu.encoder("scorefield.bench.kernel");
+            self.mlp.record_weight_copies(&mut encoder);
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("scorefield.bench.kernel"),
+                    timestamp_writes: None,
+                });
+                for _ in 0..if round == 0 { 1 } else { reps } {
+                    self.record_kernel(&mut pass, kernel, 0);
+                }
+            }
+            let start = std::time::Instant::now();
+            self.gpu.submit(encoder);
+            self.gpu.wait(None)?;
+            timed = start.elapsed().as_secs_f64() / reps.max(1) as f64;
+        }
+        Ok(timed)
     }
 
     /// Runs `steps` steps, submitting every `steps_per_submit`. With `log_every > 0`, the

@@ -228,6 +228,11 @@ enum Command {
         /// The training batch of --objectives.
         #[arg(long, default_value_t = 256, requires = "objectives")]
         batch: usize,
+        /// Instead of the workloads: each kernel on its own (the five phases of a W1 training
+        /// step, the normal generator, one step of each sampler over W3's particles), --steps
+        /// calls per timing.
+        #[arg(long, conflicts_with_all = ["workloads", "json", "objectives"])]
+        kernels: bool,
         /// Run on the adapter whose name contains this.
         #[arg(long)]
         adapter: Option<String>,
@@ -262,6 +267,9 @@ fn main() -> Result<()> {
         }
         Command::Fields { checkpoint, sigma, out } => run::fields(&checkpoint, sigma, &out),
         Command::Info { repeats, adapter } => pollster::block_on(info(repeats, adapter.as_deref())),
+        Command::Bench { kernels: true, steps, repeats, adapter, .. } => {
+            pollster::block_on(bench_kernels(steps.unwrap_or(10), repeats, adapter.as_deref()))
+        }
         Command::Bench { objectives: true, steps, repeats, batch, adapter, .. } => {
             pollster::block_on(bench_objectives(steps.unwrap_or(10), repeats, batch, adapter.as_deref()))
         }
@@ -367,6 +375,22 @@ async fn bench(
         let n = steps.unwrap_or(if w.is_training() { 200 } else { 1000 });
         let r = bench::run(&gpu, w, n, repeats, path).await?;
         println!("{}", if json { r.json(&adapter, ceiling) } else { r.table_row(ceiling) });
+    }
+    Ok(())
+}
+
+/// `bench --kernels`: every kernel on its own against the FMA ceiling.
+async fn bench_kernels(reps: usize, repeats: usize, adapter: Option<&str>) -> Result<()> {
+    let gpu = Gpu::with_adapter(adapter).await?;
+    let ceiling = scorefield::ceiling::measure(&gpu, 3).await?.best.median_gflops;
+    println!("adapter: {}", gpu.describe());
+    println!(
+        "FMA ceiling: {ceiling:.1} GFLOP/s; timing: host clock around a submit of {reps} calls and a device \
+         wait, {repeats} timings"
+    );
+    println!("{}", scorefield::bench::KERNEL_TABLE_HEADER);
+    for r in scorefield::bench::kernels(&gpu, reps, repeats).await? {
+        println!("{}", r.table_row(ceiling));
     }
     Ok(())
 }
