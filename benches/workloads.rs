@@ -3,6 +3,8 @@
 //! step counts are settings: SCOREFIELD_BENCH_TRAIN_STEPS (default 20; WORKLOADS.md asks for 200)
 //! and SCOREFIELD_BENCH_SAMPLE_STEPS (default 20; 1000 is W3/W4 as defined), and
 //! SCOREFIELD_BENCH_REPEATS (default 3). `scorefield bench` runs the same with flags.
+//! `cargo bench --bench workloads -- kernels` times each kernel on its own instead
+//! (`scorefield bench --kernels`), SCOREFIELD_BENCH_KERNEL_CALLS (default 10) calls per timing.
 
 use scorefield::bench::{self, Workload, TABLE_HEADER};
 use scorefield::gpu::Gpu;
@@ -20,8 +22,15 @@ fn main() -> scorefield::Result<()> {
         let ceiling = scorefield::ceiling::measure(&gpu, 3).await?.best.median_gflops;
         println!("adapter: {}", gpu.describe());
         println!("FMA ceiling: {ceiling:.1} GFLOP/s; timing: host clock around submits and a device wait");
-        println!("{TABLE_HEADER}");
         let repeats = setting("SCOREFIELD_BENCH_REPEATS", 3);
+        if filter.iter().any(|f| f == "kernels") {
+            println!("{}", bench::KERNEL_TABLE_HEADER);
+            for r in bench::kernels(&gpu, setting("SCOREFIELD_BENCH_KERNEL_CALLS", 10), repeats).await? {
+                println!("{}", r.table_row(ceiling));
+            }
+            return Ok(());
+        }
+        println!("{TABLE_HEADER}");
         for w in Workload::ALL {
             if !filter.is_empty() && !filter.iter().any(|f| w.name().contains(f.as_str())) {
                 continue;
