@@ -91,15 +91,7 @@ fn reference_score_matching_gradient_matches_finite_differences() {
         let tan = mlp::tangent_forward(&shape, &params, &fwd, &dirs, t);
         let (_, dout, dtan) = robj::trace_loss_grad(&objective, fwd.output(), tan.output(), &dirs, shape.dim);
         let grads = mlp::tangent_backward(&shape, &params, &fwd, &tan, &dout, &dtan);
-        let h = 1e-6;
-        let mut worst_err: f64 = 0.0;
-        for p in 0..params.len() {
-            let (mut up, mut down) = (params.clone(), params.clone());
-            up[p] += h;
-            down[p] -= h;
-            let fd = (loss(&up) - loss(&down)) / (2.0 * h);
-            worst_err = worst_err.max((fd - grads[p]).abs() / grads[p].abs().max(1e-3));
-        }
+        let worst_err = finite_difference_error(&params, &grads, loss);
         eprintln!("{objective:?}: finite differences, worst relative error {worst_err:.1e}");
         // As the denoising objectives' check in tests/train.rs: f64 central differences.
         assert!(worst_err < 1e-6, "{objective:?}: gradient disagrees with finite differences: {worst_err:.2e}");

@@ -213,18 +213,22 @@ fn reference_backward_matches_finite_differences() {
     let fwd = mlp::forward(&shape, &params, &b.input);
     let (_, dout) = robj::loss_grad(Parametrisation::Score, fwd.output(), &b.noise, shape.dim);
     let (grads, _) = mlp::backward(&shape, &params, &fwd, &dout);
-    let h = 1e-6;
-    let mut worst: f64 = 0.0;
-    for p in 0..params.len() {
-        let (mut up, mut down) = (params.clone(), params.clone());
-        up[p] += h;
-        down[p] -= h;
-        let fd = (loss(&up) - loss(&down)) / (2.0 * h);
-        // Central differences in f64: truncation O(h^2) ~ 1e-12, rounding ~ 1e-16 / h ~ 1e-10.
-        worst = worst.max((fd - grads[p]).abs() / grads[p].abs().max(1e-3));
-    }
+    let worst = finite_difference_error(&params, &grads, loss);
     eprintln!("finite differences: worst relative error {worst:.1e}");
     assert!(worst < 1e-6, "reference backward disagrees with finite differences: {worst:.2e}");
+}
+
+/// NCSN on a 2 x 32 network over 2-D data.
+fn small_config(seed: u64, batch: usize, steps_per_submit: usize, on_nonfinite: NonFinite) -> TrainConfig {
+    TrainConfig {
+        shape: MlpShape { dim: 2, hidden_layers: 2, width: 32 },
+        objective: Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 },
+        adam: AdamConfig::default(),
+        batch,
+        seed,
+        steps_per_submit,
+        on_nonfinite,
+    }
 }
 
 #[test]
@@ -232,15 +236,7 @@ fn same_seed_gives_bit_identical_weights() {
     let gpu = gpu();
     let mut r = TestRng(test_seed());
     let data = random_data(&mut r, 64, 2);
-    let config = TrainConfig {
-        shape: MlpShape { dim: 2, hidden_layers: 2, width: 32 },
-        objective: Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 },
-        adam: AdamConfig::default(),
-        batch: 128,
-        seed: r.next_u64(),
-        steps_per_submit: 7,
-        on_nonfinite: NonFinite::Stop,
-    };
+    let config = small_config(r.next_u64(), 128, 7, NonFinite::Stop);
     let run = |config: &TrainConfig| {
         let mut t = pollster::block_on(Trainer::new(&gpu, config.clone(), &data)).unwrap();
         t.run(20, 0).unwrap();
@@ -315,15 +311,7 @@ fn learns_the_noised_score_of_a_gaussian_mixture() {
 fn healthy_run(gpu: &Gpu, on_nonfinite: NonFinite) -> (Trainer, TrainConfig, Vec<f32>) {
     let mut r = TestRng(test_seed());
     let data = random_data(&mut r, 256, 2);
-    let config = TrainConfig {
-        shape: MlpShape { dim: 2, hidden_layers: 2, width: 32 },
-        objective: Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 },
-        adam: AdamConfig::default(),
-        batch: 64,
-        seed: r.next_u64(),
-        steps_per_submit: 5,
-        on_nonfinite,
-    };
+    let config = small_config(r.next_u64(), 64, 5, on_nonfinite);
     let mut trainer = pollster::block_on(Trainer::new(gpu, config.clone(), &data)).unwrap();
     train_to(&mut trainer, 20).unwrap();
     (trainer, config, data)

@@ -47,6 +47,20 @@ pub fn worst(errors: impl IntoIterator<Item = f64>) -> f64 {
     errors.into_iter().fold(0.0, |acc, e| if acc.is_nan() || e.is_nan() { f64::NAN } else { acc.max(e) })
 }
 
+/// The worst relative error of `grads` against central differences of `loss` at `params`
+/// (h = 1e-6 in f64: truncation O(h^2) ~ 1e-12, rounding ~ 1e-16 / h ~ 1e-10; relative to
+/// |g|, floored at 1e-3 for gradients near zero). NaN-propagating, like [`worst`].
+pub fn finite_difference_error(params: &[f64], grads: &[f64], loss: impl Fn(&[f64]) -> f64) -> f64 {
+    let h = 1e-6;
+    worst((0..params.len()).map(|p| {
+        let (mut up, mut down) = (params.to_vec(), params.to_vec());
+        up[p] += h;
+        down[p] -= h;
+        let fd = (loss(&up) - loss(&down)) / (2.0 * h);
+        (fd - grads[p]).abs() / grads[p].abs().max(1e-3)
+    }))
+}
+
 /// A small deterministic generator for test inputs, seeded from the clock so every run draws
 /// fresh inputs; the seed is printed so a failure can be replayed with SCOREFIELD_TEST_SEED.
 pub fn test_seed() -> u64 {
