@@ -123,6 +123,10 @@ impl LossRecord {
 const WG_ROWS: u32 = 64;
 const WG_ADAM: u32 = 256;
 
+/// Calls of [`Trainer::record_steps`] an application may record before it submits: each call
+/// takes its own `steps_per_submit` slots of step parameters.
+pub const RING_CALLS: usize = 4;
+
 /// A training run on the device.
 pub struct Trainer {
     gpu: Gpu,
@@ -138,9 +142,11 @@ pub struct Trainer {
     noise: GpuBuffer<f32>,
     level: GpuBuffer<f32>,
     loss: GpuBuffer<f32>,
-    /// A ring of `steps_per_submit` uniform slots, one StepParams each.
+    /// A ring of `RING_CALLS * steps_per_submit` uniform slots, one StepParams each, and the
+    /// slot the next `record_steps` call starts at.
     step_ring: wgpu::Buffer,
     slot_stride: u64,
+    ring_cursor: usize,
     mlp: MlpPass,
     perturb: (Pipeline, Vec<wgpu::BindGroup>),
     /// Score matching's tangent directions, drawn each step (per ring slot).
@@ -240,7 +246,7 @@ impl Trainer {
 
         let slot_stride = (std::mem::size_of::<StepParams>() as u64)
             .next_multiple_of(gpu.limits().min_uniform_buffer_offset_alignment as u64);
-        let slots = config.steps_per_submit;
+        let slots = RING_CALLS * config.steps_per_submit;
         let step_ring = gpu.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("scorefield.train.step_params"),
             size: slot_stride * slots as u64,
@@ -368,6 +374,7 @@ impl Trainer {
             loss,
             step_ring,
             slot_stride,
+            ring_cursor: 0,
             mlp,
             perturb: (perturb, perturb_groups),
             directions,
@@ -520,12 +527,19 @@ impl Trainer {
     }
 
     /// Records up to `steps_per_submit` steps into `encoder` (the embedding path: the caller
-    /// submits). Returns how many were recorded. The step parameters are written with
-    /// `queue.write_buffer`, so the encoder must be submitted before the next call records more.
+    /// submits, whenever it likes). Returns how many were recorded. Never waits. Each call's step
+    /// parameters go into their own slots of a ring (written with `queue.write_buffer`, which
+    /// lands before the next submit), so up to [`RING_CALLS`] calls may be recorded, into one
+    /// encoder or several, before they are submitted.
     pub fn record_steps(&mut self, encoder: &mut wgpu::CommandEncoder, steps: usize) -> Result<usize> {
         let n = steps.min(self.config.steps_per_submit);
-        self.write_step_ring(n)?;
-        for slot in 0..n {
+        if self.ring_cursor + n > RING_CALLS * self.config.steps_per_submit {
+            self.ring_cursor = 0;
+        }
+        let first = self.ring_cursor;
+        self.write_step_ring(first, n)?;
+        self.ring_cursor += n;
+        for slot in first..first + n {
             // Adam changed the weights at the end of the step before: refresh their windows.
             self.mlp.record_weight_copies(encoder);
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -540,15 +554,15 @@ impl Trainer {
         Ok(n)
     }
 
-    /// Writes the parameters of the next `n` steps into the ring's first `n` slots.
-    fn write_step_ring(&self, n: usize) -> Result<()> {
+    /// Writes the parameters of the next `n` steps into the ring's slots `first ..`.
+    fn write_step_ring(&self, first: usize, n: usize) -> Result<()> {
         let mut ring = vec![0u8; self.slot_stride as usize * n];
         for i in 0..n {
             let params = self.step_params(self.step + i as u64)?;
             let at = i * self.slot_stride as usize;
             ring[at..at + std::mem::size_of::<StepParams>()].copy_from_slice(bytemuck::bytes_of(&params));
         }
-        self.gpu.queue().write_buffer(&self.step_ring, 0, &ring);
+        self.gpu.queue().write_buffer(&self.step_ring, first as u64 * self.slot_stride, &ring);
         Ok(())
     }
 
@@ -577,7 +591,7 @@ impl Trainer {
     /// a warm-up (the kernel micro-benchmarks of `crate::bench`). Leaves the trainer's state
     /// changed where the kernel writes it (Adam: the weights), so time on a throwaway trainer.
     pub(crate) async fn time_kernel(&mut self, kernel: StepKernel, reps: usize) -> Result<f64> {
-        self.write_step_ring(1)?;
+        self.write_step_ring(0, 1)?;
         let mut timed = 0.0;
         for round in 0..2 {
             let mut encoder = self.gpu.encoder("scorefield.bench.kernel");

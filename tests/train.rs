@@ -377,3 +377,23 @@ fn a_blow_up_backs_off_and_training_goes_on() {
     let params = pollster::block_on(trainer.model().params.read(&gpu)).unwrap();
     assert!(params.iter().all(|p| p.is_finite()), "non-finite weights after the backoff");
 }
+
+#[test]
+fn steps_recorded_into_an_app_encoder_before_one_submit_match_run() {
+    let gpu = gpu();
+    let mut r = TestRng(test_seed());
+    let data = random_data(&mut r, 64, 2);
+    let config = small_config(r.next_u64(), 64, 5, NonFinite::Stop);
+    let mut straight = pollster::block_on(Trainer::new(&gpu, config.clone(), &data)).unwrap();
+    straight.run(15, 0).unwrap();
+    // Three calls, one encoder, one submit: each call's step parameters must stay its own.
+    let mut embedded = pollster::block_on(Trainer::new(&gpu, config, &data)).unwrap();
+    let mut encoder = gpu.encoder("app frame");
+    for _ in 0..3 {
+        assert_eq!(embedded.record_steps(&mut encoder, 5).unwrap(), 5);
+    }
+    gpu.submit(encoder);
+    let a = pollster::block_on(straight.model().params.read(&gpu)).unwrap();
+    let b = pollster::block_on(embedded.model().params.read(&gpu)).unwrap();
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "recorded steps differ from run()");
+}
