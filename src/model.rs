@@ -184,7 +184,11 @@ impl Activations {
         let hidden = &layers[..layers.len() - 1];
         Ok(Self {
             input: windowed("input", rows * layers[0].fan_in)?,
-            pre: layers.iter().map(|l| buf("pre", rows * l.fan_out)).collect::<Result<_>>()?,
+            // VERTEX: the network output can be drawn straight from here (`Evaluator::output`).
+            pre: layers
+                .iter()
+                .map(|l| GpuBuffer::<f32>::new(gpu, &label("pre"), rows * l.fan_out, wgpu::BufferUsages::VERTEX))
+                .collect::<Result<_>>()?,
             post: hidden.iter().map(|l| windowed("post", rows * l.fan_out)).collect::<Result<_>>()?,
             dpre: match training {
                 true => layers.iter().map(|l| windowed("dpre", rows * l.fan_out)).collect::<Result<_>>()?,
@@ -581,22 +585,49 @@ impl Evaluator {
         let mut out = Vec::with_capacity(x.len());
         for start in (0..n).step_by(self.batch) {
             let rows = (n - start).min(self.batch);
-            self.x.write(gpu, 0, &x[start * self.dim..(start + rows) * self.dim]);
-            self.cond.write(gpu, 0, &cond[start..start + rows]);
+            self.set_points(gpu, &x[start * self.dim..(start + rows) * self.dim], &cond[start..start + rows])?;
             let mut encoder = gpu.encoder("scorefield.eval");
-            self.pass.record_weight_copies(&mut encoder);
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("scorefield.eval"),
-                    timestamp_writes: None,
-                });
-                let grid = gpu.grid((self.batch as u32).div_ceil(WG_ROWS));
-                self.embed.0.dispatch(&mut pass, &self.embed.1, &[], grid);
-                self.pass.record_forward(&mut pass);
-            }
+            self.record(gpu, &mut encoder);
             gpu.submit(encoder);
             out.extend(self.pass.output().read_range(gpu, 0, rows * self.dim).await?);
         }
         Ok(out)
+    }
+
+    /// Sets the points `x` [n, d] and conditioning values `cond` [n] (n <= the batch) that
+    /// [`Evaluator::record`] evaluates; written before the next submit. Rows past n keep what
+    /// they held.
+    pub fn set_points(&self, gpu: &Gpu, x: &[f32], cond: &[f32]) -> Result<()> {
+        let n = cond.len();
+        if x.len() != n * self.dim || n > self.batch {
+            return Err(Error::invalid(
+                "evaluation points",
+                format!("{} floats and {n} values for rows of {} (at most {} rows)", x.len(), self.dim, self.batch),
+            ));
+        }
+        self.x.write(gpu, 0, x);
+        self.cond.write(gpu, 0, cond);
+        Ok(())
+    }
+
+    /// Records the evaluation of the points set into `encoder` (an application's own; it
+    /// submits). Never waits. The result lands in [`Evaluator::output`]: for a score model, sigma
+    /// times the score at each point, ready to draw (e.g. as arrows over a grid).
+    pub fn record(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder) {
+        self.pass.record_weight_copies(encoder);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("scorefield.eval"),
+            timestamp_writes: None,
+        });
+        let grid = gpu.grid((self.batch as u32).div_ceil(WG_ROWS));
+        self.embed.0.dispatch(&mut pass, &self.embed.1, &[], grid);
+        self.pass.record_forward(&mut pass);
+    }
+
+    /// The network's output for the points set: `batch` rows of d f32 (row-major; for d = 2
+    /// one `Float32x2` vertex per row, stride 8 bytes). Usable as VERTEX, STORAGE and COPY_SRC,
+    /// so an application draws it without a copy.
+    pub fn output(&self) -> &wgpu::Buffer {
+        self.pass.output().raw()
     }
 }

@@ -397,3 +397,26 @@ fn steps_recorded_into_an_app_encoder_before_one_submit_match_run() {
     let b = pollster::block_on(embedded.model().params.read(&gpu)).unwrap();
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "recorded steps differ from run()");
 }
+
+#[test]
+fn a_score_field_recorded_into_an_app_encoder_is_a_vertex_buffer() {
+    use scorefield::gpu::PendingRead;
+    let gpu = gpu();
+    let model = ScoreMlp::new(&gpu, MlpShape { dim: 2, hidden_layers: 2, width: 32 }, test_seed()).unwrap();
+    let eval = pollster::block_on(Evaluator::new(&gpu, &model, Weights::Ema, 64)).unwrap();
+    // An 8 x 8 grid at sigma = 0.5.
+    let x: Vec<f32> = (0..64).flat_map(|i| [(i % 8) as f32 - 3.5, (i / 8) as f32 - 3.5]).collect();
+    let cond = vec![0.5f32.ln(); 64];
+    let want = pollster::block_on(eval.run(&gpu, &x, &cond)).unwrap();
+    assert!(eval.output().usage().contains(wgpu::BufferUsages::VERTEX | wgpu::BufferUsages::STORAGE));
+    let mut encoder = gpu.encoder("app frame");
+    encoder.clear_buffer(eval.output(), 0, None); // the app's own work before, in the same encoder
+    eval.set_points(&gpu, &x, &cond).unwrap();
+    eval.record(&gpu, &mut encoder);
+    let mut read = PendingRead::<f32>::record(&gpu, &mut encoder, eval.output(), 0, 128).unwrap();
+    gpu.submit(encoder);
+    read.start();
+    let got = pollster::block_on(read.finish(&gpu, None)).unwrap();
+    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "recorded field differs from run()");
+    assert!(eval.set_points(&gpu, &x[..10], &cond).is_err(), "mismatched points were accepted");
+}
