@@ -8,6 +8,9 @@
 //! cargo run --release --example headless_render -- headless.png
 //! ```
 
+#[allow(dead_code)] // the arrows are the live viewer's
+mod common;
+
 use anyhow::{Context, Result};
 use scorefield::gpu::Gpu;
 use scorefield::mixture::GaussianMixture;
@@ -22,29 +25,6 @@ const SIZE: u32 = 384;
 const EXTENT: f32 = 6.0;
 const PARTICLES: usize = 4096;
 const TRAIN_STEPS: u64 = 400;
-
-/// Instanced quads, one per particle: the vertex buffer is the engine's particle buffer, read
-/// with a stride of d = 2 floats; each particle's quad is 3 pixels wide.
-const SHADER: &str = r#"
-struct Out { @builtin(position) pos: vec4<f32> };
-
-@vertex
-fn vs(@builtin(vertex_index) v: u32, @location(0) particle: vec2<f32>) -> Out {
-    let corner = array<vec2<f32>, 6>(vec2(-1.0, -1.0), vec2(1.0, -1.0), vec2(1.0, 1.0),
-                                     vec2(-1.0, -1.0), vec2(1.0, 1.0), vec2(-1.0, 1.0));
-    let half_pixel = 1.5 * 2.0 / f32(SIZE);
-    var o: Out;
-    o.pos = vec4(particle / EXTENT + corner[v] * half_pixel, 0.0, 1.0);
-    return o;
-}
-
-@fragment
-fn fs() -> @location(0) vec4<f32> {
-    // Subtracted from the light background (see the blend state): particles darken it towards
-    // red, and where many land the colour saturates.
-    return vec4(0.03, 0.2, 0.2, 1.0);
-}
-"#;
 
 fn main() -> Result<()> {
     let out = std::env::args().nth(1).unwrap_or_else(|| "headless_render.png".into());
@@ -104,7 +84,14 @@ fn main() -> Result<()> {
         usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
         view_formats: &[],
     });
-    let pipeline = particle_pipeline(&device);
+    // 3-pixel quads, darkening the light background towards red.
+    let pipeline = common::points_pipeline(
+        &device,
+        wgpu::TextureFormat::Rgba8Unorm,
+        EXTENT,
+        1.5 * 2.0 / SIZE as f32,
+        [0.03, 0.2, 0.2],
+    );
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("app.frame") });
     while exact.record(&mut encoder, usize::MAX) > 0 {}
     while learned.record(&mut encoder, usize::MAX) > 0 {}
@@ -154,46 +141,4 @@ fn main() -> Result<()> {
     img.save(&out).with_context(|| format!("writing {out}"))?;
     println!("{out}: {PARTICLES} particles, exact score (left) and a model trained {TRAIN_STEPS} steps (right)");
     Ok(())
-}
-
-fn particle_pipeline(device: &wgpu::Device) -> wgpu::RenderPipeline {
-    let source = SHADER.replace("SIZE", &format!("{SIZE}.0")).replace("EXTENT", &format!("{EXTENT:.1}"));
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("app.particles"),
-        source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
-    let additive = wgpu::BlendComponent {
-        src_factor: wgpu::BlendFactor::One,
-        dst_factor: wgpu::BlendFactor::One,
-        operation: wgpu::BlendOperation::ReverseSubtract,
-    };
-    device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-        label: Some("app.particles"),
-        layout: None,
-        vertex: wgpu::VertexState {
-            module: &module,
-            entry_point: Some("vs"),
-            compilation_options: Default::default(),
-            buffers: &[Some(wgpu::VertexBufferLayout {
-                array_stride: 8,
-                step_mode: wgpu::VertexStepMode::Instance,
-                attributes: &wgpu::vertex_attr_array![0 => Float32x2],
-            })],
-        },
-        fragment: Some(wgpu::FragmentState {
-            module: &module,
-            entry_point: Some("fs"),
-            compilation_options: Default::default(),
-            targets: &[Some(wgpu::ColorTargetState {
-                format: wgpu::TextureFormat::Rgba8Unorm,
-                blend: Some(wgpu::BlendState { color: additive, alpha: wgpu::BlendComponent::REPLACE }),
-                write_mask: wgpu::ColorWrites::ALL,
-            })],
-        }),
-        primitive: wgpu::PrimitiveState::default(),
-        depth_stencil: None,
-        multisample: wgpu::MultisampleState::default(),
-        multiview_mask: None,
-        cache: None,
-    })
 }

@@ -74,3 +74,61 @@ fn headless_render_draws_the_particles_where_the_modes_are() {
     }
     let _ = std::fs::remove_file(&out);
 }
+
+/// examples/live.rs's window and scene.
+const LIVE_SIZE: u32 = 640;
+
+#[test]
+fn the_live_viewer_shows_particles_and_arrows_under_xvfb() {
+    let out = std::env::temp_dir().join(format!("scorefield-live-{}.png", std::process::id()));
+    // Build first, so the X server only waits for the program itself.
+    let built = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--example", "live"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(built.success());
+    let exe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/live");
+    let run = Command::new("xvfb-run")
+        .args(["-a", "-s", "-screen 0 800x800x24"])
+        .arg(&exe)
+        .args(["--screenshot"])
+        .arg(&out)
+        .args(["--frames", "60"])
+        .output()
+        .expect("xvfb-run runs: install xvfb (CI does, see .ci/run)");
+    let log = String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    eprintln!("{log}");
+    assert!(run.status.success(), "the live viewer failed under Xvfb");
+    assert!(log.contains("frame") && log.contains("particle-steps"), "no frame time reported");
+    let img = image::open(&out).unwrap().to_rgba8();
+    assert_eq!(img.dimensions(), (LIVE_SIZE, LIVE_SIZE));
+    // Colours (examples/live.rs): white background; arrows subtract 0.75 (dark grey); particles
+    // subtract (0.03, 0.25, 0.25) (red); the data subtracts (0.12, 0.06, 0) (light blue).
+    let at = |px: u32, py: u32| {
+        let s = 2.0 * 6.0 / LIVE_SIZE as f64;
+        (px as f64 * s - 6.0, 6.0 - py as f64 * s)
+    };
+    let (mut grey, mut red_near_modes, mut red_centre) = (0usize, 0usize, 0usize);
+    for (px, py, p) in img.enumerate_pixels() {
+        let [r, g, b, _] = p.0.map(|c| c as i32);
+        if r < 110 && g < 110 && b < 110 && (r - g).abs() < 30 {
+            grey += 1;
+        }
+        if r > 200 && r - g > 30 && r - b > 30 {
+            let (x, y) = at(px, py);
+            if (x.hypot(y) - 4.0).abs() < 1.2 {
+                red_near_modes += 1;
+            } else if x.hypot(y) < 1.2 {
+                red_centre += 1;
+            }
+        }
+    }
+    eprintln!("grey (arrow) pixels {grey}, red (particle) pixels near the ring of modes {red_near_modes}, centre {red_centre}");
+    // 576 arrows of up to ~25 pixels each.
+    assert!(grey > 2000, "the score field's arrows are missing ({grey} grey pixels)");
+    // The ring |x| in 4 +- 1.2 has 16 times the centre disc's area; Langevin at sigma = 1 puts
+    // far more than 16 times the particles there.
+    assert!(red_near_modes > 2000, "the particles are missing ({red_near_modes} red pixels at the modes)");
+    assert!(red_near_modes > 40 * red_centre.max(1), "the particles are not at the modes");
+}

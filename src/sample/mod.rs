@@ -439,6 +439,27 @@ impl Sampler {
         Ok(())
     }
 
+    /// Starts over from another sampler's particles (same count and dimension), skipping the
+    /// initial draw: records a device copy into `encoder`, never waits. For switching the method,
+    /// noise level or score source of a live run without moving the particles.
+    pub fn continue_from(&mut self, encoder: &mut wgpu::CommandEncoder, other: &Sampler) -> Result<()> {
+        if other.particles.len() != self.particles.len() {
+            return Err(Error::invalid(
+                "particles",
+                format!(
+                    "{} floats given, the sampler holds {} x {}",
+                    other.particles.len(),
+                    self.config.particles,
+                    self.dim
+                ),
+            ));
+        }
+        let bytes = (self.particles.len() * 4) as u64;
+        encoder.copy_buffer_to_buffer(other.particles.raw(), 0, self.particles.raw(), 0, bytes);
+        self.position = 1;
+        Ok(())
+    }
+
     /// Records up to `max_dispatches` more dispatch groups into `encoder` (the embedding path:
     /// the caller submits). Returns how many were recorded; 0 once the run is done.
     pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, max_dispatches: usize) -> usize {
