@@ -79,6 +79,8 @@ struct Engine {
     /// The sampler's seed, new for every sampler.
     seed: u64,
     field: Evaluator,
+    /// The arrows' grid points, on the host (for the exact field) and on the device.
+    points: Vec<f32>,
     grid: GpuBuffer<f32>,
     exact_field: GpuBuffer<f32>,
     data: GpuBuffer<f32>,
@@ -115,7 +117,7 @@ impl Engine {
         let exact_field = GpuBuffer::<f32>::new(&gpu, "app.exact_field", 2 * GRID * GRID, none)?;
         let data = GpuBuffer::from_slice(&gpu, "app.data", &samples[..2 * PARTICLES], wgpu::BufferUsages::VERTEX)?;
         let sampler = Self::sampler(&gpu, &mixture, &trainer, settings, 0).await?;
-        let mut engine = Self { gpu, mixture, trainer, sampler, seed: 0, field, grid, exact_field, data };
+        let mut engine = Self { gpu, mixture, trainer, sampler, seed: 0, field, points, grid, exact_field, data };
         engine.set_fields(settings.sigma)?;
         Ok(engine)
     }
@@ -151,9 +153,8 @@ impl Engine {
 
     /// The fields drawn at `sigma`: the learned one's points, and the exact one on the host.
     fn set_fields(&mut self, sigma: f64) -> Result<()> {
-        let points: Vec<f32> = pollster::block_on(self.grid.read(&self.gpu))?;
-        self.field.set_points(&self.gpu, &points, &vec![sigma.ln() as f32; GRID * GRID])?;
-        let p64: Vec<f64> = points.iter().map(|&v| v as f64).collect();
+        self.field.set_points(&self.gpu, &self.points, &vec![sigma.ln() as f32; GRID * GRID])?;
+        let p64: Vec<f64> = self.points.iter().map(|&v| v as f64).collect();
         let exact: Vec<f32> = self.mixture.noised_score(&p64, 1.0, sigma).iter().map(|v| (v * sigma) as f32).collect();
         self.exact_field.write(&self.gpu, 0, &exact);
         Ok(())
@@ -195,8 +196,7 @@ impl View {
     async fn new(event_loop: &ActiveEventLoop, instance: &wgpu::Instance, start: Settings) -> Result<Self> {
         let attributes = Window::default_attributes()
             .with_title("scorefield live")
-            .with_inner_size(winit::dpi::PhysicalSize::new(SIZE, SIZE))
-            .with_resizable(false);
+            .with_inner_size(winit::dpi::PhysicalSize::new(SIZE, SIZE));
         let window = Arc::new(event_loop.create_window(attributes)?);
         let surface = instance.create_surface(window.clone())?;
         let adapter = instance
@@ -218,18 +218,7 @@ impl View {
         let gpu = Gpu::from_device(device.clone(), queue.clone())?;
         let settings = start;
         let engine = Engine::new(gpu, settings).await?;
-        let scene = device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("app.scene"),
-            size: wgpu::Extent3d { width: config.width, height: config.height, depth_or_array_layers: 1 },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: SCENE_FORMAT,
-            usage: wgpu::TextureUsages::RENDER_ATTACHMENT
-                | wgpu::TextureUsages::TEXTURE_BINDING
-                | wgpu::TextureUsages::COPY_SRC,
-            view_formats: &[],
-        });
+        let scene = scene_texture(&device, &config);
         let blit = blit_pipeline(&device, config.format, &scene);
         let half = 1.5 * 2.0 / config.width as f32;
         let data_points = common::points_pipeline(&device, SCENE_FORMAT, EXTENT, half, [0.12, 0.06, 0.0]);
@@ -265,6 +254,19 @@ impl View {
             last: Instant::now(),
             frame_ms: Vec::new(),
         })
+    }
+
+    /// A window of another size (a window manager or a high-DPI screen may not give the one
+    /// asked for): the surface, the scene texture and the blit's binding follow it.
+    fn resize(&mut self, size: winit::dpi::PhysicalSize<u32>) {
+        if size.width == 0 || size.height == 0 {
+            return;
+        }
+        self.config.width = size.width;
+        self.config.height = size.height;
+        self.surface.configure(&self.device, &self.config);
+        self.scene = scene_texture(&self.device, &self.config);
+        self.blit = blit_pipeline(&self.device, self.config.format, &self.scene);
     }
 
     fn key(&mut self, key: &Key) -> Result<()> {
@@ -386,6 +388,22 @@ fn render_pass<'a>(
     })
 }
 
+/// The texture the scene is drawn into, the window's size.
+fn scene_texture(device: &wgpu::Device, config: &wgpu::SurfaceConfiguration) -> wgpu::Texture {
+    device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("app.scene"),
+        size: wgpu::Extent3d { width: config.width, height: config.height, depth_or_array_layers: 1 },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: SCENE_FORMAT,
+        usage: wgpu::TextureUsages::RENDER_ATTACHMENT
+            | wgpu::TextureUsages::TEXTURE_BINDING
+            | wgpu::TextureUsages::COPY_SRC,
+        view_formats: &[],
+    })
+}
+
 fn blit_pipeline(
     device: &wgpu::Device,
     format: wgpu::TextureFormat,
@@ -496,6 +514,10 @@ impl ApplicationHandler for App {
             WindowEvent::KeyboardInput {
                 event: KeyEvent { logical_key, state: ElementState::Pressed, .. }, ..
             } => view.key(&logical_key),
+            WindowEvent::Resized(size) => {
+                view.resize(size);
+                Ok(())
+            }
             WindowEvent::RedrawRequested => {
                 let capture = self.screenshot.as_ref().is_some_and(|(_, n)| view.frames + 1 >= *n);
                 match view.frame(capture) {
