@@ -395,13 +395,23 @@ impl Trainer {
 
     /// Copies the live state into `good` (unconditionally: a fresh or resumed state is healthy).
     fn keep_current_state(&mut self) {
-        let mut encoder = self.gpu.encoder("scorefield.train.keep_state");
-        let bytes = self.model.params.raw().size();
-        for (i, live) in [&self.model.params, &self.adam_m, &self.adam_v, &self.model.ema].into_iter().enumerate() {
-            encoder.copy_buffer_to_buffer(live.raw(), 0, self.good.raw(), i as u64 * bytes, bytes);
-        }
+        let encoder = self.copy_state(true);
         self.gpu.submit(encoder);
         self.good_step = self.step;
+    }
+
+    /// An encoder holding the copies of params, m, v and EMA into `good` (`keep`) or back.
+    fn copy_state(&self, keep: bool) -> wgpu::CommandEncoder {
+        let mut encoder = self.gpu.encoder("scorefield.train.copy_state");
+        let bytes = self.model.params.raw().size();
+        for (i, live) in [&self.model.params, &self.adam_m, &self.adam_v, &self.model.ema].into_iter().enumerate() {
+            let at = i as u64 * bytes;
+            match keep {
+                true => encoder.copy_buffer_to_buffer(live.raw(), 0, self.good.raw(), at, bytes),
+                false => encoder.copy_buffer_to_buffer(self.good.raw(), at, live.raw(), 0, bytes),
+            }
+        }
+        encoder
     }
 
     /// After a blow-up: copies the last healthy state back, clears the flags, drops the loss
@@ -409,11 +419,7 @@ impl Trainer {
     /// configured.
     fn recover(&mut self, quantity: &'static str, step: u64) -> Result<()> {
         self.pending.clear();
-        let mut encoder = self.gpu.encoder("scorefield.train.restore");
-        let bytes = self.model.params.raw().size();
-        for (i, live) in [&self.model.params, &self.adam_m, &self.adam_v, &self.model.ema].into_iter().enumerate() {
-            encoder.copy_buffer_to_buffer(self.good.raw(), i as u64 * bytes, live.raw(), 0, bytes);
-        }
+        let encoder = self.copy_state(false);
         self.health.write(&self.gpu, 0, &HEALTH_CLEAN);
         self.gpu.submit(encoder);
         self.step = self.good_step;
@@ -592,8 +598,9 @@ impl Trainer {
     /// changed where the kernel writes it (Adam: the weights), so time on a throwaway trainer.
     pub(crate) async fn time_kernel(&mut self, kernel: StepKernel, reps: usize) -> Result<f64> {
         self.write_step_ring(0, 1)?;
-        let mut timed = 0.0;
-        for round in 0..2 {
+        let mut seconds = 0.0;
+        // One warm-up call, then the timed ones.
+        for calls in [1, reps.max(1)] {
             let mut encoder = self.gpu.encoder("scorefield.bench.kernel");
             self.mlp.record_weight_copies(&mut encoder);
             {
@@ -601,16 +608,16 @@ impl Trainer {
                     label: Some("scorefield.bench.kernel"),
                     timestamp_writes: None,
                 });
-                for _ in 0..if round == 0 { 1 } else { reps } {
+                for _ in 0..calls {
                     self.record_kernel(&mut pass, kernel, 0);
                 }
             }
             let start = std::time::Instant::now();
             self.gpu.submit(encoder);
             self.gpu.wait(None)?;
-            timed = start.elapsed().as_secs_f64() / reps.max(1) as f64;
+            seconds = start.elapsed().as_secs_f64() / calls as f64;
         }
-        Ok(timed)
+        Ok(seconds)
     }
 
     /// Runs `steps` steps, submitting every `steps_per_submit`. With `log_every > 0`, the
