@@ -58,9 +58,10 @@
 //! Waiting happens only in the `async` read methods (`read`, `finish`, `checkpoint`) and in the
 //! convenience runners (`Trainer::run`, `Sampler::run`), which submit themselves.
 
-// Host-clock timing (std::time::Instant): native only.
+// Host-clock timing (std::time::Instant, which the browser does not have): native only.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod ceiling;
 pub mod checkpoint;
 pub mod data;

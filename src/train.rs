@@ -596,6 +596,7 @@ impl Trainer {
     /// Seconds per recording of `kernel` alone, `reps` times in one pass and one submit, after
     /// a warm-up (the kernel micro-benchmarks of `crate::bench`). Leaves the trainer's state
     /// changed where the kernel writes it (Adam: the weights), so time on a throwaway trainer.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) async fn time_kernel(&mut self, kernel: StepKernel, reps: usize) -> Result<f64> {
         self.write_step_ring(0, 1)?;
         let mut seconds = 0.0;

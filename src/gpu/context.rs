@@ -179,7 +179,8 @@ pub fn describe_info(info: &wgpu::AdapterInfo) -> String {
         .join(" ");
     format!(
         "{} ({:?}, {:?}, driver: {})",
-        info.name,
+        // Browsers keep the adapter's name to themselves.
+        if info.name.is_empty() { "unnamed adapter" } else { &info.name },
         info.backend,
         info.device_type,
         if driver.is_empty() { "unknown" } else { &driver }
