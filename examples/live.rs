@@ -108,10 +108,7 @@ impl Engine {
         trainer.run(TRAIN_STEPS, 0)?;
         trainer.finish().await?;
         let field = Evaluator::new(&gpu, trainer.model(), Weights::Ema, GRID * GRID).await?;
-        let cell = 2.0 * EXTENT / GRID as f32;
-        let points: Vec<f32> = (0..GRID * GRID)
-            .flat_map(|i| [-EXTENT + ((i % GRID) as f32 + 0.5) * cell, EXTENT - ((i / GRID) as f32 + 0.5) * cell])
-            .collect();
+        let points = common::lattice(GRID, EXTENT);
         let none = wgpu::BufferUsages::empty();
         let grid = GpuBuffer::from_slice(&gpu, "app.grid", &points, none)?;
         let exact_field = GpuBuffer::<f32>::new(&gpu, "app.exact_field", 2 * GRID * GRID, none)?;
@@ -409,31 +406,7 @@ fn blit_pipeline(
     format: wgpu::TextureFormat,
     scene: &wgpu::Texture,
 ) -> (wgpu::RenderPipeline, wgpu::BindGroup) {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("app.blit"),
-        source: wgpu::ShaderSource::Wgsl(BLIT.into()),
-    });
-    let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-        label: Some("app.blit"),
-        layout: None,
-        vertex: wgpu::VertexState {
-            module: &module,
-            entry_point: Some("vs"),
-            compilation_options: Default::default(),
-            buffers: &[],
-        },
-        fragment: Some(wgpu::FragmentState {
-            module: &module,
-            entry_point: Some("fs"),
-            compilation_options: Default::default(),
-            targets: &[Some(format.into())],
-        }),
-        primitive: Default::default(),
-        depth_stencil: None,
-        multisample: Default::default(),
-        multiview_mask: None,
-        cache: None,
-    });
+    let pipeline = common::fullscreen_pipeline(device, "app.blit", BLIT, format);
     let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("app.blit"),
         layout: &pipeline.get_bind_group_layout(0),

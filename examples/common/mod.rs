@@ -141,3 +141,47 @@ pub fn arrows_pipeline(
     let constants = [("EXTENT", extent as f64), ("CELL", cell as f64)];
     pipeline(device, "app.arrows", ARROWS, &constants, &[], wgpu::PrimitiveTopology::LineList, format)
 }
+
+/// A pipeline drawing one full-screen triangle (`draw(0..3, 0..1)`, no vertex buffers, no
+/// blending) from WGSL `source` with entry points `vs` and `fs`: blits and backgrounds.
+pub fn fullscreen_pipeline(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    format: wgpu::TextureFormat,
+) -> wgpu::RenderPipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+        label: Some(label),
+        layout: None,
+        vertex: wgpu::VertexState {
+            module: &module,
+            entry_point: Some("vs"),
+            compilation_options: Default::default(),
+            buffers: &[],
+        },
+        fragment: Some(wgpu::FragmentState {
+            module: &module,
+            entry_point: Some("fs"),
+            compilation_options: Default::default(),
+            targets: &[Some(format.into())],
+        }),
+        primitive: Default::default(),
+        depth_stencil: None,
+        multisample: Default::default(),
+        multiview_mask: None,
+        cache: None,
+    })
+}
+
+/// The centres of a `grid` x `grid` lattice of cells over [-extent, extent]^2, row by row from
+/// the top ([grid^2, 2] f32): where the arrows start.
+pub fn lattice(grid: usize, extent: f32) -> Vec<f32> {
+    let cell = 2.0 * extent / grid as f32;
+    (0..grid * grid)
+        .flat_map(|i| [-extent + ((i % grid) as f32 + 0.5) * cell, extent - ((i / grid) as f32 + 0.5) * cell])
+        .collect()
+}

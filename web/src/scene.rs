@@ -89,38 +89,11 @@ impl Scene {
         });
         let pixels = GpuBuffer::<u32>::new(gpu, "page.pixels", (size.0 * size.1) as usize, wgpu::BufferUsages::empty())
             .map_err(|e| e.to_string())?;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("page.density"),
-            source: wgpu::ShaderSource::Wgsl(DENSITY.into()),
-        });
-        let density = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-            label: Some("page.density"),
-            layout: None,
-            vertex: wgpu::VertexState {
-                module: &module,
-                entry_point: Some("vs"),
-                compilation_options: Default::default(),
-                buffers: &[],
-            },
-            fragment: Some(wgpu::FragmentState {
-                module: &module,
-                entry_point: Some("fs"),
-                compilation_options: Default::default(),
-                targets: &[Some(FORMAT.into())],
-            }),
-            primitive: Default::default(),
-            depth_stencil: None,
-            multisample: Default::default(),
-            multiview_mask: None,
-            cache: None,
-        });
+        let density = draw::fullscreen_pipeline(device, "page.density", DENSITY, FORMAT);
         let half = 1.5 * 2.0 / size.0 as f32;
         let arrows = draw::arrows_pipeline(device, FORMAT, EXTENT, 2.0 * EXTENT / GRID as f32);
         let particles = draw::points_pipeline(device, FORMAT, EXTENT, half, [0.05, 0.55, 0.6]);
-        let cell = 2.0 * EXTENT / GRID as f32;
-        let points: Vec<f32> = (0..GRID * GRID)
-            .flat_map(|i| [-EXTENT + ((i % GRID) as f32 + 0.5) * cell, EXTENT - ((i / GRID) as f32 + 0.5) * cell])
-            .collect();
+        let points = draw::lattice(GRID, EXTENT);
         let grid =
             GpuBuffer::from_slice(gpu, "page.grid", &points, wgpu::BufferUsages::empty()).map_err(|e| e.to_string())?;
         Ok(Self {
