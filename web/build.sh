@@ -9,9 +9,14 @@ cd "$(dirname "$0")/.."
 cargo build --profile web --target wasm32-unknown-unknown -p scorefield-web
 wasm-bindgen --target web --no-typescript --out-dir web/pkg \
   target/wasm32-unknown-unknown/web/scorefield_web.wasm
-if command -v wasm-opt >/dev/null; then
+# wasm-opt from binaryen 132 or newer (npm install binaryen): older ones, such as Debian
+# bookworm's 108, emit a module whose function table the browser refuses.
+opt_version=$(wasm-opt --version 2>/dev/null | sed -n 's/^wasm-opt version \([0-9]*\).*/\1/p')
+if [ -n "$opt_version" ] && [ "$opt_version" -ge 132 ]; then
   wasm-opt -Os --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals --enable-reference-types --enable-multivalue \
     web/pkg/scorefield_web_bg.wasm -o web/pkg/scorefield_web_bg.wasm
+elif [ -n "$opt_version" ]; then
+  echo "wasm-opt $opt_version is older than 132 (it breaks the module): left unoptimised" >&2
 fi
 echo "web/pkg/scorefield_web_bg.wasm: $(stat -c %s web/pkg/scorefield_web_bg.wasm) bytes"
