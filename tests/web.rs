@@ -394,6 +394,13 @@ fn the_page_trains_and_samples_in_headless_chromium() {
     assert!(w >= CANVAS / 2 && h == w, "canvas screenshot {w}x{h}");
     assert!(at_modes > 1000 && at_modes > 2 * elsewhere, "the canvas does not show the samples at the modes");
 
+    // A name that is not a 2-D toy is refused and the page carries on.
+    let refused = browser.eval(
+        "const p = window.scorefield.page;
+         try { p.set_toy('digits'); return 'accepted'; } catch (e) { return [e.message, p.phase()]; }",
+    );
+    assert_eq!(refused, json!(["digits is not a 2-D toy: the page draws points in the plane", "done"]));
+
     if let Some(path) = std::env::var_os("SCOREFIELD_WEB_SCREENSHOT") {
         std::fs::write(&path, browser.screenshot()).unwrap();
         eprintln!("page screenshot: {}", PathBuf::from(path).display());

@@ -88,7 +88,13 @@ async function main() {
     return /no adapter/.test(message) ? showNoWebGpu(message) : fail(message);
   }
   $('adapter').textContent = `Adapter: ${page.adapter()}`;
-  $('toy').onchange = () => page.set_toy($('toy').value);
+  $('toy').onchange = () => {
+    try {
+      page.set_toy($('toy').value);
+    } catch (e) {
+      fail(e.message);
+    }
+  };
   $('sigma').oninput = () => {
     const sigma = sigmaOf(Number($('sigma').value));
     $('sigma-value').textContent = sigma.toPrecision(2);

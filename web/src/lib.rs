@@ -119,8 +119,11 @@ pub struct Page {
 impl Page {
     /// Trains afresh on another toy ("eight-gaussians", "two-moons", "swiss-roll",
     /// "checkerboard", "rings", "spirals").
-    pub fn set_toy(&self, toy: &str) {
+    /// Fails, leaving the page as it is, for a name that is not a 2-D toy.
+    pub fn set_toy(&self, toy: &str) -> Result<(), JsError> {
+        toy_dataset(toy).map_err(|e| JsError::new(&e))?;
         self.shared.borrow_mut().next_toy = Some(toy.to_owned());
+        Ok(())
     }
 
     /// The noise level of the arrows, and where annealed Langevin starts (restarts sampling).
