@@ -389,9 +389,10 @@ async fn run(
         match phase {
             Phase::Training => {
                 let step = engine.trainer.step();
-                let (steps, log_every) = match step < LOG_FIRST {
-                    true => (1, 1),
-                    false => ((options.steps as u64 - step).min(options.steps_per_frame as u64), LOG_EVERY),
+                let (steps, log_every) = if step < LOG_FIRST {
+                    (1, 1)
+                } else {
+                    ((options.steps as u64).saturating_sub(step).min(options.steps_per_frame as u64), LOG_EVERY)
                 };
                 engine.trainer.run(steps, log_every).map_err(text)?;
                 let records = engine.trainer.take_losses().map_err(text)?;
