@@ -65,6 +65,9 @@ fn subtract() -> wgpu::BlendState {
     wgpu::BlendState { color: component, alpha: wgpu::BlendComponent::REPLACE }
 }
 
+/// A render pipeline from WGSL `source` (entry points `vs` and `fs`, override `constants`)
+/// drawing into `format` with `blend` (None: replace).
+#[allow(clippy::too_many_arguments)]
 fn pipeline(
     device: &wgpu::Device,
     label: &str,
@@ -73,6 +76,7 @@ fn pipeline(
     buffers: &[Option<wgpu::VertexBufferLayout>],
     topology: wgpu::PrimitiveTopology,
     format: wgpu::TextureFormat,
+    blend: Option<wgpu::BlendState>,
 ) -> wgpu::RenderPipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(label),
@@ -92,11 +96,7 @@ fn pipeline(
             module: &module,
             entry_point: Some("fs"),
             compilation_options: options,
-            targets: &[Some(wgpu::ColorTargetState {
-                format,
-                blend: Some(subtract()),
-                write_mask: wgpu::ColorWrites::ALL,
-            })],
+            targets: &[Some(wgpu::ColorTargetState { format, blend, write_mask: wgpu::ColorWrites::ALL })],
         }),
         primitive: wgpu::PrimitiveState { topology, ..Default::default() },
         depth_stencil: None,
@@ -127,7 +127,8 @@ pub fn points_pipeline(
         step_mode: wgpu::VertexStepMode::Instance,
         attributes: &wgpu::vertex_attr_array![0 => Float32x2],
     };
-    pipeline(device, "app.points", POINTS, &constants, &[Some(layout)], wgpu::PrimitiveTopology::TriangleList, format)
+    let triangles = wgpu::PrimitiveTopology::TriangleList;
+    pipeline(device, "app.points", POINTS, &constants, &[Some(layout)], triangles, format, Some(subtract()))
 }
 
 /// Arrows from storage buffers `grid` and `field` (bind group 0, bindings 0 and 1), drawn with
@@ -139,7 +140,7 @@ pub fn arrows_pipeline(
     cell: f32,
 ) -> wgpu::RenderPipeline {
     let constants = [("EXTENT", extent as f64), ("CELL", cell as f64)];
-    pipeline(device, "app.arrows", ARROWS, &constants, &[], wgpu::PrimitiveTopology::LineList, format)
+    pipeline(device, "app.arrows", ARROWS, &constants, &[], wgpu::PrimitiveTopology::LineList, format, Some(subtract()))
 }
 
 /// A pipeline drawing one full-screen triangle (`draw(0..3, 0..1)`, no vertex buffers, no
@@ -150,31 +151,7 @@ pub fn fullscreen_pipeline(
     source: &str,
     format: wgpu::TextureFormat,
 ) -> wgpu::RenderPipeline {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some(label),
-        source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
-    device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-        label: Some(label),
-        layout: None,
-        vertex: wgpu::VertexState {
-            module: &module,
-            entry_point: Some("vs"),
-            compilation_options: Default::default(),
-            buffers: &[],
-        },
-        fragment: Some(wgpu::FragmentState {
-            module: &module,
-            entry_point: Some("fs"),
-            compilation_options: Default::default(),
-            targets: &[Some(format.into())],
-        }),
-        primitive: Default::default(),
-        depth_stencil: None,
-        multisample: Default::default(),
-        multiview_mask: None,
-        cache: None,
-    })
+    pipeline(device, label, source, &[], &[], wgpu::PrimitiveTopology::TriangleList, format, None)
 }
 
 /// The centres of a `grid` x `grid` lattice of cells over [-extent, extent]^2, row by row from
