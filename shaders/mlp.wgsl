@@ -8,7 +8,8 @@
 //   4  storage, read_write  out1: post-activations (FORWARD with ACT only)
 //   5  uniform              wwin: the layer's W, when WIN (FORWARD and BACKWARD_INPUT), or
 //                           a chunk of its input rows (BACKWARD_WEIGHT)
-//   6  uniform              awin: a chunk of dL/dz rows (BACKWARD_WEIGHT when WIN)
+//   6  uniform              awin: a chunk of A's rows, when AWIN (the activations of FORWARD,
+//                           dL/dz of BACKWARD_INPUT and BACKWARD_WEIGHT)
 // Unused bindings get a small dummy buffer.
 //
 // C[m, n] = sum_k A(m, k) B(k, n), with A, B and the epilogue chosen by MODE. A layer maps
@@ -24,8 +25,10 @@
 //       A = lhs[k*M + m] (dL/dz, transposed),  B = rhs[k*(N-1) + n] (input), or 1 for n = N-1
 //       out0[OFF_W + m*(N-1) + n] = C  (dL/dW);  out0[OFF_B + m] = C at n = N-1  (dL/db)
 //   The batch reduction of MODE 2 is the K loop: no atomics, a fixed order, bit-reproducible.
-//   With WIN it runs chunk by chunk (K = the chunk's rows, operands from uniform windows), each
-//   chunk's dispatch adding to the last (ACCUM): still a fixed order.
+//   With WIN and AWIN it runs chunk by chunk (K = the chunk's rows, operands from uniform
+//   windows), each chunk's dispatch adding to the last (ACCUM): still a fixed order.
+//   With AWIN, MODE 0 and MODE 1 run chunk by chunk of batch rows too (M = the chunk's rows, A
+//   from the window, out0, out1 and aux bound at the chunk's first row): the same sums.
 //
 // Tangent rows (TANGENTS = T > 0; exact and sliced score matching): the forward-mode pass
 // carrying T directions per example, T rows per primal row b (row m belongs to b = m / T).
@@ -57,6 +60,9 @@ override OFF_B: u32 = 0u;
 // before the pass (MlpPass::record_weight_copies). On llvmpipe a uniform load costs a twelfth
 // of a storage load (BENCHMARKS.md); for layers of more than 16384 weights W stays in storage.
 override WIN: bool = false;
+// A through a uniform window (binding 6): a chunk of M batch rows (K for BACKWARD_WEIGHT) bound
+// at its first row (Tuning::chunked_operands on the host).
+override AWIN: bool = false;
 // BACKWARD_WEIGHT over a chunk of K batch rows whose dL/dz and inputs come through uniform
 // windows (bindings 6 and 5), adding to out0 unless this is the first chunk (ACCUM false).
 override ACCUM: bool = false;
@@ -102,14 +108,11 @@ fn load_a(m: u32, k: u32) -> f32 {
     if m >= M || k >= K {
         return 0.0;
     }
-    if MODE == 2u {
-        if WIN {
-            let i = k * M + m;
-            return awin[i / 4u][i % 4u];
-        }
-        return lhs[k * M + m];
+    let i = select(m * K + k, k * M + m, MODE == 2u);
+    if AWIN {
+        return awin[i / 4u][i % 4u];
     }
-    return lhs[m * K + k];
+    return lhs[i];
 }
 
 fn load_b(k: u32, n: u32) -> f32 {

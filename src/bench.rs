@@ -111,7 +111,7 @@ pub async fn run(gpu: &Gpu, workload: Workload, steps: usize, repeats: usize, pa
             figure: steps as f64 / seconds[0],
             figure_unit: "steps/s",
             gflops: flop / seconds[0] / 1e9,
-            path: "staged".into(),
+            path: staged_path(gpu),
         });
     }
     let mut times = Vec::with_capacity(repeats);
@@ -145,8 +145,16 @@ pub async fn run(gpu: &Gpu, workload: Workload, steps: usize, repeats: usize, pa
         figure: particle_steps / seconds[0],
         figure_unit: "particle-steps/s",
         gflops: shape.forward_flop() * particle_steps / seconds[0] / 1e9,
-        path: if sampler.is_fused() { "fused".into() } else { "staged".into() },
+        path: if sampler.is_fused() { "fused".into() } else { staged_path(gpu) },
     })
+}
+
+/// "staged", with how the dense layers read their operands (`Tuning::chunked_operands`).
+fn staged_path(gpu: &Gpu) -> String {
+    match gpu.tuning().chunked_operands {
+        true => "staged, chunked operands".into(),
+        false => "staged, storage operands".into(),
+    }
 }
 
 /// Seconds for `steps` training steps of `objective` (median, min, max of `repeats` timings),

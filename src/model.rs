@@ -176,7 +176,7 @@ impl Activations {
         let kind = if tangent { "tangent" } else { "primal" };
         let label = |what: &str| format!("scorefield.mlp.{kind}.{what}");
         let buf = |what: &str, len: usize| GpuBuffer::<f32>::new(gpu, &label(what), len, wgpu::BufferUsages::empty());
-        // The weight gradient reads inputs and dL/dz in 64 KiB uniform windows, the last of
+        // Chunked passes read layer inputs and dL/dz in 64 KiB uniform windows, the last of
         // which may run past the rows: those buffers carry one window of slack.
         let windowed = |what: &str, len: usize| {
             GpuBuffer::<f32>::new(gpu, &label(what), len + WINDOW_FLOATS, wgpu::BufferUsages::UNIFORM)
@@ -235,16 +235,38 @@ pub(crate) struct MlpPass {
 const WINDOW_BYTES: u64 = UNIFORM_WINDOW_BYTES;
 const WINDOW_FLOATS: usize = WINDOW_BYTES as usize / 4;
 
-/// Batch rows per weight-gradient chunk when the layer's dL/dz rows (`out` wide) and input rows
-/// (`inp` wide) go through 64 KiB uniform windows: the largest power of two whose rows fit a
-/// window, if the chunks then start at the 256-byte offsets uniform bindings need.
-fn chunk_rows(out: usize, inp: usize) -> Option<usize> {
-    let widest = out.max(inp);
+/// Batch rows per chunk when operands `windowed` floats wide (per row) go through 64 KiB uniform
+/// windows and buffers `bound` floats wide are bound at each chunk's first row: the largest power
+/// of two whose rows fit a window, if every chunk then starts at an offset the device allows.
+/// None where the adapter's tuning reads operands from storage in one dispatch.
+fn chunk_rows(gpu: &Gpu, windowed: &[usize], bound: &[usize]) -> Option<usize> {
+    if !gpu.tuning().chunked_operands {
+        return None;
+    }
+    let widest = windowed.iter().copied().max()?;
     if widest == 0 || widest > WINDOW_FLOATS {
         return None;
     }
     let rows = 1usize << (WINDOW_FLOATS / widest).ilog2();
-    ((rows * out).is_multiple_of(64) && (rows * inp).is_multiple_of(64)).then_some(rows)
+    let limits = gpu.limits();
+    let align = limits.min_uniform_buffer_offset_alignment.max(limits.min_storage_buffer_offset_alignment) as usize / 4;
+    windowed.iter().chain(bound).all(|w| (rows * w).is_multiple_of(align)).then_some(rows)
+}
+
+/// The chunk's elements `(start, len)` of a per-row buffer, or all of it without chunking.
+fn rows_binding(buffer: &GpuBuffer<f32>, chunk: Option<(usize, usize)>) -> wgpu::BindingResource<'_> {
+    match chunk {
+        Some((start, len)) => buffer.range_binding(start, len),
+        None => buffer.binding(),
+    }
+}
+
+/// (first row, rows) of each chunk of `rows` rows: one chunk of all of them without chunking.
+fn row_chunks(rows: usize, chunk: Option<usize>) -> Vec<(usize, usize)> {
+    match chunk {
+        Some(c) => (0..rows.div_ceil(c)).map(|i| (i * c, c.min(rows - i * c))).collect(),
+        None => vec![(0, rows)],
+    }
 }
 
 const MODE_FORWARD: f64 = 0.0;
@@ -346,27 +368,40 @@ impl MlpPass {
         let last = layers.len() - 1;
         let mut forward = Vec::new();
         for (l, layer) in layers.iter().enumerate() {
+            let (n, k) = (layer.fan_out, layer.fan_in);
             for &(side, rows, t) in &sides {
+                // Primal rows may run chunk by chunk with their input through uniform windows;
+                // tangent rows read their primal rows' pre-activations by row, so stay whole.
+                let chunk = if t == 0 { chunk_rows(gpu, &[k], &[n]) } else { None };
                 let variant = Variant {
                     mode: MODE_FORWARD,
                     act: l < last,
                     window: windowed(layer),
+                    a_window: chunk.is_some(),
                     accumulate: false,
                     tangents: t,
                 };
-                // Tangent rows read the primal pre-activations of their layer for silu'(z).
-                let aux = if t > 0 { acts.pre[l].binding() } else { dummy_read.binding() };
-                let out1 = if l < last { side.post[l].binding() } else { dummy_write.binding() };
-                let entries = [
-                    (0, side.layer_input(l).binding()),
-                    (1, w.binding()),
-                    (2, aux),
-                    (3, side.pre[l].binding()),
-                    (4, out1),
-                    (5, window(l)),
-                    (6, window(0)),
-                ];
-                forward.push(dense(gpu, variant, [rows, layer.fan_out, layer.fan_in], layer, &entries).await?);
+                let input = side.layer_input(l);
+                for (start, len) in row_chunks(rows, chunk) {
+                    let rows_of = |b| rows_binding(b, chunk.map(|_| (start * n, len * n)));
+                    // Tangent rows read the primal pre-activations of their layer for silu'(z).
+                    let aux = if t > 0 { acts.pre[l].binding() } else { dummy_read.binding() };
+                    let out1 = if l < last { rows_of(&side.post[l]) } else { dummy_write.binding() };
+                    let a_window = match chunk {
+                        Some(_) => uniform_window(input.raw(), (start * k * 4) as u64),
+                        None => window(0),
+                    };
+                    let entries = [
+                        (0, input.binding()),
+                        (1, w.binding()),
+                        (2, aux),
+                        (3, rows_of(&side.pre[l])),
+                        (4, out1),
+                        (5, window(l)),
+                        (6, a_window),
+                    ];
+                    forward.push(dense(gpu, variant, [len, n, k], layer, &entries).await?);
+                }
             }
         }
         let mut backward = Vec::new();
@@ -376,19 +411,16 @@ impl MlpPass {
                 // rows (no bias there): over all rows from storage, or chunk by chunk of `rows`
                 // rows through uniform windows, adding up in a fixed order.
                 let (m, n) = (layer.fan_out, layer.fan_in + 1);
-                let chunk = chunk_rows(m, n - 1);
+                let chunk = chunk_rows(gpu, &[m, n - 1], &[]);
                 let mut first = true;
                 for &(side, rows, t) in &sides {
                     let input = side.layer_input(l);
-                    let chunks: Vec<(usize, usize)> = match chunk {
-                        Some(c) => (0..rows.div_ceil(c)).map(|i| (i * c, c.min(rows - i * c))).collect(),
-                        None => vec![(0, rows)],
-                    };
-                    for (start, k) in chunks {
+                    for (start, k) in row_chunks(rows, chunk) {
                         let variant = Variant {
                             mode: MODE_BACKWARD_WEIGHT,
                             act: false,
                             window: chunk.is_some(),
+                            a_window: chunk.is_some(),
                             accumulate: !first,
                             tangents: t,
                         };
@@ -416,25 +448,36 @@ impl MlpPass {
                 if l == 0 {
                     continue;
                 }
+                let (n, k) = (layer.fan_in, layer.fan_out);
                 for &(side, rows, t) in &sides {
+                    // Chunked as the forward pass: primal rows only.
+                    let chunk = if t == 0 { chunk_rows(gpu, &[k], &[n]) } else { None };
                     let variant = Variant {
                         mode: MODE_BACKWARD_INPUT,
                         act: false,
                         window: windowed(layer),
+                        a_window: chunk.is_some(),
                         accumulate: false,
                         tangents: t,
                     };
-                    let out1 = if t > 0 { side.dpost[l - 1].binding() } else { dummy_write.binding() };
-                    let entries = [
-                        (0, side.dpre[l].binding()),
-                        (1, w.binding()),
-                        (2, acts.pre[l - 1].binding()),
-                        (3, side.dpre[l - 1].binding()),
-                        (4, out1),
-                        (5, window(l)),
-                        (6, window(0)),
-                    ];
-                    backward.push(dense(gpu, variant, [rows, layer.fan_in, layer.fan_out], layer, &entries).await?);
+                    for (start, len) in row_chunks(rows, chunk) {
+                        let rows_of = |b| rows_binding(b, chunk.map(|_| (start * n, len * n)));
+                        let out1 = if t > 0 { side.dpost[l - 1].binding() } else { dummy_write.binding() };
+                        let a_window = match chunk {
+                            Some(_) => uniform_window(side.dpre[l].raw(), (start * k * 4) as u64),
+                            None => window(0),
+                        };
+                        let entries = [
+                            (0, side.dpre[l].binding()),
+                            (1, w.binding()),
+                            (2, rows_of(&acts.pre[l - 1])),
+                            (3, rows_of(&side.dpre[l - 1])),
+                            (4, out1),
+                            (5, window(l)),
+                            (6, a_window),
+                        ];
+                        backward.push(dense(gpu, variant, [len, n, k], layer, &entries).await?);
+                    }
                 }
                 if let Some(tan) = &tangent {
                     let features = layer.fan_in;
@@ -516,25 +559,27 @@ impl MlpPass {
 }
 
 /// How a dense-layer dispatch is specialised: the mode, the activation, whether W (or, for
-/// the weight gradient, the operand chunks) come through uniform windows, and whether a
-/// weight-gradient chunk adds to what earlier chunks wrote.
+/// the weight gradient, its input chunk) and the A operand's chunk come through uniform
+/// windows, and whether a weight-gradient chunk adds to what earlier chunks wrote.
 #[derive(Clone, Copy)]
 struct Variant {
     mode: f64,
     act: bool,
     window: bool,
+    a_window: bool,
     accumulate: bool,
     /// Tangent directions per primal row when these are tangent rows, else 0.
     tangents: usize,
 }
 
-fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 10] {
+fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 11] {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     [
         ("TANGENTS", v.tangents as f64),
         ("MODE", v.mode),
         ("ACT", flag(v.act)),
         ("WIN", flag(v.window)),
+        ("AWIN", flag(v.a_window)),
         ("ACCUM", flag(v.accumulate)),
         ("M", m as f64),
         ("N", n as f64),

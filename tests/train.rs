@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use scorefield::gpu::Gpu;
+use scorefield::gpu::{Gpu, Tuning};
 use scorefield::mixture::GaussianMixture;
 use scorefield::model::{init_params, Evaluator, MlpShape, ScoreMlp, Weights};
 use scorefield::objective::{Objective, Parametrisation, Projection};
@@ -31,15 +31,27 @@ fn random_data(r: &mut TestRng, n: usize, d: usize) -> Vec<f32> {
     (0..n * d).map(|_| r.normal() as f32 * 2.0).collect()
 }
 
+/// The device twice: dense-layer operands chunk by chunk through uniform windows, and whole
+/// batches from storage (`Tuning`; the adapter picks one, the tests check both).
+fn both_operand_paths() -> [(&'static str, Gpu); 2] {
+    let gpu = gpu();
+    [
+        ("chunked operands", gpu.clone().with_tuning(Tuning { chunked_operands: true })),
+        ("storage operands", gpu.with_tuning(Tuning { chunked_operands: false })),
+    ]
+}
+
 #[test]
 fn forward_matches_reference() {
-    let gpu = gpu();
     let mut r = TestRng(test_seed());
-    // d = 2 with the W1 shape and d = 64; batches that are not multiples of the 64-row tile.
-    for (shape, batch) in [
-        (MlpShape { dim: 2, hidden_layers: 3, width: 128 }, 100),
-        (MlpShape { dim: 64, hidden_layers: 2, width: 96 }, 70),
-    ] {
+    // d = 2 with the W1 shape and d = 64; batches that are not multiples of the 64-row tile nor of
+    // the operand chunks (256 rows of the 34-wide input, 128 of the 128-wide layers).
+    for ((path, gpu), (shape, batch)) in both_operand_paths().into_iter().flat_map(|g| {
+        [
+            (g.clone(), (MlpShape { dim: 2, hidden_layers: 3, width: 128 }, 300)),
+            (g, (MlpShape { dim: 64, hidden_layers: 2, width: 96 }, 70)),
+        ]
+    }) {
         let model = ScoreMlp::new(&gpu, shape, r.next_u64()).unwrap();
         let eval = pollster::block_on(Evaluator::new(&gpu, &model, Weights::Raw, batch)).unwrap();
         let x: Vec<f32> = random_data(&mut r, batch, shape.dim);
@@ -51,10 +63,10 @@ fn forward_matches_reference() {
         let input = mlp::embed(&shape, &freqs, &to64(&x), &to64(&cond));
         let want = mlp::forward(&shape, &params, &input);
         let err = normwise(&got, want.output());
-        eprintln!("forward d={} normwise relative error {err:.2e}", shape.dim);
+        eprintln!("forward d={}, {path}: normwise relative error {err:.2e}", shape.dim);
         // The embedding's sin/cos of arguments up to ~|log sigma| * 4 * 16 ~ 300 carry f32
         // argument rounding (~300 * 6e-8 = 2e-5 absolute) into the first layer.
-        assert!(err < 1e-4, "forward d={}: normwise relative error {err:.2e}", shape.dim);
+        assert!(err < 1e-4, "forward d={}, {path}: normwise relative error {err:.2e}", shape.dim);
     }
 }
 
@@ -134,7 +146,6 @@ fn check_one_step(
 
 #[test]
 fn training_step_matches_reference_for_every_objective() {
-    let gpu = gpu();
     let seed = test_seed();
     let small = MlpShape { dim: 2, hidden_layers: 2, width: 48 };
     let cases = [
@@ -180,8 +191,23 @@ fn training_step_matches_reference_for_every_objective() {
             129,
         ),
     ];
-    for (i, (name, objective, shape, batch)) in cases.into_iter().enumerate() {
-        let c = check_one_step(&gpu, objective, shape, batch, 50, seed.wrapping_add(i as u64));
+    // Every case on the adapter's own operand path; the W1 shape (several chunks, a partial
+    // last one), d = 64 and a tangent-row case also on the other path.
+    let [own, other] = match gpu().tuning().chunked_operands {
+        true => both_operand_paths(),
+        false => {
+            let [a, b] = both_operand_paths();
+            [b, a]
+        }
+    };
+    let runs = cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| (i, case, &own))
+        .chain(cases.iter().enumerate().filter(|(i, _)| [0, 1, 7].contains(i)).map(|(i, case)| (i, case, &other)));
+    for (i, (name, objective, shape, batch), (path, gpu)) in runs {
+        let (name, shape, batch) = (format!("{name}, {path}"), *shape, *batch);
+        let c = check_one_step(gpu, objective.clone(), shape, batch, 50, seed.wrapping_add(i as u64));
         eprintln!(
             "{name}: normwise errors grads {:.1e}, param update {:.1e}, ema update {:.1e}, loss {:.1e}",
             c.grads, c.params, c.ema, c.loss

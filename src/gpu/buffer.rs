@@ -104,6 +104,17 @@ impl<T: Pod> GpuBuffer<T> {
         self.buffer.as_entire_binding()
     }
 
+    /// A binding of `len` elements from element `start` (its byte offset a multiple of the
+    /// device's offset alignment for the binding's kind).
+    pub fn range_binding(&self, start: usize, len: usize) -> wgpu::BindingResource<'_> {
+        let size = std::mem::size_of::<T>();
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: (start * size) as u64,
+            size: wgpu::BufferSize::new((len * size) as u64),
+        })
+    }
+
     /// Reads the whole buffer back. Submits a copy, then waits for that submission only.
     pub async fn read(&self, gpu: &Gpu) -> Result<Vec<T>> {
         self.read_range(gpu, 0, self.len).await

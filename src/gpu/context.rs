@@ -37,6 +37,25 @@ impl AdapterSummary {
     }
 }
 
+/// Kernel choices that depend on the kind of adapter rather than on the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Read the dense layers' activation operands through 64 KiB uniform windows, one dispatch
+    /// per chunk of batch rows, instead of from storage in one dispatch over the whole batch.
+    /// On llvmpipe a uniform load costs a twelfth of a storage load, which makes the chunks pay
+    /// (measured, BENCHMARKS.md). On a GPU they would not: a 128-row chunk of a 128-wide layer
+    /// is four workgroups, far too few to fill the device, and activation reads differ from lane
+    /// to lane, which uniform (constant) caches serialise. Not measured on a GPU (none lent yet).
+    pub chunked_operands: bool,
+}
+
+impl Tuning {
+    /// Chunked operands on CPU adapters (llvmpipe, SwiftShader, WARP), not on GPUs.
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+        Self { chunked_operands: info.device_type == wgpu::DeviceType::Cpu }
+    }
+}
+
 /// The GPU the engine runs on: a device, its queue, and the engine's pipeline cache.
 ///
 /// Cheap to clone: clones share the device, queue and cache.
@@ -45,6 +64,7 @@ pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
+    tuning: Tuning,
     pub(crate) pipelines: Arc<PipelineCache>,
     /// The first error or loss reported by the handlers of a device the engine owns (wgpu's
     /// default handler would panic); None for an application's device, whose handlers are its own.
@@ -101,7 +121,20 @@ impl Gpu {
     }
 
     fn wrap(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        Self { device, queue, info, pipelines: Arc::new(PipelineCache::default()), fault: Arc::default() }
+        let tuning = Tuning::for_adapter(&info);
+        Self { device, queue, info, tuning, pipelines: Arc::new(PipelineCache::default()), fault: Arc::default() }
+    }
+
+    /// The kernel choices made for this adapter ([`Tuning::for_adapter`]).
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+
+    /// This device with other kernel choices, for comparing them (benchmarks, tests). Passes
+    /// built before keep the choices they were built with.
+    pub fn with_tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = tuning;
+        self
     }
 
     /// `Err(Error::DeviceLost)` once the device (one the engine opened) has failed or been lost.

@@ -6,5 +6,5 @@ mod context;
 mod kernel;
 
 pub use buffer::{uniform_window, GpuBuffer, PendingRead, UNIFORM_WINDOW_BYTES};
-pub use context::{list_adapters, AdapterSummary, Gpu, MIN_LIMITS};
+pub use context::{list_adapters, AdapterSummary, Gpu, Tuning, MIN_LIMITS};
 pub use kernel::{KernelSource, Pipeline};

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use scorefield::gpu::{list_adapters, Gpu};
+use scorefield::gpu::{list_adapters, Gpu, Tuning};
 
 use config::RunConfig;
 
@@ -236,6 +236,10 @@ enum Command {
         /// Run on the adapter whose name contains this.
         #[arg(long)]
         adapter: Option<String>,
+        /// How the dense layers read activations: chunk by chunk through uniform windows, or
+        /// whole batches from storage (default: the adapter's choice, chunked on CPU adapters).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "chunked", "storage"])]
+        operands: String,
     },
 }
 
@@ -267,14 +271,17 @@ fn main() -> Result<()> {
         }
         Command::Fields { checkpoint, sigma, out } => run::fields(&checkpoint, sigma, &out),
         Command::Info { repeats, adapter } => pollster::block_on(info(repeats, adapter.as_deref())),
-        Command::Bench { kernels: true, steps, repeats, adapter, .. } => {
-            pollster::block_on(bench_kernels(steps.unwrap_or(10), repeats, adapter.as_deref()))
+        Command::Bench { kernels: true, steps, repeats, adapter, operands, .. } => {
+            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;
+            pollster::block_on(bench_kernels(&gpu, steps.unwrap_or(10), repeats))
         }
-        Command::Bench { objectives: true, steps, repeats, batch, adapter, .. } => {
-            pollster::block_on(bench_objectives(steps.unwrap_or(10), repeats, batch, adapter.as_deref()))
+        Command::Bench { objectives: true, steps, repeats, batch, adapter, operands, .. } => {
+            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;
+            pollster::block_on(bench_objectives(&gpu, steps.unwrap_or(10), repeats, batch))
         }
-        Command::Bench { workloads, steps, repeats, path, json, adapter, .. } => {
-            pollster::block_on(bench(workloads, steps, repeats, &path, json, adapter.as_deref()))
+        Command::Bench { workloads, steps, repeats, path, json, adapter, operands, .. } => {
+            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;
+            pollster::block_on(bench(&gpu, workloads, steps, repeats, &path, json))
         }
     }
 }
@@ -343,19 +350,36 @@ async fn info(repeats: usize, adapter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// The device of a benchmark, with the dense-layer operand path asked for (`--operands`).
+async fn bench_gpu(adapter: Option<&str>, operands: &str) -> Result<Gpu> {
+    let gpu = Gpu::with_adapter(adapter).await?;
+    Ok(match operands {
+        "chunked" => gpu.with_tuning(Tuning { chunked_operands: true }),
+        "storage" => gpu.with_tuning(Tuning { chunked_operands: false }),
+        _ => gpu,
+    })
+}
+
+/// How the dense layers read their operands on `gpu`, for the benchmarks' headers.
+fn operands_line(gpu: &Gpu) -> &'static str {
+    match gpu.tuning().chunked_operands {
+        true => "dense-layer operands: chunk by chunk through uniform windows",
+        false => "dense-layer operands: whole batches from storage",
+    }
+}
+
 async fn bench(
+    gpu: &Gpu,
     workloads: Vec<String>,
     steps: Option<usize>,
     repeats: usize,
     path: &str,
     json: bool,
-    adapter: Option<&str>,
 ) -> Result<()> {
     use scorefield::bench::{self, Workload};
     use scorefield::sample::Path;
-    let gpu = Gpu::with_adapter(adapter).await?;
     let adapter = gpu.describe();
-    let ceiling = scorefield::ceiling::measure(&gpu, 3).await?.best.median_gflops;
+    let ceiling = scorefield::ceiling::measure(gpu, 3).await?.best.median_gflops;
     let path = match path {
         "fused" => Path::Fused,
         "staged" => Path::Staged,
@@ -368,44 +392,45 @@ async fn bench(
     };
     if !json {
         println!("adapter: {adapter}");
+        println!("{}", operands_line(gpu));
         println!("FMA ceiling: {ceiling:.1} GFLOP/s; timing: host clock around submits and a device wait");
         println!("{}", bench::TABLE_HEADER);
     }
     for w in chosen {
         let n = steps.unwrap_or(if w.is_training() { 200 } else { 1000 });
-        let r = bench::run(&gpu, w, n, repeats, path).await?;
+        let r = bench::run(gpu, w, n, repeats, path).await?;
         println!("{}", if json { r.json(&adapter, ceiling) } else { r.table_row(ceiling) });
     }
     Ok(())
 }
 
 /// `bench --kernels`: every kernel on its own against the FMA ceiling.
-async fn bench_kernels(reps: usize, repeats: usize, adapter: Option<&str>) -> Result<()> {
-    let gpu = Gpu::with_adapter(adapter).await?;
-    let ceiling = scorefield::ceiling::measure(&gpu, 3).await?.best.median_gflops;
+async fn bench_kernels(gpu: &Gpu, reps: usize, repeats: usize) -> Result<()> {
+    let ceiling = scorefield::ceiling::measure(gpu, 3).await?.best.median_gflops;
     println!("adapter: {}", gpu.describe());
+    println!("{}", operands_line(gpu));
     println!(
         "FMA ceiling: {ceiling:.1} GFLOP/s; timing: host clock around a submit of {reps} calls and a device \
          wait, {repeats} timings"
     );
     println!("{}", scorefield::bench::KERNEL_TABLE_HEADER);
-    for r in scorefield::bench::kernels(&gpu, reps, repeats).await? {
+    for r in scorefield::bench::kernels(gpu, reps, repeats).await? {
         println!("{}", r.table_row(ceiling));
     }
     Ok(())
 }
 
 /// `bench --objectives`: seconds per training step of each objective, relative to dsm.
-async fn bench_objectives(steps: usize, repeats: usize, batch: usize, adapter: Option<&str>) -> Result<()> {
+async fn bench_objectives(gpu: &Gpu, steps: usize, repeats: usize, batch: usize) -> Result<()> {
     use scorefield::bench::{objective_costs, Workload};
-    let gpu = Gpu::with_adapter(adapter).await?;
     println!("adapter: {}", gpu.describe());
+    println!("{}", operands_line(gpu));
     println!("timing: host clock around submits and a device wait; {steps} steps per timing, {repeats} timings");
     println!("| d | network | batch | objective | ms/step median | min | max | relative to dsm |");
     println!("|---|---|---|---|---|---|---|---|");
     for workload in [Workload::W1, Workload::W2] {
         let shape = workload.shape();
-        let costs = objective_costs(&gpu, shape, batch, steps, repeats).await?;
+        let costs = objective_costs(gpu, shape, batch, steps, repeats).await?;
         let dsm = costs[0].1[0];
         for (name, [median, min, max]) in costs {
             println!(
