@@ -21,9 +21,11 @@
 //   MODE 1, BACKWARD_INPUT  (M = batch, N = IN, K = OUT):
 //       A = lhs[m*K + k] (dL/dz of this layer),  B = W[k, n]
 //       out0[m*N + n] = C * silu'(aux[m*N + n])   (dL/dz of the layer below)
-//   MODE 2, BACKWARD_WEIGHT (M = OUT, N = IN + 1, K = batch):
-//       A = lhs[k*M + m] (dL/dz, transposed),  B = rhs[k*(N-1) + n] (input), or 1 for n = N-1
-//       out0[OFF_W + m*(N-1) + n] = C  (dL/dW);  out0[OFF_B + m] = C at n = N-1  (dL/db)
+//   MODE 2, BACKWARD_WEIGHT (M = OUT, N = IN, K = batch):
+//       A = lhs[k*M + m] (dL/dz, transposed),  B = rhs[k*N + n] (input)
+//       out0[OFF_W + m*N + n] = C  (dL/dW);  out0[OFF_B + m] = sum_k A(m, k)  (dL/db, summed
+//       by the invocations of column 0 from the A values they load anyway: 8 adds per 64
+//       FMAs, where a column of ones would take a 64-column tile of its own)
 //   The batch reduction of MODE 2 is the K loop: no atomics, a fixed order, bit-reproducible.
 //   With WIN and AWIN it runs chunk by chunk (K = the chunk's rows, operands from uniform
 //   windows), each chunk's dispatch adding to the last (ACCUM): still a fixed order.
@@ -37,7 +39,7 @@
 //           (aux: this layer's primal pre-activations)
 //   MODE 1: the adjoint of h' = silu'(z) z':  out0 = C * silu'(aux[b*N + n])  (dL/dz' below),
 //           out1 = C  (dL/dh' below, for the second-order term)
-//   MODE 2: as usual, but the bias column is 0: z' has no bias.
+//   MODE 2: as usual, but no bias gradient: z' has no bias.
 // Entry `second_order` (one invocation per primal element, M = batch, N = features) adds the
 // second-order term of h' = silu'(z) z' to the primal gradient:
 //   out0[b*N + j] += silu''(aux[b*N + j]) * sum_t lhs[(b*T + t)*N + j] * rhs[(b*T + t)*N + j]
@@ -131,13 +133,10 @@ fn load_b(k: u32, n: u32) -> f32 {
         }
         return rhs[OFF_W + k * N + n];
     }
-    if n == N - 1u {
-        return select(1.0, 0.0, TANGENTS > 0u);
-    }
     if WIN {
-        return window(k * (N - 1u) + n);
+        return window(k * N + n);
     }
-    return rhs[k * (N - 1u) + n];
+    return rhs[k * N + n];
 }
 
 fn store(m: u32, n: u32, c: f32) {
@@ -163,7 +162,7 @@ fn store(m: u32, n: u32, c: f32) {
             out1[m * N + n] = c;
         }
     } else {
-        let i = select(OFF_W + m * (N - 1u) + n, OFF_B + m, n == N - 1u);
+        let i = OFF_W + m * N + n;
         out0[i] = select(c, out0[i] + c, ACCUM);
     }
 }
@@ -173,6 +172,21 @@ fn store4(m: u32, n: u32, v: vec4<f32>) {
     store(m, n + 1u, v.y);
     store(m, n + 2u, v.z);
     store(m, n + 3u, v.w);
+}
+
+// dL/db of row m of a MODE 2 tile (primal rows only: z' has no bias).
+fn store_bias(m: u32, c: f32) {
+    if m < M {
+        let i = OFF_B + m;
+        out0[i] = select(c, out0[i] + c, ACCUM);
+    }
+}
+
+fn store_bias4(m: u32, v: vec4<f32>) {
+    store_bias(m, v.x);
+    store_bias(m + 1u, v.y);
+    store_bias(m + 2u, v.z);
+    store_bias(m + 3u, v.w);
 }
 
 @compute @workgroup_size(8, 8)
@@ -195,34 +209,42 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     var hi6 = vec4<f32>(0.0);
     var lo7 = vec4<f32>(0.0);
     var hi7 = vec4<f32>(0.0);
+    // Row sums of A for the bias gradient (MODE 2); folded away in the other modes.
+    var bias_lo = vec4<f32>(0.0);
+    var bias_hi = vec4<f32>(0.0);
     for (var k = 0u; k < K; k++) {
         let bl = vec4<f32>(load_b(k, c), load_b(k, c + 1u), load_b(k, c + 2u), load_b(k, c + 3u));
         let bh = vec4<f32>(load_b(k, c + 4u), load_b(k, c + 5u), load_b(k, c + 6u), load_b(k, c + 7u));
-        let a0 = vec4<f32>(load_a(r + 0u, k));
-        lo0 = fma(a0, bl, lo0);
-        hi0 = fma(a0, bh, hi0);
-        let a1 = vec4<f32>(load_a(r + 1u, k));
-        lo1 = fma(a1, bl, lo1);
-        hi1 = fma(a1, bh, hi1);
-        let a2 = vec4<f32>(load_a(r + 2u, k));
-        lo2 = fma(a2, bl, lo2);
-        hi2 = fma(a2, bh, hi2);
-        let a3 = vec4<f32>(load_a(r + 3u, k));
-        lo3 = fma(a3, bl, lo3);
-        hi3 = fma(a3, bh, hi3);
-        let a4 = vec4<f32>(load_a(r + 4u, k));
-        lo4 = fma(a4, bl, lo4);
-        hi4 = fma(a4, bh, hi4);
-        let a5 = vec4<f32>(load_a(r + 5u, k));
-        lo5 = fma(a5, bl, lo5);
-        hi5 = fma(a5, bh, hi5);
-        let a6 = vec4<f32>(load_a(r + 6u, k));
-        lo6 = fma(a6, bl, lo6);
-        hi6 = fma(a6, bh, hi6);
-        let a7 = vec4<f32>(load_a(r + 7u, k));
-        lo7 = fma(a7, bl, lo7);
-        hi7 = fma(a7, bh, hi7);
+        let a0 = load_a(r + 0u, k);
+        lo0 = fma(vec4<f32>(a0), bl, lo0);
+        hi0 = fma(vec4<f32>(a0), bh, hi0);
+        let a1 = load_a(r + 1u, k);
+        lo1 = fma(vec4<f32>(a1), bl, lo1);
+        hi1 = fma(vec4<f32>(a1), bh, hi1);
+        let a2 = load_a(r + 2u, k);
+        lo2 = fma(vec4<f32>(a2), bl, lo2);
+        hi2 = fma(vec4<f32>(a2), bh, hi2);
+        let a3 = load_a(r + 3u, k);
+        lo3 = fma(vec4<f32>(a3), bl, lo3);
+        hi3 = fma(vec4<f32>(a3), bh, hi3);
+        let a4 = load_a(r + 4u, k);
+        lo4 = fma(vec4<f32>(a4), bl, lo4);
+        hi4 = fma(vec4<f32>(a4), bh, hi4);
+        let a5 = load_a(r + 5u, k);
+        lo5 = fma(vec4<f32>(a5), bl, lo5);
+        hi5 = fma(vec4<f32>(a5), bh, hi5);
+        let a6 = load_a(r + 6u, k);
+        lo6 = fma(vec4<f32>(a6), bl, lo6);
+        hi6 = fma(vec4<f32>(a6), bh, hi6);
+        let a7 = load_a(r + 7u, k);
+        lo7 = fma(vec4<f32>(a7), bl, lo7);
+        hi7 = fma(vec4<f32>(a7), bh, hi7);
+        if MODE == 2u {
+            bias_lo += vec4<f32>(a0, a1, a2, a3);
+            bias_hi += vec4<f32>(a4, a5, a6, a7);
+        }
     }
+
     // Stores with constant component indices: a vector indexed by a loop variable would make
     // the compiler keep every accumulator in memory for the whole k loop.
     store4(r + 0u, c, lo0);
@@ -241,6 +263,10 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     store4(r + 6u, c + 4u, hi6);
     store4(r + 7u, c, lo7);
     store4(r + 7u, c + 4u, hi7);
+    if MODE == 2u && TANGENTS == 0u && c == 0u {
+        store_bias4(r, bias_lo);
+        store_bias4(r + 4u, bias_hi);
+    }
 }
 
 @compute @workgroup_size(64)

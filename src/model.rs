@@ -410,8 +410,8 @@ impl MlpPass {
                 // dL/dW and dL/db of layer l, summed over the primal rows and then the tangent
                 // rows (no bias there): over all rows from storage, or chunk by chunk of `rows`
                 // rows through uniform windows, adding up in a fixed order.
-                let (m, n) = (layer.fan_out, layer.fan_in + 1);
-                let chunk = chunk_rows(gpu, &[m, n - 1], &[]);
+                let (m, n) = (layer.fan_out, layer.fan_in);
+                let chunk = chunk_rows(gpu, &[m, n], &[]);
                 let mut first = true;
                 for &(side, rows, t) in &sides {
                     let input = side.layer_input(l);
@@ -427,7 +427,7 @@ impl MlpPass {
                         first = false;
                         let (b_win, a_win) = match chunk {
                             Some(_) => (
-                                uniform_window(input.raw(), (start * (n - 1) * 4) as u64),
+                                uniform_window(input.raw(), (start * n * 4) as u64),
                                 uniform_window(side.dpre[l].raw(), (start * m * 4) as u64),
                             ),
                             None => (window(0), window(0)),
