@@ -45,8 +45,9 @@
 //   out0[b*N + j] += silu''(aux[b*N + j]) * sum_t lhs[(b*T + t)*N + j] * rhs[(b*T + t)*N + j]
 //   with aux = z, lhs = z', rhs = dL/dh', out0 = dL/dz of the primal rows.
 //
-// Blocking: a workgroup of 8 x 8 invocations covers a 64 x 64 tile of C, each invocation an
-// 8 x 8 block in sixteen vec4 registers, reading A and B straight from storage (caches serve
+// Blocking: a workgroup of WG_X x WG_Y invocations (8 x 8 unless C is narrow: the host shapes
+// it to C, so the d-wide output layer is not computed as a 64-wide tile) covers an
+// 8 WG_Y x 8 WG_X tile of C, each invocation an 8 x 8 block in sixteen vec4 registers, reading A and B straight from storage (caches serve
 // the reuse): 16 loads per 64 FMAs. On llvmpipe every storage load costs about 4 ns per lane
 // whatever its pattern, so loads per FMA set the speed; see BENCHMARKS.md for the measurements
 // (a 4 x 4 block ran at 0.6x, staging through workgroup memory at 0.3x of this).
@@ -71,8 +72,9 @@ override ACCUM: bool = false;
 // Tangent directions per primal row; 0 for primal rows (see the header).
 override TANGENTS: u32 = 0u;
 
-const ROWS: u32 = 64u;   // rows of C per workgroup
-const COLS: u32 = 64u;   // columns of C per workgroup
+// The workgroup's invocations along C's columns and rows (model.rs matmul_workgroup).
+override WG_X: u32 = 8u;
+override WG_Y: u32 = 8u;
 
 @group(0) @binding(0) var<storage, read> lhs: array<f32>;
 @group(0) @binding(1) var<storage, read> rhs: array<f32>;
@@ -189,10 +191,10 @@ fn store_bias4(m: u32, v: vec4<f32>) {
     store_bias(m + 3u, v.w);
 }
 
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size(WG_X, WG_Y)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let r = wid.y * ROWS + lid.y * 8u;
-    let c = wid.x * COLS + lid.x * 8u;
+    let r = (wid.y * WG_Y + lid.y) * 8u;
+    let c = (wid.x * WG_X + lid.x) * 8u;
     var lo0 = vec4<f32>(0.0);
     var hi0 = vec4<f32>(0.0);
     var lo1 = vec4<f32>(0.0);

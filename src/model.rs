@@ -272,14 +272,26 @@ fn row_chunks(rows: usize, chunk: Option<usize>) -> Vec<(usize, usize)> {
 const MODE_FORWARD: f64 = 0.0;
 const MODE_BACKWARD_INPUT: f64 = 1.0;
 const MODE_BACKWARD_WEIGHT: f64 = 2.0;
-/// Rows and columns of C per workgroup of the dense-layer kernel (ROWS, COLS in mlp.wgsl).
+/// Rows of C per workgroup of the dense-layer kernel when C is wider than 8 columns; a narrower
+/// C has more (`matmul_workgroup`), so this bounds the workgroups a batch needs.
 const MATMUL_ROWS: usize = 64;
-const MATMUL_COLS: usize = 64;
 /// Invocations per workgroup of `second_order` in mlp.wgsl.
 const SECOND_ORDER_WG: u32 = 64;
 
+/// Invocations [x, y] of a dense-layer workgroup (WG_X, WG_Y in mlp.wgsl), each computing an
+/// 8 x 8 block of C [m, n]: 8 x 8 (a 64 x 64 tile) for wide C, and for narrow C as many along
+/// the columns as they fill, the rest along the rows. The d = 2 output layer of W1 then
+/// computes 8 columns per row where a 64 x 64 tile computed 64 (half a hidden layer's work for
+/// 2 columns); the weight gradient of its 2-row W, 8 rows instead of 64.
+fn matmul_workgroup(m: usize, n: usize) -> [usize; 2] {
+    let x = n.div_ceil(8).next_power_of_two().min(8);
+    let y = m.div_ceil(8).next_power_of_two().min(64 / x);
+    [x, y]
+}
+
 fn matmul_grid(m: usize, n: usize) -> [u32; 2] {
-    [n.div_ceil(MATMUL_COLS) as u32, m.div_ceil(MATMUL_ROWS) as u32]
+    let [x, y] = matmul_workgroup(m, n);
+    [n.div_ceil(8 * x) as u32, m.div_ceil(8 * y) as u32]
 }
 
 /// One dense-layer dispatch: C is [m, n] with a k-long reduction (see mlp.wgsl).
@@ -572,9 +584,12 @@ struct Variant {
     tangents: usize,
 }
 
-fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 11] {
+fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 13] {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let [wg_x, wg_y] = matmul_workgroup(m, n);
     [
+        ("WG_X", wg_x as f64),
+        ("WG_Y", wg_y as f64),
         ("TANGENTS", v.tangents as f64),
         ("MODE", v.mode),
         ("ACT", flag(v.act)),
