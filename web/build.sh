@@ -11,7 +11,8 @@ wasm-bindgen --target web --no-typescript --out-dir web/pkg \
   target/wasm32-unknown-unknown/web/scorefield_web.wasm
 # wasm-opt from binaryen 132 or newer (npm install binaryen): older ones, such as Debian
 # bookworm's 108, emit a module whose function table the browser refuses.
-opt_version=$(wasm-opt --version 2>/dev/null | sed -n 's/^wasm-opt version \([0-9]*\).*/\1/p')
+# (Without wasm-opt the page is built unoptimised: `|| true` keeps pipefail from ending the script.)
+opt_version=$( (wasm-opt --version 2>/dev/null || true) | sed -n 's/^wasm-opt version \([0-9]*\).*/\1/p')
 if [ -n "$opt_version" ] && [ "$opt_version" -ge 132 ]; then
   wasm-opt -Os --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals --enable-reference-types --enable-multivalue \
