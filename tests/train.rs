@@ -36,8 +36,8 @@ fn random_data(r: &mut TestRng, n: usize, d: usize) -> Vec<f32> {
 fn both_operand_paths() -> [(&'static str, Gpu); 2] {
     let gpu = gpu();
     [
-        ("chunked operands", gpu.clone().with_tuning(Tuning { chunked_operands: true, ..gpu.tuning() })),
-        ("storage operands", gpu.clone().with_tuning(Tuning { chunked_operands: false, ..gpu.tuning() })),
+        ("chunked operands", gpu.clone().with_tuning(Tuning { chunked_operands: true })),
+        ("storage operands", gpu.with_tuning(Tuning { chunked_operands: false })),
     ]
 }
 

@@ -47,20 +47,12 @@ pub struct Tuning {
     /// is four workgroups, far too few to fill the device, and activation reads differ from lane
     /// to lane, which uniform (constant) caches serialise. Not measured on a GPU (none lent yet).
     pub chunked_operands: bool,
-    /// Particles per invocation of the fused sampler kernel with a network score (1 to 4):
-    /// they share each load of a weight. On llvmpipe the loads, not the FMAs, set the speed
-    /// (BENCHMARKS.md). On a GPU a weight load is a broadcast to the whole warp already, and
-    /// four particles' activations would take four times the private memory per invocation
-    /// (already spilled at W1's width), so there it stays 1. Not measured on a GPU.
-    pub fused_particles: u32,
 }
 
 impl Tuning {
-    /// Chunked operands and four particles per fused invocation on CPU adapters (llvmpipe,
-    /// SwiftShader, WARP); neither on GPUs.
+    /// Chunked operands on CPU adapters (llvmpipe, SwiftShader, WARP), not on GPUs.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
-        let cpu = info.device_type == wgpu::DeviceType::Cpu;
-        Self { chunked_operands: cpu, fused_particles: if cpu { 4 } else { 1 } }
+        Self { chunked_operands: info.device_type == wgpu::DeviceType::Cpu }
     }
 }
 

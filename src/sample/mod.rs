@@ -79,8 +79,6 @@ pub const MAX_FUSED_DIM: usize = 64;
 pub const MAX_FUSED_WIDTH: usize = 128;
 /// Most layers (hidden + output) of a fused network (`MAX_LAYERS` in sample.wgsl).
 pub const MAX_FUSED_LAYERS: usize = 5;
-/// Most particles per invocation of the fused network kernel (`MAX_PPI` in sample.wgsl).
-const MAX_FUSED_PARTICLES: usize = 4;
 /// Bytes of one uniform weight window (`WINDOW` vec4s in sample.wgsl).
 const WINDOW_BYTES: u64 = UNIFORM_WINDOW_BYTES;
 
@@ -118,8 +116,6 @@ pub struct Sampler {
     chunks: Vec<Chunk>,
     position: usize,
     fused: Option<(Pipeline, wgpu::BindGroup, Option<WeightPack>)>,
-    /// Particles per invocation of the fused kernel (PPI in sample.wgsl).
-    fused_particles: usize,
     staged: Option<Staged>,
     particles: GpuBuffer<f32>,
     // Read by the kernels; kept alive with their bind groups.
@@ -237,14 +233,6 @@ impl Sampler {
             }
         };
         let (source_kind, k, h, w) = shape_constants;
-        // A network's particles share each weight load, several per invocation where the
-        // adapter's tuning asks for it and their dimensions fit the private arrays.
-        let fused_particles = match source {
-            ScoreSource::Network { .. } if fused => {
-                (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES).min(MAX_FUSED_DIM / d)
-            }
-            _ => 1,
-        };
         let constants = [
             ("D", d as f64),
             ("N", n as f64),
@@ -254,7 +242,6 @@ impl Sampler {
             ("W", w as f64),
             ("F", EMBED_FREQS as f64),
             ("WG", WG as f64),
-            ("PPI", fused_particles as f64),
         ];
         let cursor_binding =
             || wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &cursor, offset: 0, size: None });
@@ -391,7 +378,6 @@ impl Sampler {
             chunks,
             position: 0,
             fused: fused_kernel,
-            fused_particles,
             staged,
             particles,
             _schedule: schedule,
@@ -510,8 +496,7 @@ impl Sampler {
     fn record_chunk(&self, pass: &mut wgpu::ComputePass<'_>, chunk: Chunk) {
         let grid = self.gpu.grid((self.config.particles as u32).div_ceil(WG));
         if let Some((pipeline, bg, _)) = &self.fused {
-            let invocations = self.config.particles.div_ceil(self.fused_particles) as u32;
-            pipeline.dispatch(pass, bg, &[], self.gpu.grid(invocations.div_ceil(WG)));
+            pipeline.dispatch(pass, bg, &[], grid);
             return;
         }
         let Some(staged) = &self.staged else { return };

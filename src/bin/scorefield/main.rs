@@ -240,10 +240,6 @@ enum Command {
         /// whole batches from storage (default: the adapter's choice, chunked on CPU adapters).
         #[arg(long, default_value = "auto", value_parser = ["auto", "chunked", "storage"])]
         operands: String,
-        /// Particles per invocation of the fused sampler with a network score, 1 to 4
-        /// (default: the adapter's choice, 4 on CPU adapters).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4))]
-        fused_particles: Option<u32>,
     },
 }
 
@@ -275,16 +271,16 @@ fn main() -> Result<()> {
         }
         Command::Fields { checkpoint, sigma, out } => run::fields(&checkpoint, sigma, &out),
         Command::Info { repeats, adapter } => pollster::block_on(info(repeats, adapter.as_deref())),
-        Command::Bench { kernels: true, steps, repeats, adapter, operands, fused_particles, .. } => {
-            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands, fused_particles))?;
+        Command::Bench { kernels: true, steps, repeats, adapter, operands, .. } => {
+            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;
             pollster::block_on(bench_kernels(&gpu, steps.unwrap_or(10), repeats))
         }
-        Command::Bench { objectives: true, steps, repeats, batch, adapter, operands, fused_particles, .. } => {
-            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands, fused_particles))?;
+        Command::Bench { objectives: true, steps, repeats, batch, adapter, operands, .. } => {
+            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;
             pollster::block_on(bench_objectives(&gpu, steps.unwrap_or(10), repeats, batch))
         }
-        Command::Bench { workloads, steps, repeats, path, json, adapter, operands, fused_particles, .. } => {
-            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands, fused_particles))?;
+        Command::Bench { workloads, steps, repeats, path, json, adapter, operands, .. } => {
+            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;
             pollster::block_on(bench(&gpu, workloads, steps, repeats, &path, json))
         }
     }
@@ -354,30 +350,22 @@ async fn info(repeats: usize, adapter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// The device of a benchmark, with the kernel choices asked for (`--operands`,
-/// `--fused-particles`) in place of the adapter's own.
-async fn bench_gpu(adapter: Option<&str>, operands: &str, fused_particles: Option<u32>) -> Result<Gpu> {
+/// The device of a benchmark, with the dense-layer operand path asked for (`--operands`).
+async fn bench_gpu(adapter: Option<&str>, operands: &str) -> Result<Gpu> {
     let gpu = Gpu::with_adapter(adapter).await?;
-    let own = gpu.tuning();
-    let tuning = Tuning {
-        chunked_operands: match operands {
-            "chunked" => true,
-            "storage" => false,
-            _ => own.chunked_operands,
-        },
-        fused_particles: fused_particles.unwrap_or(own.fused_particles),
-    };
-    Ok(gpu.with_tuning(tuning))
+    Ok(match operands {
+        "chunked" => gpu.with_tuning(Tuning { chunked_operands: true }),
+        "storage" => gpu.with_tuning(Tuning { chunked_operands: false }),
+        _ => gpu,
+    })
 }
 
-/// The kernel choices on `gpu`, for the benchmarks' headers.
-fn tuning_line(gpu: &Gpu) -> String {
-    let t = gpu.tuning();
-    format!(
-        "dense-layer operands: {}; fused sampler: {} particle(s) per invocation with a network",
-        if t.chunked_operands { "chunk by chunk through uniform windows" } else { "whole batches from storage" },
-        t.fused_particles
-    )
+/// How the dense layers read their operands on `gpu`, for the benchmarks' headers.
+fn operands_line(gpu: &Gpu) -> &'static str {
+    match gpu.tuning().chunked_operands {
+        true => "dense-layer operands: chunk by chunk through uniform windows",
+        false => "dense-layer operands: whole batches from storage",
+    }
 }
 
 async fn bench(
@@ -404,7 +392,7 @@ async fn bench(
     };
     if !json {
         println!("adapter: {adapter}");
-        println!("{}", tuning_line(gpu));
+        println!("{}", operands_line(gpu));
         println!("FMA ceiling: {ceiling:.1} GFLOP/s; timing: host clock around submits and a device wait");
         println!("{}", bench::TABLE_HEADER);
     }
@@ -420,7 +408,7 @@ async fn bench(
 async fn bench_kernels(gpu: &Gpu, reps: usize, repeats: usize) -> Result<()> {
     let ceiling = scorefield::ceiling::measure(gpu, 3).await?.best.median_gflops;
     println!("adapter: {}", gpu.describe());
-    println!("{}", tuning_line(gpu));
+    println!("{}", operands_line(gpu));
     println!(
         "FMA ceiling: {ceiling:.1} GFLOP/s; timing: host clock around a submit of {reps} calls and a device \
          wait, {repeats} timings"
@@ -436,7 +424,7 @@ async fn bench_kernels(gpu: &Gpu, reps: usize, repeats: usize) -> Result<()> {
 async fn bench_objectives(gpu: &Gpu, steps: usize, repeats: usize, batch: usize) -> Result<()> {
     use scorefield::bench::{objective_costs, Workload};
     println!("adapter: {}", gpu.describe());
-    println!("{}", tuning_line(gpu));
+    println!("{}", operands_line(gpu));
     println!("timing: host clock around submits and a device wait; {steps} steps per timing, {repeats} timings");
     println!("| d | network | batch | objective | ms/step median | min | max | relative to dsm |");
     println!("|---|---|---|---|---|---|---|---|");
