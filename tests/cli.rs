@@ -392,3 +392,38 @@ fn a_diverging_run_ends_with_a_message_and_a_finite_checkpoint() {
     let args = ["train", "--run", "stop", "--resume", "--width", "16", "--hidden-layers", "1", "--batch", "32"];
     assert!(scorefield(&dir, &[&args[..], &["--steps", "200", "--lr", "1e-3"]].concat()).status.success());
 }
+
+#[test]
+fn bench_reports_the_workloads_against_the_ceiling() {
+    // What the benchmark prints, not how fast anything is: each requested workload once, with
+    // a positive figure, GFLOP/s and fraction of a measured ceiling, and the kernel choices the
+    // flags asked for.
+    let dir = temp_dir("bench");
+    for (flags, training_path, sampling_path) in [
+        (&["--operands", "chunked"][..], "staged, chunked operands", "fused"),
+        (&["--operands", "storage"][..], "staged, storage operands", "fused"),
+    ] {
+        let args = [
+            &["bench", "--workload", "W1", "--workload", "W3", "--steps", "10", "--repeats", "1", "--json"][..],
+            flags,
+        ]
+        .concat();
+        let out = scorefield(&dir, &args);
+        assert!(out.status.success());
+        let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let names: Vec<&str> = rows.iter().map(|r| r["workload"].as_str().unwrap()).collect();
+        assert_eq!(names, ["W1", "W3"]);
+        for (row, path) in rows.iter().zip([training_path, sampling_path]) {
+            assert_eq!(row["path"].as_str(), Some(path), "{row}");
+            for key in ["median_s", "figure", "gflops", "ceiling_gflops", "fraction"] {
+                let v = row[key].as_f64().unwrap_or(f64::NAN);
+                assert!(v.is_finite() && v > 0.0, "{key} = {v} in {row}");
+            }
+            let fraction = row["gflops"].as_f64().unwrap() / row["ceiling_gflops"].as_f64().unwrap();
+            assert!((row["fraction"].as_f64().unwrap() - fraction).abs() < 1e-9, "{row}");
+        }
+    }
+}
