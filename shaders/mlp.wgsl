@@ -47,8 +47,9 @@
 //
 // Blocking: a workgroup of WG_X x WG_Y invocations (8 x 8 unless C is narrow: the host shapes
 // it to C, so the d-wide output layer is not computed as a 64-wide tile) covers an
-// 8 WG_Y x 8 WG_X tile of C, each invocation an 8 x 8 block in sixteen vec4 registers, reading A and B straight from storage (caches serve
-// the reuse): 16 loads per 64 FMAs. On llvmpipe every storage load costs about 4 ns per lane
+// 8 WG_Y x 8 WG_X tile of C, each invocation an 8 x 8 block in sixteen vec4 registers,
+// reading A and B straight from storage or uniform windows (caches serve the reuse): 16 loads
+// per 64 FMAs. On llvmpipe every storage load costs about 4 ns per lane
 // whatever its pattern, so loads per FMA set the speed; see BENCHMARKS.md for the measurements
 // (a 4 x 4 block ran at 0.6x, staging through workgroup memory at 0.3x of this).
 

@@ -149,12 +149,9 @@ pub async fn run(gpu: &Gpu, workload: Workload, steps: usize, repeats: usize, pa
     })
 }
 
-/// "staged", with how the dense layers read their operands (`Tuning::chunked_operands`).
+/// "staged", with how the dense layers read their operands (`Tuning::operands`).
 fn staged_path(gpu: &Gpu) -> String {
-    match gpu.tuning().chunked_operands {
-        true => "staged, chunked operands".into(),
-        false => "staged, storage operands".into(),
-    }
+    format!("staged, {} operands", gpu.tuning().operands())
 }
 
 /// Seconds for `steps` training steps of `objective` (median, min, max of `repeats` timings),

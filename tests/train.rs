@@ -193,20 +193,15 @@ fn training_step_matches_reference_for_every_objective() {
     ];
     // Every case on the adapter's own operand path; the W1 shape (several chunks, a partial
     // last one), d = 64 and a tangent-row case also on the other path.
-    let [own, other] = match gpu().tuning().chunked_operands {
-        true => both_operand_paths(),
-        false => {
-            let [a, b] = both_operand_paths();
-            [b, a]
-        }
-    };
+    let own = gpu();
+    let other = own.clone().with_tuning(Tuning { chunked_operands: !own.tuning().chunked_operands });
     let runs = cases
         .iter()
         .enumerate()
         .map(|(i, case)| (i, case, &own))
         .chain(cases.iter().enumerate().filter(|(i, _)| [0, 1, 7].contains(i)).map(|(i, case)| (i, case, &other)));
-    for (i, (name, objective, shape, batch), (path, gpu)) in runs {
-        let (name, shape, batch) = (format!("{name}, {path}"), *shape, *batch);
+    for (i, (name, objective, shape, batch), gpu) in runs {
+        let (name, shape, batch) = (format!("{name}, {} operands", gpu.tuning().operands()), *shape, *batch);
         let c = check_one_step(gpu, objective.clone(), shape, batch, 50, seed.wrapping_add(i as u64));
         eprintln!(
             "{name}: normwise errors grads {:.1e}, param update {:.1e}, ema update {:.1e}, loss {:.1e}",

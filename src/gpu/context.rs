@@ -54,6 +54,15 @@ impl Tuning {
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         Self { chunked_operands: info.device_type == wgpu::DeviceType::Cpu }
     }
+
+    /// How the dense layers read their operands: "chunked" or "storage".
+    pub fn operands(&self) -> &'static str {
+        if self.chunked_operands {
+            "chunked"
+        } else {
+            "storage"
+        }
+    }
 }
 
 /// The GPU the engine runs on: a device, its queue, and the engine's pipeline cache.

@@ -350,22 +350,19 @@ async fn info(repeats: usize, adapter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// The device of a benchmark, with the dense-layer operand path asked for (`--operands`).
+/// The device of a benchmark, with the dense-layer operand path asked for (`--operands`;
+/// "auto" keeps the adapter's).
 async fn bench_gpu(adapter: Option<&str>, operands: &str) -> Result<Gpu> {
     let gpu = Gpu::with_adapter(adapter).await?;
     Ok(match operands {
-        "chunked" => gpu.with_tuning(Tuning { chunked_operands: true }),
-        "storage" => gpu.with_tuning(Tuning { chunked_operands: false }),
-        _ => gpu,
+        "auto" => gpu,
+        _ => gpu.with_tuning(Tuning { chunked_operands: operands == "chunked" }),
     })
 }
 
 /// How the dense layers read their operands on `gpu`, for the benchmarks' headers.
-fn operands_line(gpu: &Gpu) -> &'static str {
-    match gpu.tuning().chunked_operands {
-        true => "dense-layer operands: chunk by chunk through uniform windows",
-        false => "dense-layer operands: whole batches from storage",
-    }
+fn operands_line(gpu: &Gpu) -> String {
+    format!("dense-layer operands: {} (bench --operands chunked|storage)", gpu.tuning().operands())
 }
 
 async fn bench(
