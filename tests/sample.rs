@@ -280,7 +280,7 @@ fn every_sampler_matches_the_eight_gaussians() {
     // and, with 1000 steps, -3.7% for the probability-flow ODE under Euler steps (first-order
     // error of a contraction by sigma_max / sigma_min = 1000: ln(1000)^2 / (2 N) = 2.4%, so
     // 2000 steps are used below); the check allows 5%.
-    let check = EightGaussiansCheck::new(n, seed);
+    let check = EightGaussiansCheck::new(n, seed, 0.0);
     check.rejects_what_it_must(n, seed);
     let ve = Sde::ve(0.01, 10.0);
     let vp = Sde::vp_default();

@@ -9,9 +9,20 @@
 //!   a 5% too wide mixture plus 4 sd;
 //! - MMD^2 (Gaussian kernel, bandwidth 0.5): below that of a 5% too wide mixture plus 4 sd.
 //!
+//! "That of a 5% too wide mixture" (the tolerated mixture) is its mean over several draws (8 for MMD^2, 64 for the far
+//! share), not one draw: one draw's MMD^2 varies by about the null sd itself, so a limit built on
+//! it was sometimes two sds low, and the 4 sd margin, meant for the tested sample's own noise,
+//! shrank to under 3 (a CI run failed the main job's samples at MMD^2 4.5e-4 against a limit of
+//! 3.7e-4 when the limit's mean is about 5.5e-4).
+//!
 //! The 5% is the bias a method may have: samplers' own O(step) biases reach ~4%
 //! (tests/sample.rs), a learned score's ~2-4% (WORKLOADS.md notes). `rejects_what_it_must`
 //! shows the check fails a 10% error in the spread and a 0.05 error in two weights.
+//!
+//! A learned score also gets the mode weights wrong by a little (MMD^2 is more sensitive to
+//! that than the share check): `weight_error` makes the tolerated mixture's first two weights
+//! 1/8 +- that much as well. Exact scores get 0; the main job's model gets the error its recipe
+//! is measured to leave (tests/cli.rs).
 
 use scorefield::mixture::GaussianMixture;
 
@@ -28,19 +39,24 @@ pub struct EightGaussiansCheck {
 const FAR: f64 = 1.5;
 
 impl EightGaussiansCheck {
-    pub fn new(n: usize, seed: u64) -> Self {
+    pub fn new(n: usize, seed: u64, weight_error: f64) -> Self {
         let mix = GaussianMixture::eight_gaussians();
         let reference = mix.sample(n, seed).0;
         let draw = |i: u64| to32(&mix.sample(n, seed ^ (i * 7919)).0);
-        let five_percent_wider =
-            to32(&GaussianMixture { stds: vec![0.525; 16], ..mix.clone() }.sample(n, seed ^ 4242).0);
+        let mut weights = mix.weights.clone();
+        weights[0] += weight_error;
+        weights[1] -= weight_error;
+        let tolerated = GaussianMixture { stds: vec![0.525; 16], weights, ..mix.clone() };
+        let tolerated_draw = |i: u64| to32(&tolerated.sample(n, seed ^ 4242 ^ (i * 104_729)).0);
         let (_, mmd_sd) = mean_sd(&(1..=16).map(|i| mmd2(&draw(i), &reference)).collect::<Vec<_>>());
-        let mmd_limit = mmd2(&five_percent_wider, &reference) + 4.0 * mmd_sd;
+        let (mmd_tolerated, _) = mean_sd(&(1..=8).map(|i| mmd2(&tolerated_draw(i), &reference)).collect::<Vec<_>>());
+        let mmd_limit = mmd_tolerated + 4.0 * mmd_sd;
         let nulls: Vec<Vec<f32>> = (1..=64).map(draw).collect();
         let (spread_mean, spread_sd) = mean_sd(&nulls.iter().map(|x| mode_spread(&mix, x)).collect::<Vec<_>>());
         let (_, far_sd) = mean_sd(&nulls.iter().map(|x| far_share(&mix, x)).collect::<Vec<_>>());
+        let (far_tolerated, _) = mean_sd(&(1..=64).map(|i| far_share(&mix, &tolerated_draw(i))).collect::<Vec<_>>());
         let check = Self {
-            far_limit: far_share(&mix, &five_percent_wider) + 4.0 * far_sd,
+            far_limit: far_tolerated + 4.0 * far_sd,
             spread_tol: 3.0 * spread_sd + 0.05 * spread_mean,
             share_tol: 5.0 * (0.125f64 * 0.875 / n as f64).sqrt(),
             mmd_limit,
@@ -49,7 +65,7 @@ impl EightGaussiansCheck {
             reference,
         };
         eprintln!(
-            "eight-Gaussian check: MMD^2 limit {:.2e}; spread {:.4} +- {:.4}; far share limit {:.4}; share tolerance {:.4}",
+            "eight-Gaussian check (tolerated weight error {weight_error}): MMD^2 limit {:.2e}; spread {:.4} +- {:.4}; far share limit {:.4}; share tolerance {:.4}",
             check.mmd_limit, check.spread_mean, check.spread_tol, check.far_limit, check.share_tol
         );
         check
