@@ -5,9 +5,11 @@
 //! SCOREFIELD_BENCH_REPEATS (default 3). `scorefield bench` runs the same with flags.
 //! `cargo bench --bench workloads -- kernels` times each kernel on its own instead
 //! (`scorefield bench --kernels`), SCOREFIELD_BENCH_KERNEL_CALLS (default 10) calls per timing.
+//! Timed with GPU timestamps where the adapter has them; SCOREFIELD_BENCH_HOST_CLOCK=1 times
+//! with the host clock instead.
 
 use scorefield::bench::{self, Workload, TABLE_HEADER};
-use scorefield::gpu::Gpu;
+use scorefield::gpu::{Clock, Gpu};
 use scorefield::sample::Path;
 
 fn setting(name: &str, default: usize) -> usize {
@@ -21,11 +23,12 @@ fn main() -> scorefield::Result<()> {
         let gpu = Gpu::new().await?;
         let ceiling = scorefield::ceiling::measure(&gpu, 3).await?.best.median_gflops;
         println!("adapter: {}", gpu.describe());
-        println!("FMA ceiling: {ceiling:.1} GFLOP/s; timing: host clock around submits and a device wait");
+        let clock = Clock::new(&gpu, setting("SCOREFIELD_BENCH_HOST_CLOCK", 0) != 0);
+        println!("FMA ceiling: {ceiling:.1} GFLOP/s; timing: {}", clock.describe());
         let repeats = setting("SCOREFIELD_BENCH_REPEATS", 3);
         if filter.iter().any(|f| f == "kernels") {
             println!("{}", bench::KERNEL_TABLE_HEADER);
-            for r in bench::kernels(&gpu, setting("SCOREFIELD_BENCH_KERNEL_CALLS", 10), repeats).await? {
+            for r in bench::kernels(&gpu, &clock, setting("SCOREFIELD_BENCH_KERNEL_CALLS", 10), repeats).await? {
                 println!("{}", r.table_row(ceiling));
             }
             return Ok(());
@@ -40,7 +43,7 @@ fn main() -> scorefield::Result<()> {
             } else {
                 setting("SCOREFIELD_BENCH_SAMPLE_STEPS", 20)
             };
-            let r = bench::run(&gpu, w, steps, repeats, Path::Auto).await?;
+            let r = bench::run(&gpu, &clock, w, steps, repeats, Path::Auto).await?;
             println!("{}", r.table_row(ceiling));
         }
         Ok(())

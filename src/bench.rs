@@ -1,11 +1,10 @@
-//! The standard workloads of ../shared/WORKLOADS.md (W1-W4), timed with the host clock around
-//! submits and a device wait (the run's own work only: pipelines, buffers and data are built
-//! and warmed up first).
-
-use std::time::Instant;
+//! The standard workloads of ../shared/WORKLOADS.md (W1-W4) and every kernel on its own, timed
+//! by a [`Clock`]: GPU timestamps where the device has them, else the host clock around the
+//! submits and a device wait (the run's own work only: pipelines, buffers and data are built and
+//! warmed up first).
 
 use crate::error::Result;
-use crate::gpu::Gpu;
+use crate::gpu::{Clock, Gpu};
 use crate::mixture::GaussianMixture;
 use crate::model::{MlpShape, ScoreMlp, Weights};
 use crate::objective::{geometric_sigmas, Objective, Parametrisation};
@@ -71,6 +70,8 @@ pub struct BenchResult {
     pub gflops: f64,
     /// How the steps were dispatched (sampling) or recorded (training).
     pub path: String,
+    /// How the seconds were measured ([`Clock::describe`]).
+    pub timing: &'static str,
 }
 
 /// NCSN over 10 levels 1 -> 0.01 (WORKLOADS.md, "The objective").
@@ -97,12 +98,19 @@ fn median_min_max(mut v: Vec<f64>) -> [f64; 3] {
 /// Times `workload` `repeats` times. Training runs `steps` steps per timing (WORKLOADS.md asks
 /// for at least 200); sampling runs the whole W3/W4 schedule scaled to `steps` sampler steps
 /// (1000 is the workload as defined).
-pub async fn run(gpu: &Gpu, workload: Workload, steps: usize, repeats: usize, path: Path) -> Result<BenchResult> {
+pub async fn run(
+    gpu: &Gpu,
+    clock: &Clock,
+    workload: Workload,
+    steps: usize,
+    repeats: usize,
+    path: Path,
+) -> Result<BenchResult> {
     let shape = workload.shape();
     let n = workload.size();
     let repeats = repeats.max(1);
     if workload.is_training() {
-        let seconds = time_training(gpu, shape, objective(), n, &data(workload), steps, repeats).await?;
+        let seconds = time_training(gpu, clock, shape, objective(), n, &data(workload), steps, repeats).await?;
         let flop = 3.0 * shape.forward_flop() * n as f64 * steps as f64;
         return Ok(BenchResult {
             workload,
@@ -112,6 +120,7 @@ pub async fn run(gpu: &Gpu, workload: Workload, steps: usize, repeats: usize, pa
             figure_unit: "steps/s",
             gflops: flop / seconds[0] / 1e9,
             path: staged_path(gpu),
+            timing: clock.describe(),
         });
     }
     let mut times = Vec::with_capacity(repeats);
@@ -131,10 +140,11 @@ pub async fn run(gpu: &Gpu, workload: Workload, steps: usize, repeats: usize, pa
     sampler.read().await?;
     for _ in 0..repeats {
         sampler.reset();
-        let start = Instant::now();
-        sampler.run();
-        gpu.wait(None)?;
-        times.push(start.elapsed().as_secs_f64());
+        let run = || {
+            sampler.run();
+            Ok(())
+        };
+        times.push(clock.time(gpu, run).await?);
     }
     let seconds = median_min_max(times);
     let particle_steps = (n * sampler_steps) as f64;
@@ -146,6 +156,7 @@ pub async fn run(gpu: &Gpu, workload: Workload, steps: usize, repeats: usize, pa
         figure_unit: "particle-steps/s",
         gflops: shape.forward_flop() * particle_steps / seconds[0] / 1e9,
         path: if sampler.is_fused() { "fused".into() } else { staged_path(gpu) },
+        timing: clock.describe(),
     })
 }
 
@@ -156,8 +167,10 @@ fn staged_path(gpu: &Gpu) -> String {
 
 /// Seconds for `steps` training steps of `objective` (median, min, max of `repeats` timings),
 /// after two warm-up steps.
+#[allow(clippy::too_many_arguments)]
 async fn time_training(
     gpu: &Gpu,
+    clock: &Clock,
     shape: MlpShape,
     objective: Objective,
     batch: usize,
@@ -179,10 +192,8 @@ async fn time_training(
     trainer.finish().await?;
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats.max(1) {
-        let start = Instant::now();
-        trainer.run(steps as u64, 0)?;
+        times.push(clock.time(gpu, || trainer.run(steps as u64, 0)).await?);
         trainer.finish().await?;
-        times.push(start.elapsed().as_secs_f64());
     }
     Ok(median_min_max(times))
 }
@@ -204,6 +215,7 @@ pub fn cost_objectives() -> [(&'static str, Objective); 3] {
 /// `batch`, over `steps` steps per timing, on standard-normal data.
 pub async fn objective_costs(
     gpu: &Gpu,
+    clock: &Clock,
     shape: MlpShape,
     batch: usize,
     steps: usize,
@@ -212,7 +224,7 @@ pub async fn objective_costs(
     let data: Vec<f32> = rng::normals(1, Stream::Data.at(0), 0, 4096 * shape.dim).iter().map(|&v| v as f32).collect();
     let mut costs = Vec::new();
     for (name, objective) in cost_objectives() {
-        let t = time_training(gpu, shape, objective, batch, &data, steps, repeats).await?;
+        let t = time_training(gpu, clock, shape, objective, batch, &data, steps, repeats).await?;
         costs.push((name, t.map(|s| s / steps.max(1) as f64)));
     }
     Ok(costs)
@@ -250,7 +262,7 @@ pub const KERNEL_TABLE_HEADER: &str = "| kernel | size | ms median | min | max |
 /// Micro-benchmarks of every kernel at the W1/W3 shapes (WORKLOADS.md): the five phases of a
 /// training step (batch 4096, NCSN), the normal generator (2^22 numbers), and one step of each
 /// sampler over 16384 particles with the network's score, each timed `repeats` times.
-pub async fn kernels(gpu: &Gpu, reps: usize, repeats: usize) -> Result<Vec<KernelResult>> {
+pub async fn kernels(gpu: &Gpu, clock: &Clock, reps: usize, repeats: usize) -> Result<Vec<KernelResult>> {
     use crate::train::StepKernel;
     let repeats = repeats.max(1);
     let shape = Workload::W1.shape();
@@ -276,7 +288,7 @@ pub async fn kernels(gpu: &Gpu, reps: usize, repeats: usize) -> Result<Vec<Kerne
     for kernel in StepKernel::ALL {
         let mut times = Vec::new();
         for _ in 0..repeats {
-            times.push(trainer.time_kernel(kernel, reps).await?);
+            times.push(trainer.time_kernel(clock, kernel, reps).await?);
         }
         let seconds = median_min_max(times);
         let (name, gflop, gbyte) = match kernel {
@@ -304,12 +316,8 @@ pub async fn kernels(gpu: &Gpu, reps: usize, repeats: usize) -> Result<Vec<Kerne
     gpu.wait(None)?;
     let mut times = Vec::new();
     for _ in 0..repeats {
-        let start = Instant::now();
-        for r in 0..reps {
-            noise.fill_normal(gpu, &out, 1, 1, (r * n) as u64)?;
-        }
-        gpu.wait(None)?;
-        times.push(start.elapsed().as_secs_f64() / reps.max(1) as f64);
+        let fills = || (0..reps).try_for_each(|r| noise.fill_normal(gpu, &out, 1, 1, (r * n) as u64));
+        times.push(clock.time(gpu, fills).await? / reps.max(1) as f64);
     }
     let seconds = median_min_max(times);
     results.push(KernelResult {
@@ -347,10 +355,11 @@ pub async fn kernels(gpu: &Gpu, reps: usize, repeats: usize) -> Result<Vec<Kerne
         let mut times = Vec::new();
         for _ in 0..repeats {
             sampler.reset();
-            let start = Instant::now();
-            sampler.run();
-            gpu.wait(None)?;
-            times.push(start.elapsed().as_secs_f64() / steps.max(1) as f64);
+            let run = || {
+                sampler.run();
+                Ok(())
+            };
+            times.push(clock.time(gpu, run).await? / steps.max(1) as f64);
         }
         let seconds = median_min_max(times);
         let path = if sampler.is_fused() { "fused" } else { "staged" };
@@ -393,7 +402,7 @@ impl BenchResult {
         format!(
             "{{\"workload\":\"{}\",\"adapter\":\"{}\",\"path\":\"{}\",\"steps\":{},\"median_s\":{},\"min_s\":{},\
              \"max_s\":{},\"figure\":{},\"unit\":\"{}\",\"gflops\":{},\"ceiling_gflops\":{},\"fraction\":{},\
-             \"timing\":\"host clock around submits and a device wait\"}}",
+             \"timing\":\"{}\"}}",
             self.workload.name(),
             adapter.replace(['"', '\\'], "'"),
             self.path,
@@ -405,7 +414,8 @@ impl BenchResult {
             self.figure_unit,
             self.gflops,
             ceiling,
-            self.gflops / ceiling
+            self.gflops / ceiling,
+            self.timing
         )
     }
 }

@@ -401,12 +401,12 @@ fn a_diverging_run_ends_with_a_message_and_a_finite_checkpoint() {
 #[test]
 fn bench_reports_the_workloads_against_the_ceiling() {
     // What the benchmark prints, not how fast anything is: each requested workload once, with
-    // a positive figure, GFLOP/s and fraction of a measured ceiling, and the kernel choices the
-    // flags asked for.
+    // a positive figure, GFLOP/s and fraction of a measured ceiling, and the kernel choices and
+    // clock the flags asked for (lavapipe has timestamps, the default clock where offered).
     let dir = temp_dir("bench");
-    for (flags, training_path, sampling_path) in [
-        (&["--operands", "chunked"][..], "staged, chunked operands", "fused"),
-        (&["--operands", "storage"][..], "staged, storage operands", "fused"),
+    for (flags, training_path, sampling_path, timing) in [
+        (&["--operands", "chunked"][..], "staged, chunked operands", "fused", "GPU timestamps"),
+        (&["--operands", "storage", "--host-clock"][..], "staged, storage operands", "fused", "host clock"),
     ] {
         let args = [
             &["bench", "--workload", "W1", "--workload", "W3", "--steps", "10", "--repeats", "1", "--json"][..],
@@ -423,6 +423,7 @@ fn bench_reports_the_workloads_against_the_ceiling() {
         assert_eq!(names, ["W1", "W3"]);
         for (row, path) in rows.iter().zip([training_path, sampling_path]) {
             assert_eq!(row["path"].as_str(), Some(path), "{row}");
+            assert!(row["timing"].as_str().is_some_and(|t| t.starts_with(timing)), "{row}");
             for key in ["median_s", "figure", "gflops", "ceiling_gflops", "fraction"] {
                 let v = row[key].as_f64().unwrap_or(f64::NAN);
                 assert!(v.is_finite() && v > 0.0, "{key} = {v} in {row}");

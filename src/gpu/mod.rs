@@ -4,7 +4,9 @@
 mod buffer;
 mod context;
 mod kernel;
+mod timer;
 
 pub use buffer::{uniform_window, GpuBuffer, PendingRead, UNIFORM_WINDOW_BYTES};
 pub use context::{list_adapters, AdapterSummary, Gpu, Tuning, MIN_LIMITS};
 pub use kernel::{KernelSource, Pipeline};
+pub use timer::{Clock, GpuTimer};

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use scorefield::gpu::{list_adapters, Gpu, Tuning};
+use scorefield::gpu::{list_adapters, Clock, Gpu, Tuning};
 
 use config::RunConfig;
 
@@ -240,6 +240,10 @@ enum Command {
         /// whole batches from storage (default: the adapter's choice, chunked on CPU adapters).
         #[arg(long, default_value = "auto", value_parser = ["auto", "chunked", "storage"])]
         operands: String,
+        /// Time with the host clock around the submits and a device wait, even where the
+        /// adapter has GPU timestamps (the default there).
+        #[arg(long)]
+        host_clock: bool,
     },
 }
 
@@ -271,17 +275,20 @@ fn main() -> Result<()> {
         }
         Command::Fields { checkpoint, sigma, out } => run::fields(&checkpoint, sigma, &out),
         Command::Info { repeats, adapter } => pollster::block_on(info(repeats, adapter.as_deref())),
-        Command::Bench { kernels: true, steps, repeats, adapter, operands, .. } => {
+        Command::Bench { kernels: true, steps, repeats, adapter, operands, host_clock, .. } => {
             let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;
-            pollster::block_on(bench_kernels(&gpu, steps.unwrap_or(10), repeats))
+            let clock = Clock::new(&gpu, host_clock);
+            pollster::block_on(bench_kernels(&gpu, &clock, steps.unwrap_or(10), repeats))
         }
-        Command::Bench { objectives: true, steps, repeats, batch, adapter, operands, .. } => {
+        Command::Bench { objectives: true, steps, repeats, batch, adapter, operands, host_clock, .. } => {
             let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;
-            pollster::block_on(bench_objectives(&gpu, steps.unwrap_or(10), repeats, batch))
+            let clock = Clock::new(&gpu, host_clock);
+            pollster::block_on(bench_objectives(&gpu, &clock, steps.unwrap_or(10), repeats, batch))
         }
-        Command::Bench { workloads, steps, repeats, path, json, adapter, operands, .. } => {
+        Command::Bench { workloads, steps, repeats, path, json, adapter, operands, host_clock, .. } => {
             let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;
-            pollster::block_on(bench(&gpu, workloads, steps, repeats, &path, json))
+            let clock = Clock::new(&gpu, host_clock);
+            pollster::block_on(bench(&gpu, &clock, workloads, steps, repeats, &path, json))
         }
     }
 }
@@ -367,6 +374,7 @@ fn operands_line(gpu: &Gpu) -> String {
 
 async fn bench(
     gpu: &Gpu,
+    clock: &Clock,
     workloads: Vec<String>,
     steps: Option<usize>,
     repeats: usize,
@@ -390,44 +398,44 @@ async fn bench(
     if !json {
         println!("adapter: {adapter}");
         println!("{}", operands_line(gpu));
-        println!("FMA ceiling: {ceiling:.1} GFLOP/s; timing: host clock around submits and a device wait");
+        println!("FMA ceiling: {ceiling:.1} GFLOP/s; timing: {}", clock.describe());
         println!("{}", bench::TABLE_HEADER);
     }
     for w in chosen {
         let n = steps.unwrap_or(if w.is_training() { 200 } else { 1000 });
-        let r = bench::run(gpu, w, n, repeats, path).await?;
+        let r = bench::run(gpu, clock, w, n, repeats, path).await?;
         println!("{}", if json { r.json(&adapter, ceiling) } else { r.table_row(ceiling) });
     }
     Ok(())
 }
 
 /// `bench --kernels`: every kernel on its own against the FMA ceiling.
-async fn bench_kernels(gpu: &Gpu, reps: usize, repeats: usize) -> Result<()> {
+async fn bench_kernels(gpu: &Gpu, clock: &Clock, reps: usize, repeats: usize) -> Result<()> {
     let ceiling = scorefield::ceiling::measure(gpu, 3).await?.best.median_gflops;
     println!("adapter: {}", gpu.describe());
     println!("{}", operands_line(gpu));
     println!(
-        "FMA ceiling: {ceiling:.1} GFLOP/s; timing: host clock around a submit of {reps} calls and a device \
-         wait, {repeats} timings"
+        "FMA ceiling: {ceiling:.1} GFLOP/s; timing: {}, one submit of {reps} calls, {repeats} timings",
+        clock.describe()
     );
     println!("{}", scorefield::bench::KERNEL_TABLE_HEADER);
-    for r in scorefield::bench::kernels(gpu, reps, repeats).await? {
+    for r in scorefield::bench::kernels(gpu, clock, reps, repeats).await? {
         println!("{}", r.table_row(ceiling));
     }
     Ok(())
 }
 
 /// `bench --objectives`: seconds per training step of each objective, relative to dsm.
-async fn bench_objectives(gpu: &Gpu, steps: usize, repeats: usize, batch: usize) -> Result<()> {
+async fn bench_objectives(gpu: &Gpu, clock: &Clock, steps: usize, repeats: usize, batch: usize) -> Result<()> {
     use scorefield::bench::{objective_costs, Workload};
     println!("adapter: {}", gpu.describe());
     println!("{}", operands_line(gpu));
-    println!("timing: host clock around submits and a device wait; {steps} steps per timing, {repeats} timings");
+    println!("timing: {}; {steps} steps per timing, {repeats} timings", clock.describe());
     println!("| d | network | batch | objective | ms/step median | min | max | relative to dsm |");
     println!("|---|---|---|---|---|---|---|---|");
     for workload in [Workload::W1, Workload::W2] {
         let shape = workload.shape();
-        let costs = objective_costs(gpu, shape, batch, steps, repeats).await?;
+        let costs = objective_costs(gpu, clock, shape, batch, steps, repeats).await?;
         let dsm = costs[0].1[0];
         for (name, [median, min, max]) in costs {
             println!(
