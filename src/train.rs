@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::gpu::{Clock, Gpu, GpuBuffer, PendingRead, Pipeline};
+use crate::gpu::{Gpu, GpuBuffer, PendingRead, Pipeline};
 use crate::model::{MlpPass, MlpShape, ScoreMlp, Weights, EMBED_FREQS};
 use crate::objective::{Objective, Parametrisation, Projection, MAX_TANGENTS, T_MIN};
 use crate::optim::AdamConfig;
@@ -597,7 +597,12 @@ impl Trainer {
     /// a warm-up (the kernel micro-benchmarks of `crate::bench`). Leaves the trainer's state
     /// changed where the kernel writes it (Adam: the weights), so time on a throwaway trainer.
     #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) async fn time_kernel(&mut self, clock: &Clock, kernel: StepKernel, reps: usize) -> Result<f64> {
+    pub(crate) async fn time_kernel(
+        &mut self,
+        clock: &crate::gpu::Clock,
+        kernel: StepKernel,
+        reps: usize,
+    ) -> Result<f64> {
         self.write_step_ring(0, 1)?;
         let mut seconds = 0.0;
         // One warm-up call, then the timed ones.

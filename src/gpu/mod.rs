@@ -4,9 +4,12 @@
 mod buffer;
 mod context;
 mod kernel;
+// The benchmarks' clock (its host fallback uses std::time::Instant, which the browser lacks).
+#[cfg(not(target_arch = "wasm32"))]
 mod timer;
 
 pub use buffer::{uniform_window, GpuBuffer, PendingRead, UNIFORM_WINDOW_BYTES};
 pub use context::{list_adapters, AdapterSummary, Gpu, Tuning, MIN_LIMITS};
 pub use kernel::{KernelSource, Pipeline};
+#[cfg(not(target_arch = "wasm32"))]
 pub use timer::{Clock, GpuTimer};
