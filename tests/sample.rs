@@ -337,3 +337,57 @@ fn recording_everything_into_an_app_encoder_gives_the_same_particles() {
     assert_written("particles", &got);
     assert_eq!(got, want);
 }
+
+/// The fused path over a long run with many steps per dispatch (1000 steps of annealed Langevin,
+/// 50 per dispatch: the CLI's defaults), against the staged path and the f64 reference. The
+/// short runs above fit in one dispatch; a kernel that went wrong only across many steps in one
+/// dispatch (session 8's several-particles attempt, BENCHMARKS.md) passed them.
+///
+/// KNOWN BUG, not fixed yet, so ignored in CI: on lavapipe the current fused kernel fails this
+/// with the W1 shape (3 x 128, random initial weights): max error 4-7 (99th percentile 3-6)
+/// against 1.3e-5 for the staged path, at 50 steps per dispatch (also with 50 steps in all,
+/// one dispatch), while 1 and 10 steps per dispatch pass (1.5e-5, 1.4e-5); a 2 x 24 network
+/// passes at 50. Run it with `cargo test --release --test sample -- --ignored a_long_fused`.
+#[test]
+#[ignore = "known bug: the fused sampler with a 3 x 128 network at 50 steps per dispatch (see the doc comment)"]
+fn a_long_fused_run_matches_the_staged_path_and_the_reference() {
+    let gpu = gpu();
+    let mut r = TestRng(test_seed());
+    let shape = MlpShape { dim: 2, hidden_layers: 3, width: 128 };
+    let model = ScoreMlp::new(&gpu, shape, r.next_u64()).unwrap();
+    let params: Vec<f64> = pollster::block_on(model.params.read(&gpu)).unwrap().iter().map(|&v| v as f64).collect();
+    let freqs: Vec<f64> = pollster::block_on(model.freqs.read(&gpu)).unwrap().iter().map(|&v| v as f64).collect();
+    let n = 128;
+    let method = Method::AnnealedLangevin {
+        sigmas: scorefield::objective::geometric_sigmas(3.0, 0.1, 10),
+        steps_per_level: 100,
+        eps: 1e-3,
+        denoise: true,
+    };
+    let seed = r.next_u64();
+    let want = reference_run(&method, seed, n, 2, |x, l| {
+        let cond = vec![l.cond as f32 as f64; x.len() / 2];
+        let out = mlp::forward(&shape, &params, &mlp::embed(&shape, &freqs, x, &cond));
+        out.output().iter().map(|o| o / l.sigma).collect()
+    });
+    let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: Parametrisation::Score };
+    let (mut results, mut errors) = (Vec::new(), Vec::new());
+    for path in [Path::Fused, Path::Staged] {
+        let config = SamplerConfig { steps_per_dispatch: 50, ..with_path(SamplerConfig::new(n, seed), path) };
+        let (got, fused) = run_sampler(&gpu, source, &method, config);
+        assert_eq!(fused, path == Path::Fused);
+        let e = sorted_errors(&got, &want);
+        eprintln!("long run {path:?}: 99th percentile error {:.2e}, max {:.2e}", e[e.len() * 99 / 100], e[e.len() - 1]);
+        results.push(got);
+        errors.push(e[e.len() - 1]);
+    }
+    for (path, max) in [Path::Fused, Path::Staged].iter().zip(errors) {
+        // Measured max 0.9e-5..1.7e-5 on both paths over 1000 steps, four seeds (the same
+        // ~1e-5 per evaluation as the short runs, not growing: the annealed steps contract);
+        // fused vs staged 1.4e-6..2.4e-6.
+        assert!(max < 1e-4, "long run {path:?}: max error {max:.2e}");
+    }
+    let diff = worst(results[0].iter().zip(&results[1]).map(|(&a, &b)| ((a - b).abs() / (1.0 + b.abs())) as f64));
+    eprintln!("long run: fused vs staged max difference {diff:.2e}");
+    assert!(diff < 1e-5, "fused and staged paths differ by {diff:.2e} after 1000 steps");
+}
