@@ -339,23 +339,14 @@ fn recording_everything_into_an_app_encoder_gives_the_same_particles() {
 }
 
 /// The fused path over a long run with many steps per dispatch (1000 steps of annealed Langevin,
-/// 50 per dispatch: the CLI's defaults), against the staged path and the f64 reference. The
-/// short runs above fit in one dispatch; a kernel that went wrong only across many steps in one
-/// dispatch (session 8's several-particles attempt, BENCHMARKS.md) passed them.
-///
-/// KNOWN BUG, not fixed yet, so ignored in CI: on lavapipe the current fused kernel fails this
-/// with the W1 shape (3 x 128, random initial weights): max error 3-7 (99th percentile 3-6)
-/// against 1.3e-5 for the staged path, from 26 steps per dispatch up (26, 27, 30, 40, 50; also
-/// with 50 steps in all, one dispatch), while 1, 10, 20, 22 and 25 pass (1.1e-5..1.9e-5); a
-/// 3 x 64 or 2 x 24 network passes at 50 (3 x 96: 40 passes, 50 fails). The cause is
-/// llvmpipe's loop limiter: gallivm ends every loop of a shader invocation once their
-/// iterations together reach LP_MAX_TGSI_LOOP_ITERATIONS = 65535 (Mesa, gallivm
-/// lp_bld_limits.h, "shared between every loop"), and one fused step of the 3 x 128 net runs
-/// about 2,500 loop iterations (26 x 2,500 > 65,535). The fix: on llvmpipe, cap steps per
-/// dispatch by that budget. The CLI's runs keep snapshots every 20 steps, which cut its
-/// dispatches below it. Run it with `cargo test --release --test sample -- --ignored a_long_fused`.
+/// 50 asked per dispatch: the CLI's default), against the staged path and the f64 reference. The
+/// short runs above fit in one dispatch; this one found that llvmpipe ends every loop of an
+/// invocation once their iterations together reach 65535 (Mesa gallivm's loop limiter): with
+/// the W1 shape (3 x 128, about 2,500 loop iterations a step) the fused path went wrong from 26
+/// steps per dispatch up (max error 3-7 against 1.3e-5 for the staged path; 25 and fewer were
+/// right, as was a 3 x 64 net at 50). The sampler now caps steps per dispatch on llvmpipe to
+/// half that budget; without the cap this test fails (tried).
 #[test]
-#[ignore = "known bug: the fused sampler with a 3 x 128 network at 50 steps per dispatch (see the doc comment)"]
 fn a_long_fused_run_matches_the_staged_path_and_the_reference() {
     let gpu = gpu();
     let mut r = TestRng(test_seed());
