@@ -80,3 +80,8 @@ pub mod shaders;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// README.md's Rust code, compiled by `cargo test` (doctests) so that it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -70,6 +70,24 @@ pub struct TrainConfig {
     pub on_nonfinite: NonFinite,
 }
 
+impl TrainConfig {
+    /// A run of `objective` on a network of `shape` with the engine's defaults: Adam's
+    /// ([`AdamConfig::default`]), batch 128, seed 0, 25 steps per submit, and a stop at the
+    /// first non-finite value. Change the rest with struct update syntax:
+    /// `TrainConfig { batch: 1024, ..TrainConfig::new(shape, objective) }`.
+    pub fn new(shape: MlpShape, objective: Objective) -> Self {
+        Self {
+            shape,
+            objective,
+            adam: AdamConfig::default(),
+            batch: 128,
+            seed: 0,
+            steps_per_submit: 25,
+            on_nonfinite: NonFinite::Stop,
+        }
+    }
+}
+
 /// What training does when the loss, a gradient or a parameter turns non-finite (NaN or
 /// infinite). Either way the last healthy state, kept on the device, is restored first.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]

@@ -129,7 +129,10 @@ fn bad_input_gets_a_message_that_names_it() {
         (vec!["sample", "--checkpoint", "missing.safetensors"], "missing.safetensors"),
         (vec!["sample", "--exact-score", "--dataset", "spirals"], "exact noised score"),
         (vec!["sample"], "--checkpoint PATH or --exact-score"),
-        (vec!["sample", "--exact-score", "--objective", "vp"], "does not match objective.kind"),
+        // A bad output path is found before the work, not after it.
+        (vec!["sample", "--exact-score", "--out", "typo.toml/x.npy"], "cannot write typo.toml/x.npy"),
+        (vec!["train", "--run", "typo.toml/run", "--steps", "1"], "cannot write typo.toml/run/config.toml"),
+        (vec!["fields", "--checkpoint", "missing.safetensors", "--out", "mixed"], "mixed is a folder"),
         (vec!["train", "--config", "nan.toml", "--steps", "1"], "is not finite"),
         (vec!["train", "--dataset", "images", "--data-path", "mixed", "--steps", "1"], "b.png"),
         (vec!["train", "--dataset", "images", "--data-path", "broken", "--steps", "1"], "b.png"),
@@ -137,12 +140,23 @@ fn bad_input_gets_a_message_that_names_it() {
         (vec!["train", "--dataset", "density", "--data-path", "gone.png", "--steps", "1"], "gone.png"),
         (vec!["train", "--adapter", "no-such-gpu", "--steps", "1"], "no-such-gpu"),
     ] {
-        let out = scorefield(&dir, &args);
+        // Many users keep RUST_BACKTRACE=1 in their shell: errors still read as a few lines.
+        let out = command(&dir, &args).env("RUST_BACKTRACE", "1").output().expect("the binary runs");
         let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!("scorefield {}:\n{err}", args.join(" "));
         assert!(!out.status.success(), "{args:?} should fail");
         assert!(err.contains(needle), "{args:?}: the message should name `{needle}`: {err}");
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        assert!(err.starts_with("error: ") || err.contains("\nerror: "), "{args:?}: no `error: ` line: {err}");
+        assert!(!err.contains("backtrace") && !err.contains("lang_start"), "{args:?} printed a backtrace: {err}");
+        assert!(err.lines().count() <= 8, "{args:?}: {} lines of error: {err}", err.lines().count());
+        // Found before any work: nothing was sampled or trained.
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("samples ("), "{args:?} sampled first");
     }
+    // A backtrace when asked for.
+    let out = command(&dir, &["-v", "sample", "--checkpoint", "missing.safetensors"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: ") && err.contains("backtrace:"), "-v: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

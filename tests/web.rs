@@ -6,8 +6,8 @@
 //! WebGPU the page must say so.
 //!
 //! Needs chromium, chromedriver, wasm-bindgen (the version in Cargo.lock) and the wasm32
-//! target; where one is missing the tests say what and pass, unless SCOREFIELD_REQUIRE_BROWSER
-//! is set (.ci/run sets it and installs them all).
+//! target (scripts/setup.sh installs them); where one is missing the tests say what and pass,
+//! unless SCOREFIELD_REQUIRE_TOOLS=1 (CI) makes that a failure.
 
 mod common;
 
@@ -31,14 +31,14 @@ const STEPS: u32 = 400;
 const BATCH: u32 = 64;
 const PARTICLES: usize = 1024;
 
-/// What the test needs that is not part of the repository, or None with the reason.
-fn tools_missing() -> Option<String> {
+/// What the test needs that is not part of the repository.
+fn tools_missing() -> Vec<&'static str> {
     let on_path = |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
-    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output().ok()?;
+    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output().expect("rustc runs");
     let wasm_target = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim())
         .join("lib/rustlib/wasm32-unknown-unknown")
         .exists();
-    let missing: Vec<&str> = [
+    [
         (Path::new(CHROMIUM).exists(), "chromium (apt-get install chromium)"),
         (Path::new(CHROMEDRIVER).exists(), "chromedriver (apt-get install chromium-driver)"),
         (on_path("wasm-bindgen"), "wasm-bindgen (cargo install wasm-bindgen-cli at Cargo.lock's version)"),
@@ -47,16 +47,12 @@ fn tools_missing() -> Option<String> {
     .into_iter()
     .filter(|(present, _)| !present)
     .map(|(_, what)| what)
-    .collect();
-    (!missing.is_empty()).then(|| missing.join(", "))
+    .collect()
 }
 
 /// True when the test can run; false (after saying why) when it must be skipped.
 fn browser_available() -> bool {
-    let Some(missing) = tools_missing() else { return true };
-    assert!(std::env::var_os("SCOREFIELD_REQUIRE_BROWSER").is_none(), "the browser test needs {missing}");
-    eprintln!("SKIPPED: the browser test needs {missing}");
-    false
+    common::tools_present("the browser test", &tools_missing())
 }
 
 /// Builds web/pkg once per test process (both tests share it).

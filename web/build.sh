@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# scripts/setup.sh installs binaryen's wasm-opt there.
+export PATH="/opt/binaryen/node_modules/.bin:$PATH"
+
 cargo build --profile web --target wasm32-unknown-unknown -p scorefield-web
 wasm-bindgen --target web --no-typescript --out-dir web/pkg \
   target/wasm32-unknown-unknown/web/scorefield_web.wasm

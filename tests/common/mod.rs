@@ -94,3 +94,30 @@ impl TestRng {
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 }
+
+/// Whether a test that needs optional tools (Xvfb, the shader validators, the browser) can run.
+/// With every tool present, true. Otherwise it prints what is missing and how to install it
+/// (`bash scripts/setup.sh` installs them all) and returns false, so the test skips; but where
+/// SCOREFIELD_REQUIRE_TOOLS=1 (CI sets it) a missing tool fails the test instead.
+pub fn tools_present(test: &str, missing: &[&str]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    let missing = missing.join(", ");
+    assert!(
+        std::env::var("SCOREFIELD_REQUIRE_TOOLS").map_or(true, |v| v != "1"),
+        "{test} needs {missing} (SCOREFIELD_REQUIRE_TOOLS=1: a missing tool is a failure)"
+    );
+    eprintln!("SKIPPED: {test} needs {missing}; bash scripts/setup.sh installs it");
+    false
+}
+
+/// Whether `program` runs on this machine (found on PATH and starts).
+pub fn runs(program: &str, version_flag: &str) -> bool {
+    std::process::Command::new(program)
+        .arg(version_flag)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}

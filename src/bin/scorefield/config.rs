@@ -99,8 +99,13 @@ pub struct ObjectiveConfig {
     pub sigma_min: f64,
     pub sigma_max: f64,
     pub levels: usize,
-    pub beta_min: f64,
-    pub beta_max: f64,
+    /// vp: the SDE's beta(t) range, default 0.1 to 20 (score_sde `configs/vp`); ddpm: the
+    /// discrete betas, default 1e-4 to 0.02 (Ho et al. 2020). Unset: the objective's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta_min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta_max: Option<f64>,
+    /// ddpm: the number of discrete steps T (Ho et al. 2020: 1000).
     pub steps: usize,
     /// sliced, sliced-vr: projections per example (ermongroup/sliced_score_matching: 1).
     pub projections: usize,
@@ -125,8 +130,8 @@ impl Default for ObjectiveConfig {
             sigma_min: 0.1,
             sigma_max: 10.0,
             levels: 10,
-            beta_min: 0.1,
-            beta_max: 20.0,
+            beta_min: None,
+            beta_max: None,
             steps: 1000,
             projections: 1,
             projection: "gaussian".into(),
@@ -185,12 +190,16 @@ impl Default for TrainSettings {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SampleConfig {
-    /// "langevin", "annealed", "euler-maruyama", "pc", "ode-euler", "ode-heun" or "ddpm".
+    /// "auto" (the objective's own, see [`RunConfig::sampler`]), "langevin", "annealed",
+    /// "euler-maruyama", "pc", "ode-euler", "ode-heun" or "ddpm".
     pub sampler: String,
     pub particles: usize,
     pub seed: u64,
-    /// Sampler steps: per level for annealed Langevin, in total for the others.
-    pub steps: usize,
+    /// Sampler steps: per level for annealed Langevin, in total for the others. Unset: 100
+    /// for annealed Langevin and Langevin, 1000 for the SDE and ODE samplers (score_sde's N);
+    /// ddpm takes the objective's steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
     /// Annealed Langevin's eps, or Langevin's step size.
     pub step_size: f64,
     /// Predictor-corrector's signal-to-noise ratio.
@@ -205,16 +214,17 @@ pub struct SampleConfig {
 }
 
 impl Default for SampleConfig {
-    /// Annealed Langevin with alpha_i = eps sigma_i^2 / sigma_L^2, eps = 0.01 (alpha_i =
-    /// sigma_i^2 for sigma_L = 0.1, the step WORKLOADS.md notes found right for mode weights
-    /// and spread with the exact score; 3x that diverged with a learned one), T = 100, over the
-    /// objective's own levels. Keep eps = sigma_min^2 when changing sigma_min.
+    /// The objective's own sampler. For the default NCSN: annealed Langevin with alpha_i =
+    /// eps sigma_i^2 / sigma_L^2, eps = 0.01 (alpha_i = sigma_i^2 for sigma_L = 0.1, the step
+    /// WORKLOADS.md notes found right for mode weights and spread with the exact score; 3x that
+    /// diverged with a learned one), T = 100, over the objective's own levels. Keep eps =
+    /// sigma_min^2 when changing sigma_min.
     fn default() -> Self {
         Self {
-            sampler: "annealed".into(),
+            sampler: "auto".into(),
             particles: 2048,
             seed: 1,
-            steps: 100,
+            steps: None,
             step_size: 1e-2,
             snr: 0.16,
             ema: true,
@@ -288,8 +298,10 @@ impl RunConfig {
     }
 
     /// Every check a run makes, made up front (so a bad sampler setting is not found after
-    /// minutes of training). Each error names its key.
-    pub fn validate(&self) -> Result<()> {
+    /// minutes of training). Each error names its key. With `exact_score` the sampler draws
+    /// from the dataset's exact score, which any sampler can use, rather than from a network
+    /// trained with the objective.
+    pub fn validate(&self, exact_score: bool) -> Result<()> {
         let dataset = self.dataset()?;
         // Host memory bounds, before anything is drawn or allocated (the device's own limits
         // are checked when the buffers are made).
@@ -300,7 +312,11 @@ impl RunConfig {
             bail!("train.batch = {} is more than {MAX_POINTS}", self.train.batch);
         }
         self.train_config(dataset.dim())?;
-        self.method()?;
+        if exact_score {
+            self.exact_method()?;
+        } else {
+            self.method()?;
+        }
         if !(1..=MAX_POINTS).contains(&self.sample.particles) {
             bail!("sample.particles = {}; ask for between 1 and {MAX_POINTS}", self.sample.particles);
         }
@@ -320,9 +336,13 @@ impl RunConfig {
         let objective = match o.kind.as_str() {
             "dsm" => Objective::Dsm { sigma: o.sigma },
             "ncsn" => Objective::Ncsn { sigma_max: o.sigma_max, sigma_min: o.sigma_min, levels: o.levels },
-            "ddpm" => Objective::Ddpm { beta_min: o.beta_min, beta_max: o.beta_max, steps: o.steps },
+            "ddpm" => Objective::Ddpm {
+                beta_min: o.beta_min.unwrap_or(1e-4),
+                beta_max: o.beta_max.unwrap_or(0.02),
+                steps: o.steps,
+            },
             "ve" => Objective::VeSde { sigma_min: o.sigma_min, sigma_max: o.sigma_max },
-            "vp" => Objective::VpSde { beta_min: o.beta_min, beta_max: o.beta_max },
+            "vp" => Objective::VpSde { beta_min: o.beta_min.unwrap_or(0.1), beta_max: o.beta_max.unwrap_or(20.0) },
             "exact" => Objective::Exact { sigma: o.sigma },
             "sliced" | "sliced-vr" => Objective::Sliced {
                 sigma: o.sigma,
@@ -379,25 +399,53 @@ impl RunConfig {
         })
     }
 
-    /// The sampler, matched to the objective's noise schedule.
+    /// The sampler's name: `sample.sampler`, or for "auto" the objective's own: annealed
+    /// Langevin for dsm, ncsn and ve (Song & Ermon 2019); Euler-Maruyama for vp (score_sde's
+    /// VP configs: predictor euler_maruyama, no corrector); ancestral sampling for ddpm (Ho et
+    /// al. 2020, Algorithm 2); Langevin at the model's one level for exact and sliced score
+    /// matching.
+    pub fn sampler(&self) -> &str {
+        match (self.sample.sampler.as_str(), self.objective.kind.as_str()) {
+            ("auto", "vp") => "euler-maruyama",
+            ("auto", "ddpm") => "ddpm",
+            ("auto", "exact" | "sliced" | "sliced-vr") => "langevin",
+            ("auto", _) => "annealed",
+            (name, _) => name,
+        }
+    }
+
+    /// The sampler for a network trained with the objective, on its noise schedule.
     pub fn method(&self) -> Result<Method> {
+        let method = self.exact_method()?;
+        self.check_model_sampler(&method)?;
+        Ok(method)
+    }
+
+    /// The sampler on the objective's noise schedule, for a score that is defined at every
+    /// level (--exact-score): every sampler serves.
+    pub fn exact_method(&self) -> Result<Method> {
         let s = &self.sample;
+        let sampler = self.sampler();
         // The settings the chosen sampler reads, checked under their config names (the
         // library's own checks below name the method's parameters).
-        let uses_step_size = matches!(s.sampler.as_str(), "annealed" | "langevin");
+        let uses_step_size = matches!(sampler, "annealed" | "langevin");
         if uses_step_size && !(s.step_size.is_finite() && s.step_size > 0.0) {
-            bail!("sample.step_size = {} must be a positive number for the {} sampler", s.step_size, s.sampler);
+            bail!("sample.step_size = {} must be a positive number for the {sampler} sampler", s.step_size);
         }
-        if s.sampler == "pc" && !(s.snr.is_finite() && s.snr > 0.0) {
+        if sampler == "pc" && !(s.snr.is_finite() && s.snr > 0.0) {
             bail!("sample.snr = {} must be a positive number", s.snr);
         }
-        if s.steps == 0 {
+        let steps = s.steps.unwrap_or(if uses_step_size { 100 } else { 1000 });
+        if steps == 0 {
             bail!("sample.steps = 0; use at least 1 (2 for the SDE and ODE samplers)");
         }
         let objective = self.objective()?;
         let sde = match objective {
             Objective::VpSde { beta_min, beta_max } => Sde::Vp { beta_min, beta_max },
-            Objective::Ddpm { .. } => Sde::vp_default(),
+            // The VP SDE whose discretisation is this DDPM (score_sde: beta_i = beta(t_i) / N).
+            Objective::Ddpm { beta_min, beta_max, steps } => {
+                Sde::Vp { beta_min: beta_min * steps as f64, beta_max: beta_max * steps as f64 }
+            }
             Objective::VeSde { sigma_min, sigma_max } | Objective::Ncsn { sigma_max, sigma_min, .. } => {
                 Sde::ve(sigma_min, sigma_max)
             }
@@ -406,8 +454,7 @@ impl RunConfig {
                 Sde::ve(sigma, 10.0 * sigma)
             }
         };
-        let steps = s.steps;
-        let method = match s.sampler.as_str() {
+        let method = match sampler {
             "annealed" => {
                 let sigmas = match objective {
                     Objective::Ncsn { .. } => objective.levels().iter().map(|l| l.sigma).collect(),
@@ -432,18 +479,26 @@ impl RunConfig {
                 _ => Method::ddpm(),
             },
             other => bail!(
-                "sample.sampler = \"{other}\"; choose annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun or ddpm"
+                "sample.sampler = \"{other}\"; choose auto, annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun \
+                 or ddpm"
             ),
         };
         method.validate().context("in [sample]")?;
+        Ok(method)
+    }
+
+    /// Refuses a sampler that would feed a network trained with the objective levels it does
+    /// not know.
+    fn check_model_sampler(&self, method: &Method) -> Result<()> {
+        let objective = self.objective()?;
+        let sampler = self.sampler();
         // A network is conditioned as it was trained: log sigma for VE-type objectives, t for
         // VP and DDPM. Samplers whose levels speak the other language would feed it nonsense.
         // Score matching learns one level: only Langevin at that level samples it.
-        if matches!(objective, Objective::Exact { .. } | Objective::Sliced { .. }) && s.sampler != "langevin" {
+        if matches!(objective, Objective::Exact { .. } | Objective::Sliced { .. }) && sampler != "langevin" {
             bail!(
-                "sample.sampler = \"{}\" needs a model of many noise levels, but objective.kind = \"{}\" learns \
-                 the score at one level: use sample.sampler = \"langevin\" (--sampler langevin)",
-                s.sampler,
+                "sample.sampler = \"{sampler}\" needs a model of many noise levels, but objective.kind = \"{}\" \
+                 learns the score at one level: use sample.sampler = \"langevin\" (--sampler langevin)",
                 self.objective.kind
             );
         }
@@ -459,14 +514,14 @@ impl RunConfig {
         let ddpm_sampler = matches!(method, Method::Ddpm { .. });
         if (ve_sampler && !ve_model) || (ddpm_sampler && ve_model) {
             bail!(
-                "sample.sampler = \"{}\" does not match objective.kind = \"{}\": Langevin and annealed Langevin \
-                 sample dsm, ncsn and ve models; ddpm samples ddpm and vp models; the SDE samplers \
-                 (euler-maruyama, pc, ode-euler, ode-heun) sample any",
-                s.sampler,
+                "sample.sampler = \"{sampler}\" does not match objective.kind = \"{}\": Langevin and annealed \
+                 Langevin sample dsm, ncsn and ve models; ddpm samples ddpm and vp models; the SDE samplers \
+                 (euler-maruyama, pc, ode-euler, ode-heun) sample any; leave sample.sampler = \"auto\" for the \
+                 objective's own",
                 self.objective.kind
             );
         }
-        Ok(method)
+        Ok(())
     }
 }
 
@@ -584,7 +639,7 @@ mod tests {
         fn a_bad_value_is_refused_by_name(key in prop::sample::select(KEYS), value in value()) {
             let (section, name) = key;
             let text = format!("[{section}]\n{name} = {value}\n");
-            let result = RunConfig::from_toml(&text).and_then(|c| c.validate());
+            let result = RunConfig::from_toml(&text).and_then(|c| c.validate(false));
             if let Err(e) = result {
                 let msg = format!("{e:#}");
                 prop_assert!(
@@ -604,6 +659,49 @@ mod tests {
 
     #[test]
     fn the_defaults_are_valid() {
-        RunConfig::default().validate().unwrap();
+        RunConfig::default().validate(false).unwrap();
+    }
+
+    /// Every objective trains and samples with its own defaults: nothing but objective.kind
+    /// set (the CLI's `--objective`), the config validates, and the sampler is the objective's.
+    #[test]
+    fn every_objective_has_working_defaults() {
+        let expected = [
+            ("dsm", "annealed"),
+            ("ncsn", "annealed"),
+            ("ddpm", "ddpm"),
+            ("ve", "annealed"),
+            ("vp", "euler-maruyama"),
+            ("exact", "langevin"),
+            ("sliced", "langevin"),
+            ("sliced-vr", "langevin"),
+        ];
+        for (kind, sampler) in expected {
+            let mut config = RunConfig::default();
+            config.objective.kind = kind.into();
+            config.validate(false).unwrap_or_else(|e| panic!("--objective {kind}: {e:#}"));
+            assert_eq!(config.method().unwrap().name(), sampler, "--objective {kind}");
+        }
+        // DDPM's discrete betas and VP's beta(t) are different numbers (beta_i = beta(t_i) / N).
+        let mut ddpm = RunConfig::default();
+        ddpm.objective.kind = "ddpm".into();
+        assert!(matches!(ddpm.objective().unwrap(), Objective::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000 }));
+    }
+
+    /// With an exact score every sampler serves, whatever the objective (which sets only the
+    /// schedule); a network keeps its own.
+    #[test]
+    fn an_exact_score_takes_any_sampler() {
+        for objective in ["ncsn", "ddpm", "vp", "ve"] {
+            for sampler in ["annealed", "langevin", "euler-maruyama", "pc", "ode-euler", "ode-heun", "ddpm"] {
+                let mut config = RunConfig::default();
+                config.objective.kind = objective.into();
+                config.sample.sampler = sampler.into();
+                config.validate(true).unwrap_or_else(|e| panic!("{objective} / {sampler}: {e:#}"));
+            }
+        }
+        let mut config = RunConfig::default();
+        config.sample.sampler = "ddpm".into();
+        assert!(config.validate(false).is_err(), "a ddpm sampler on an ncsn network");
     }
 }

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use npyz::WriterBuilder;
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -22,6 +22,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Fails now, saying why, where `path` could not be written later, so that a bad output path is
+/// found before minutes of work rather than after: its folder is made (as the write would make
+/// it) and a probe file is created there and removed.
+pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!("{} is a folder; give the name of a file to write", path.display());
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot write {}: creating {}", path.display(), dir.display()))?;
+    let probe = dir.join(format!(".scorefield-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .with_context(|| format!("cannot write {}: {} is not writable", path.display(), dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// `values` as a float32 array of shape [n, d] in NumPy's .npy format.

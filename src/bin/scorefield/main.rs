@@ -7,6 +7,7 @@ mod picture;
 mod run;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
@@ -19,6 +20,11 @@ use config::RunConfig;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// On an error, print where it happened (a backtrace) after its causes; the same as
+    /// SCOREFIELD_BACKTRACE=1. RUST_BACKTRACE alone does not, so a shell that keeps it set still
+    /// gets one-line errors.
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 /// Settings that override the config file (or the defaults).
@@ -38,8 +44,8 @@ struct Overrides {
     /// Use the adapter whose name contains this (see `scorefield info`).
     #[arg(long)]
     adapter: Option<String>,
-    /// Objective: dsm, ncsn, ddpm, ve, vp, exact, sliced or sliced-vr. The score-matching ones
-    /// (exact, sliced, sliced-vr) learn one level and sample with Langevin unless --sampler says.
+    /// Objective: dsm, ncsn, ddpm, ve, vp, exact, sliced or sliced-vr. Each samples with its own
+    /// sampler and schedule unless --sampler says otherwise.
     #[arg(long)]
     objective: Option<String>,
     /// The noise level of dsm; of exact and sliced score matching, 0 for the data score itself.
@@ -62,13 +68,16 @@ struct Overrides {
     /// The training seed (batches, noise, initial weights, data).
     #[arg(long)]
     seed: Option<u64>,
-    /// Sampler: annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun or ddpm.
+    /// Sampler: annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun or ddpm; default
+    /// auto, the objective's own (annealed for dsm, ncsn and ve; euler-maruyama for vp; ddpm
+    /// for ddpm; langevin for exact and sliced).
     #[arg(long)]
     sampler: Option<String>,
     /// Particles to sample.
     #[arg(short = 'n', long)]
     particles: Option<usize>,
-    /// Sampler steps (per level for annealed Langevin).
+    /// Sampler steps (per level for annealed Langevin; default 100 for annealed and Langevin,
+    /// 1000 for the SDE and ODE samplers).
     #[arg(long)]
     sampler_steps: Option<usize>,
     /// Annealed Langevin's eps, or Langevin's step size.
@@ -92,9 +101,6 @@ impl Overrides {
         }
         if let Some(v) = &self.objective {
             c.objective.kind = v.clone();
-            if matches!(v.as_str(), "exact" | "sliced" | "sliced-vr") && self.sampler.is_none() {
-                c.sample.sampler = "langevin".into();
-            }
         }
         if let Some(v) = self.sigma {
             c.objective.sigma = v;
@@ -127,7 +133,7 @@ impl Overrides {
             c.sample.particles = v;
         }
         if let Some(v) = self.sampler_steps {
-            c.sample.steps = v;
+            c.sample.steps = Some(v);
         }
         if let Some(v) = self.step_size {
             c.sample.step_size = v;
@@ -138,14 +144,15 @@ impl Overrides {
         c
     }
 
-    /// The config file (or `base`) with the flags applied.
-    fn resolve(&self, base: RunConfig) -> Result<RunConfig> {
+    /// The config file (or `base`) with the flags applied, checked for a network's samples or,
+    /// with `exact_score`, for the dataset's exact score.
+    fn resolve(&self, base: RunConfig, exact_score: bool) -> Result<RunConfig> {
         let c = match &self.config {
             Some(path) => RunConfig::load(path)?,
             None => base,
         };
         let c = self.apply(c);
-        c.validate()?;
+        c.validate(exact_score)?;
         Ok(c)
     }
 }
@@ -247,12 +254,39 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(command) = cli.command else { return main_job() };
+    let backtrace = cli.verbose || std::env::var("SCOREFIELD_BACKTRACE").is_ok_and(|v| v == "1");
+    // anyhow captures a backtrace when RUST_LIB_BACKTRACE (else RUST_BACKTRACE) says so: only
+    // when one was asked for here (and capturing costs time). Single-threaded still.
+    std::env::set_var("RUST_LIB_BACKTRACE", if backtrace { "1" } else { "0" });
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprint!("{}", error_report(&e, backtrace));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error as the user reads it: `error: ` and what went wrong, then each cause on its own
+/// line, and the backtrace only when asked for.
+fn error_report(e: &anyhow::Error, backtrace: bool) -> String {
+    let mut report = format!("error: {e}\n");
+    for cause in e.chain().skip(1) {
+        report += &format!("  caused by: {cause}\n");
+    }
+    if backtrace {
+        report += &format!("backtrace:\n{}\n", e.backtrace());
+    }
+    report
+}
+
+fn run(command: Option<Command>) -> Result<()> {
+    let Some(command) = command else { return main_job() };
     match command {
         Command::Train { run, resume, overrides } => {
-            let config = overrides.resolve(RunConfig::default())?;
+            let config = overrides.resolve(RunConfig::default(), false)?;
             run::train(&config, &run, resume)
         }
         Command::Sample { checkpoint, exact_score, out, overrides } => {
@@ -268,12 +302,16 @@ fn main() -> Result<()> {
                 (None, true) => (RunConfig::default(), run::Source::Exact),
                 (None, false) => bail!("say where the score comes from: --checkpoint PATH or --exact-score"),
             };
-            let config = overrides.resolve(base)?;
+            let config = overrides.resolve(base, exact_score)?;
+            files::check_writable(&out)?;
             let dir =
                 out.parent().filter(|p| !p.as_os_str().is_empty()).map(PathBuf::from).unwrap_or(PathBuf::from("."));
             run::sample(&config, source, &dir, &out)
         }
-        Command::Fields { checkpoint, sigma, out } => run::fields(&checkpoint, sigma, &out),
+        Command::Fields { checkpoint, sigma, out } => {
+            files::check_writable(&out)?;
+            run::fields(&checkpoint, sigma, &out)
+        }
         Command::Info { repeats, adapter } => pollster::block_on(info(repeats, adapter.as_deref())),
         Command::Bench { kernels: true, steps, repeats, adapter, operands, host_clock, .. } => {
             let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;

@@ -20,7 +20,7 @@ use scorefield::sample::{Sampler, SamplerConfig, ScoreSource};
 use scorefield::train::{LossRecord, Trainer};
 
 use crate::config::RunConfig;
-use crate::files::{npy_bytes, write_atomic};
+use crate::files::{check_writable, npy_bytes, write_atomic};
 use crate::picture;
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -39,10 +39,10 @@ fn training_data(config: &RunConfig) -> Result<(Vec<f32>, usize)> {
 
 /// Trains as the config says, in `dir`; with `resume`, continues from the checkpoint there.
 pub fn train(config: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
+    check_writable(&dir.join("config.toml"))?;
     let gpu = pollster::block_on(Gpu::with_adapter(config.adapter()))?;
     let (data, dim) = training_data(config)?;
     let train_config = config.train_config(dim)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating the run folder {}", dir.display()))?;
     let ckpt_path = dir.join(CHECKPOINT);
     let mut trainer = if resume {
         let ckpt = load_checkpoint(&ckpt_path)?;
@@ -76,10 +76,12 @@ pub fn train(config: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
         .open(dir.join("log.jsonl"))
         .with_context(|| format!("opening {}", dir.join("log.jsonl").display()))?;
     let log_every = config.train.log_every.max(1);
-    let levels = config.objective()?.levels().len();
+    let objective = config.objective()?;
+    let levels = objective.levels().len();
     let mut curve = Vec::new();
     let started = Instant::now();
     let first_step = trainer.step();
+    let mut progress = ProgressLines::new(total, first_step);
     let rate = loop {
         while trainer.step() < total && !stop.load(Ordering::SeqCst) {
             let chunk = (total - trainer.step()).min(log_every);
@@ -91,9 +93,11 @@ pub fn train(config: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
                     log_line(&record, levels, (trainer.step() - first_step) as f64 / started.elapsed().as_secs_f64());
                 writeln!(log, "{line}")?;
                 bar.set_message(format!("{:.4}", record.mean()));
-                curve.push((record.step, record.mean()));
+                progress.loss = record.mean();
+                curve.push(record.step);
             }
             bar.set_position(trainer.step());
+            progress.report(trainer.step());
             let every = config.train.checkpoint_every;
             if every > 0 && trainer.step() % every < chunk && trainer.step() < total {
                 save_checkpoint(&trainer, config, &ckpt_path)?;
@@ -104,12 +108,12 @@ pub fn train(config: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
         report_backoffs(&mut trainer, &bar);
         let done = trainer.step() >= total || stop.load(Ordering::SeqCst);
         // The last step is always logged, so a short run has a record too.
-        if done && records.last().map(|r| r.step).or(curve.last().map(|c| c.0)) != Some(trainer.step()) {
+        if done && records.last().map(|r| r.step).or(curve.last().copied()) != Some(trainer.step()) {
             records.push(pollster::block_on(trainer.last_losses())?);
         }
         for record in records {
             writeln!(log, "{}", log_line(&record, levels, rate))?;
-            curve.push((record.step, record.mean()));
+            curve.push(record.step);
         }
         // A blow-up found by the last check rewound the run to its last healthy step: go on.
         if done {
@@ -122,10 +126,103 @@ pub fn train(config: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
         println!("stopped at step {} (checkpoint saved; continue with --resume)", trainer.step());
     }
     println!("trained {} steps ({rate:.1} steps/s) -> {}", trainer.step(), ckpt_path.display());
-    let mut all = read_curve(&dir.join("log.jsonl")).unwrap_or(curve);
-    all.sort_by_key(|p| p.0);
-    picture::loss_curve(&dir.join("loss.png"), &all)?;
+    // The whole run's log (a resumed run's too), one record per logged step.
+    let log = LogCurve::read(&dir.join("log.jsonl"))?;
+    let groups = loss_groups(&objective);
+    let per_group: Vec<Vec<f64>> = log.per_level.iter().map(|row| group_means(row, &groups)).collect();
+    let labels: Vec<String> = groups.into_iter().map(|g| g.0).collect();
+    picture::loss_curves(&dir.join("loss.png"), &log.steps, &log.mean, &per_group, &labels)?;
     Ok(())
+}
+
+/// The loss curve's groups of noise levels (at most ten): a label and the columns of the log's
+/// `loss_per_level` it averages. Discrete schedules log one column per level (NCSN's sigmas,
+/// DDPM's t), continuous ones one per tenth of t.
+fn loss_groups(objective: &Objective) -> Vec<(String, std::ops::Range<usize>)> {
+    let levels = objective.levels();
+    let columns = if levels.is_empty() { 10 } else { levels.len() };
+    let groups = columns.min(10);
+    (0..groups)
+        .map(|g| {
+            let range = g * columns / groups..(g + 1) * columns / groups;
+            let (first, last) = (range.start, range.end - 1);
+            let label = if levels.is_empty() {
+                format!("t in [{}, {})", short(first as f64 / 10.0), short(range.end as f64 / 10.0))
+            } else if matches!(objective, Objective::Ddpm { .. }) {
+                format!("t = {first}..{last}")
+            } else if first == last {
+                format!("σ = {}", short(levels[first].sigma))
+            } else {
+                format!("σ = {}..{}", short(levels[first].sigma), short(levels[last].sigma))
+            };
+            (label, range)
+        })
+        .collect()
+}
+
+/// The mean of each group's columns that the batch drew (NaN where it drew none).
+fn group_means(row: &[f64], groups: &[(String, std::ops::Range<usize>)]) -> Vec<f64> {
+    groups
+        .iter()
+        .map(|(_, range)| {
+            let drawn: Vec<f64> =
+                row.get(range.clone()).unwrap_or(&[]).iter().copied().filter(|v| v.is_finite()).collect();
+            if drawn.is_empty() {
+                f64::NAN
+            } else {
+                drawn.iter().sum::<f64>() / drawn.len() as f64
+            }
+        })
+        .collect()
+}
+
+/// Progress where no bar can be drawn (stderr is not a terminal: CI, nohup, a pipe): a line on
+/// stderr at most every [`ProgressLines::EVERY`] with the step, the last logged loss, steps/s
+/// and the time left, so a log shows the run moving.
+struct ProgressLines {
+    enabled: bool,
+    total: u64,
+    first_step: u64,
+    started: Instant,
+    last: Instant,
+    loss: f64,
+}
+
+impl ProgressLines {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+    fn new(total: u64, first_step: u64) -> Self {
+        use std::io::IsTerminal;
+        let now = Instant::now();
+        let enabled = !std::io::stderr().is_terminal();
+        Self { enabled, total, first_step, started: now, last: now, loss: f64::NAN }
+    }
+
+    fn report(&mut self, step: u64) {
+        if !self.enabled || self.last.elapsed() < Self::EVERY || step >= self.total {
+            return;
+        }
+        self.last = Instant::now();
+        let rate = (step - self.first_step) as f64 / self.started.elapsed().as_secs_f64();
+        let left = (self.total - step) as f64 / rate.max(1e-9);
+        eprintln!(
+            "step {step}/{} ({:.0}%)  loss {:.4}  {rate:.1} steps/s  {} left",
+            self.total,
+            100.0 * step as f64 / self.total as f64,
+            self.loss,
+            duration(left)
+        );
+    }
+}
+
+/// Seconds as `1h02m`, `3m05s` or `42s`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
 }
 
 /// One JSONL record: the step, the batch-mean loss, the mean per noise level (discrete schedules:
@@ -155,13 +252,37 @@ fn log_line(record: &LossRecord, levels: usize, steps_per_s: f64) -> String {
     )
 }
 
-fn read_curve(path: &Path) -> Option<Vec<(u64, f64)>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let field = |line: &str, key: &str| -> Option<f64> {
-        let rest = &line[line.find(&format!("\"{key}\":"))? + key.len() + 3..];
-        rest.split([',', '}']).next()?.parse().ok()
-    };
-    Some(text.lines().filter_map(|l| Some((field(l, "step")? as u64, field(l, "loss")?))).collect())
+/// log.jsonl read back: per logged step (sorted), the batch mean and the per-level means (NaN
+/// where the batch drew none of a level).
+struct LogCurve {
+    steps: Vec<u64>,
+    mean: Vec<f64>,
+    per_level: Vec<Vec<f64>>,
+}
+
+impl LogCurve {
+    fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut rows: Vec<(u64, f64, Vec<f64>)> = text.lines().filter_map(Self::parse).collect();
+        rows.sort_by_key(|r| r.0);
+        Ok(Self {
+            steps: rows.iter().map(|r| r.0).collect(),
+            mean: rows.iter().map(|r| r.1).collect(),
+            per_level: rows.into_iter().map(|r| r.2).collect(),
+        })
+    }
+
+    /// One line of [`log_line`]'s format.
+    fn parse(line: &str) -> Option<(u64, f64, Vec<f64>)> {
+        let value = |key: &str| -> Option<&str> {
+            let rest = &line[line.find(&format!("\"{key}\":"))? + key.len() + 3..];
+            rest.split(['}']).next()
+        };
+        let number = |key: &str| -> Option<f64> { value(key)?.split(',').next()?.parse().ok() };
+        let levels = value("loss_per_level")?.strip_prefix('[')?.split(']').next()?;
+        let per_level = levels.split(',').filter(|v| !v.is_empty()).map(|v| v.parse().unwrap_or(f64::NAN)).collect();
+        Some((number("step")? as u64, number("loss")?, per_level))
+    }
 }
 
 /// A training result, or, when training diverged and stopped, the checkpoint of the last
@@ -209,7 +330,10 @@ pub enum Source {
 /// Samples as the config's [sample] says; writes `out` (.npy) and the pictures into `dir`.
 pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Result<()> {
     let gpu = pollster::block_on(Gpu::with_adapter(config.adapter()))?;
-    let method = config.method()?;
+    let method = match source {
+        Source::Exact => config.exact_method()?,
+        Source::Checkpoint(_) => config.method()?,
+    };
     let s = &config.sample;
     let mut sampler_config = SamplerConfig::new(s.particles, s.seed);
     // Snapshots are counted in the method's steps; about 60 frames make the animation.
@@ -261,9 +385,19 @@ pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Res
         // Images: a grid of data images beside a grid of samples (no scatter, no animation).
         picture::image_grids(&dir.join("samples.png"), &data, &x, set.width, set.height)?;
     } else {
-        picture::samples_beside_data(&dir.join("samples.png"), &data, &x, dim)?;
+        picture::samples_beside_data(&dir.join("samples.png"), &data, &x, dim, method.name())?;
         if snapshots.len() > 1 {
-            picture::animation(&dir.join("sampling.gif"), &snapshots, dim, picture::extent(&data) * 1.5)?;
+            // Snapshot k holds the particles after step k * every (0: the initial draw); the
+            // last, after the last step.
+            let last = steps.saturating_sub(1);
+            let every = sampler_config.snapshot_every;
+            let titles: Vec<String> = (0..snapshots.len())
+                .map(|k| {
+                    let step = if k + 1 == snapshots.len() { last } else { (k * every).min(last) };
+                    format!("{}: step {step} of {last}", method.name())
+                })
+                .collect();
+            picture::animation(&dir.join("sampling.gif"), &snapshots, dim, picture::extent(&data) * 1.5, &titles)?;
         }
     }
     println!("{} samples ({}) -> {}", s.particles, method.name(), out.display());
@@ -297,21 +431,29 @@ fn score_field_picture(gpu: &Gpu, config: &RunConfig, path: &Path, model: Option
         (_, s) => s.iter().map(|&s| (s, s)).collect(),
     };
     let mut fields = Vec::new();
+    let mut titles = Vec::new();
     if let Some((model, weights)) = model {
         for &(scale, _) in &levels {
             fields.push(learned_field(gpu, model, *weights, &points, scale.ln())?);
+            titles.push(format!("learned σ·s, σ = {}", short(scale)));
         }
     }
     if let Some(mixture) = dataset.mixture() {
         let p64: Vec<f64> = points.iter().map(|&v| v as f64).collect();
         for &(scale, noise) in &levels {
             fields.push(mixture.noised_score(&p64, 1.0, noise).iter().map(|v| (v * scale) as f32).collect());
+            titles.push(format!("exact σ·s, σ = {}", short(noise)));
         }
     }
     if fields.is_empty() {
         return Ok(());
     }
-    picture::score_fields(path, &data, &fields, n, extent, levels.len())
+    picture::score_fields(path, &data, &fields, &titles, n, extent, levels.len())
+}
+
+/// A noise level for a title: at most three decimals, no trailing zeros.
+fn short(v: f64) -> String {
+    format!("{}", (v * 1000.0).round() / 1000.0)
 }
 
 /// Arrows per side of a score-field picture.
@@ -363,6 +505,7 @@ pub fn fields(checkpoints: &[PathBuf], sigma: Option<f64>, out: &Path) -> Result
         bail!("score fields are drawn for 2-D data; {} is {}-dimensional", grid.dataset.name(), grid.dataset.dim());
     }
     let mut fields = Vec::new();
+    let mut titles = Vec::new();
     let mut exact_level = None;
     for (path, ckpt, config) in &runs {
         let objective = config.objective()?;
@@ -385,15 +528,17 @@ pub fn fields(checkpoints: &[PathBuf], sigma: Option<f64>, out: &Path) -> Result
         };
         let model = ScoreMlp::from_values(&gpu, ckpt.shape, &ckpt.params, &ckpt.ema, &ckpt.freqs)?;
         fields.push(learned_field(&gpu, &model, Weights::Ema, &grid.points, level.cond)?);
+        titles.push(format!("{}, σ = {}", config.objective.kind, short(level.sigma)));
         println!("{}: {} at sigma {}", path.display(), config.objective.kind, level.sigma);
         exact_level.get_or_insert((level.sigma, noise));
     }
     if let (Some(mixture), Some((scale, noise))) = (grid.dataset.mixture(), exact_level) {
         let p64: Vec<f64> = grid.points.iter().map(|&v| v as f64).collect();
         fields.push(mixture.noised_score(&p64, 1.0, noise).iter().map(|v| (v * scale) as f32).collect());
+        titles.push(format!("exact, σ = {}", short(noise)));
         println!("exact score of {} at noise {noise}, last", grid.dataset.name());
     }
-    picture::score_fields(out, &grid.data, &fields, FIELD_GRID, grid.extent, fields.len())?;
+    picture::score_fields(out, &grid.data, &fields, &titles, FIELD_GRID, grid.extent, fields.len())?;
     println!("-> {}", out.display());
     Ok(())
 }
