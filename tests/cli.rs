@@ -189,9 +189,16 @@ fn pictures_are_datasets_too() {
     let (shape, _) = read_npy(&dir.join("img/x.npy"));
     assert_eq!(shape, vec![40, 24]);
     let grid = image::open(dir.join("img/samples.png")).unwrap();
-    // Two grids (16 pixels apart) of 4 rows of 10 images, each 6x4 image scaled 5x (32 / 6) to
-    // 30x20, with 2-pixel gaps around every image.
-    assert_eq!((grid.width(), grid.height()), (2 * (10 * 32 + 2) + 16, 4 * 22 + 2));
+    // Two grids (24 pixels apart) of 4 rows of 10 images, each 6x4 image scaled 5x (32 / 6) to
+    // 30x20, with 2-pixel gaps around every image, under a 36-pixel band of titles.
+    assert_eq!((grid.width(), grid.height()), (2 * (10 * 32 + 2) + 24, 36 + 4 * 22 + 2));
+    // The titles ("data", "samples") are drawn in the band over each grid.
+    let grid = grid.to_rgb8();
+    for x0 in [0, 10 * 32 + 2 + 24] {
+        let ink = (x0..x0 + 10 * 32).flat_map(|x| (0..36).map(move |y| (x, y)));
+        let dark = ink.filter(|&(x, y)| grid.get_pixel(x, y).0.iter().all(|&c| c < 100)).count();
+        assert!(dark > 30, "no title over the grid at x = {x0} ({dark} dark pixels)");
+    }
 
     // A picture as a 2-D density: a bright square in the top-right quarter of a dark 16x16.
     write_png(&dir.join("square.png"), 16, 16, |x, y| if x >= 8 && y < 8 { 255 } else { 0 });
@@ -259,6 +266,11 @@ fn the_main_job_learns_the_eight_gaussians() {
     // The main job itself: no arguments, into runs/main.
     let out = scorefield(&dir, &[]);
     assert!(out.status.success());
+    // Not in a terminal (stderr is a pipe here): progress lines instead of a bar, at least one
+    // over the minutes of training.
+    let err = String::from_utf8_lossy(&out.stderr);
+    let progress = err.lines().filter(|l| l.starts_with("step ") && l.contains("steps/s") && l.ends_with("left"));
+    assert!(progress.count() >= 1, "no progress lines: {err}");
     for f in ["checkpoint.safetensors", "samples.npy", "samples.png", "loss.png", "score_field.png", "sampling.gif"] {
         assert!(dir.join("runs/main").join(f).exists(), "the main job did not write {f}");
     }
@@ -446,4 +458,49 @@ fn bench_reports_the_workloads_against_the_ceiling() {
             assert!((row["fraction"].as_f64().unwrap() - fraction).abs() < 1e-9, "{row}");
         }
     }
+}
+
+/// The objectives `train --help` lists.
+fn listed_objectives(dir: &Path) -> Vec<String> {
+    let help = String::from_utf8_lossy(&scorefield(dir, &["train", "--help"]).stdout).to_string();
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let list = help.split("Objective: ").nth(1).and_then(|rest| rest.split('.').next()).expect("--help lists them");
+    list.replace(" or ", ", ").split(", ").map(str::to_string).collect()
+}
+
+/// Issue #19: every objective that `--help` lists trains and samples with nothing but
+/// `--objective` (the network and run kept tiny for time; the sampler, its steps and the
+/// schedule are each objective's defaults), and an exact score takes any sampler.
+#[test]
+fn every_objective_trains_and_samples_with_its_defaults() {
+    let dir = temp_dir("objectives");
+    let objectives = listed_objectives(&dir);
+    assert_eq!(objectives.len(), 8, "{objectives:?}");
+    let tiny = ["--width", "16", "--hidden-layers", "1", "--batch", "32", "--steps", "20"];
+    for objective in &objectives {
+        let args = [&["train", "--run", objective, "--objective", objective][..], &tiny].concat();
+        assert!(scorefield(&dir, &args).status.success(), "training with --objective {objective}");
+        let ckpt = format!("{objective}/checkpoint.safetensors");
+        let out = format!("{objective}/x.npy");
+        let result = scorefield(&dir, &["sample", "--checkpoint", &ckpt, "-n", "64", "--out", &out]);
+        assert!(result.status.success(), "sampling a {objective} model with its defaults");
+        let (shape, x) = read_npy(&dir.join(&out));
+        assert_eq!(shape, vec![64, 2]);
+        assert!(x.iter().all(|v| v.is_finite()), "{objective}: non-finite samples");
+    }
+    // A network keeps the sampler it can be sampled with.
+    let out = scorefield(&dir, &["sample", "--checkpoint", "ncsn/checkpoint.safetensors", "--sampler", "ddpm"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match objective.kind"));
+    // DDPM ancestral sampling on the exact score of the eight Gaussians, on the default (NCSN)
+    // config and on DDPM's own schedule: the samples sit on the ring of modes.
+    for extra in [&[][..], &["--objective", "ddpm"][..]] {
+        let args =
+            [&["sample", "--exact-score", "--sampler", "ddpm", "-n", "512", "--out", "e/x.npy"][..], extra].concat();
+        assert!(scorefield(&dir, &args).status.success(), "{args:?}");
+        let (_, x) = read_npy(&dir.join("e/x.npy"));
+        let mean_radius = x.chunks(2).map(|p| p[0].hypot(p[1]) as f64).sum::<f64>() / 512.0;
+        assert!((mean_radius - 4.0).abs() < 0.3, "{args:?}: mean radius {mean_radius}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

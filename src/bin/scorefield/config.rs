@@ -400,16 +400,18 @@ impl RunConfig {
     }
 
     /// The sampler's name: `sample.sampler`, or for "auto" the objective's own: annealed
-    /// Langevin for dsm, ncsn and ve (Song & Ermon 2019); Euler-Maruyama for vp (score_sde's
-    /// VP configs: predictor euler_maruyama, no corrector); ancestral sampling for ddpm (Ho et
-    /// al. 2020, Algorithm 2); Langevin at the model's one level for exact and sliced score
-    /// matching.
+    /// Langevin over its levels for ncsn (Song & Ermon 2019, Algorithm 1); predictor-corrector
+    /// for ve (score_sde's VE configs: reverse diffusion + Langevin corrector, snr 0.16);
+    /// Euler-Maruyama for vp (score_sde's VP configs: predictor euler_maruyama, no corrector);
+    /// ancestral sampling for ddpm (Ho et al. 2020, Algorithm 2); Langevin at the model's one
+    /// level for the single-level objectives dsm, exact and sliced score matching.
     pub fn sampler(&self) -> &str {
         match (self.sample.sampler.as_str(), self.objective.kind.as_str()) {
+            ("auto", "ncsn") => "annealed",
+            ("auto", "ve") => "pc",
             ("auto", "vp") => "euler-maruyama",
             ("auto", "ddpm") => "ddpm",
-            ("auto", "exact" | "sliced" | "sliced-vr") => "langevin",
-            ("auto", _) => "annealed",
+            ("auto", _) => "langevin",
             (name, _) => name,
         }
     }
@@ -456,9 +458,15 @@ impl RunConfig {
         };
         let method = match sampler {
             "annealed" => {
-                let sigmas = match objective {
-                    Objective::Ncsn { .. } => objective.levels().iter().map(|l| l.sigma).collect(),
-                    _ => scorefield::objective::geometric_sigmas(sde.prior_std(), 0.01, 10),
+                // Other schedules: ten levels from the prior down to the VE SDE's sigma_min, or
+                // 0.1, where the default eps = 0.01 = sigma_L^2 keeps alpha_1 = eps (sigma_1 /
+                // sigma_L)^2 stable.
+                let sigmas = match (&objective, sde) {
+                    (Objective::Ncsn { .. }, _) => objective.levels().iter().map(|l| l.sigma).collect(),
+                    (_, Sde::Ve { sigma_min, .. }) => {
+                        scorefield::objective::geometric_sigmas(sde.prior_std(), sigma_min, 10)
+                    }
+                    _ => scorefield::objective::geometric_sigmas(sde.prior_std(), 0.1, 10),
                 };
                 Method::AnnealedLangevin { sigmas, steps_per_level: steps, eps: s.step_size, denoise: true }
             }
@@ -667,10 +675,10 @@ mod tests {
     #[test]
     fn every_objective_has_working_defaults() {
         let expected = [
-            ("dsm", "annealed"),
+            ("dsm", "langevin"),
             ("ncsn", "annealed"),
             ("ddpm", "ddpm"),
-            ("ve", "annealed"),
+            ("ve", "pc"),
             ("vp", "euler-maruyama"),
             ("exact", "langevin"),
             ("sliced", "langevin"),

@@ -69,8 +69,8 @@ struct Overrides {
     #[arg(long)]
     seed: Option<u64>,
     /// Sampler: annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun or ddpm; default
-    /// auto, the objective's own (annealed for dsm, ncsn and ve; euler-maruyama for vp; ddpm
-    /// for ddpm; langevin for exact and sliced).
+    /// auto, the objective's own (annealed for ncsn, pc for ve, euler-maruyama for vp, ddpm for
+    /// ddpm, langevin for the one-level dsm, exact and sliced).
     #[arg(long)]
     sampler: Option<String>,
     /// Particles to sample.

@@ -387,3 +387,46 @@ pub fn score_fields(
     })?;
     save_png(&img, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pixels of `img` in the box that are dark (text, axes, arrows).
+    fn dark(img: &RgbImage, xs: std::ops::Range<u32>, ys: std::ops::Range<u32>) -> usize {
+        ys.flat_map(|y| xs.clone().map(move |x| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y).0.iter().all(|&c| c < 100))
+            .count()
+    }
+
+    /// The pictures carry text drawn from the compiled-in font (a title over each panel, tick
+    /// values beside the axes) and a legend entry per noise level in its own colour.
+    #[test]
+    fn pictures_carry_titles_ticks_and_legends() {
+        let dir = std::env::temp_dir().join(format!("scorefield-pictures-{}", std::process::id()));
+        let data: Vec<f32> = (0..800).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        samples_beside_data(&dir.join("s.png"), &data, &data, 2, "annealed").unwrap();
+        let img = image::open(dir.join("s.png")).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (2 * PANEL, PANEL));
+        for panel in 0..2 {
+            let x0 = panel * PANEL;
+            let title = dark(&img, x0..x0 + PANEL, 0..30);
+            let ticks = dark(&img, x0..x0 + 50, 40..PANEL - 50);
+            assert!(title > 100 && ticks > 100, "panel {panel}: title {title}, tick labels {ticks} dark pixels");
+        }
+
+        let steps: Vec<u64> = (1..=40).map(|s| 50 * s).collect();
+        let levels: Vec<Vec<f64>> =
+            steps.iter().map(|&s| (0..3).map(|j| 10f64.powi(-j) / (s as f64).sqrt()).collect()).collect();
+        let mean: Vec<f64> = levels.iter().map(|l| l.iter().sum::<f64>() / 3.0).collect();
+        let labels: Vec<String> = ["σ = 10", "σ = 1", "σ = 0.1"].map(String::from).to_vec();
+        loss_curves(&dir.join("l.png"), &steps, &mean, &levels, &labels).unwrap();
+        let img = image::open(dir.join("l.png")).unwrap().to_rgb8();
+        // The legend (right of the chart): one coloured swatch per level, each its own colour.
+        let swatches: std::collections::BTreeSet<[u8; 3]> =
+            (0..4).map(|k| img.get_pixel(640 + 20, 40 + 22 * k).0).filter(|c| c.iter().any(|&v| v < 200)).collect();
+        assert_eq!(swatches.len(), 4, "legend swatches {swatches:?}");
+        assert!(dark(&img, 640 + 38..820, 30..130) > 100, "no legend labels");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
