@@ -72,6 +72,7 @@ pub mod model;
 pub mod noise;
 pub mod objective;
 pub mod optim;
+pub mod quality;
 pub mod reference;
 pub mod rng;
 pub mod sample;

@@ -504,3 +504,31 @@ fn every_objective_trains_and_samples_with_its_defaults() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue #20, item 1: `sample` on the digits reports their quality beside real held-out digits
+/// and a Gaussian fit, `eval` does the same for a .npy, and a file of other shape is refused.
+#[test]
+fn digit_samples_are_judged_against_real_ones() {
+    let dir = temp_dir("eval");
+    let tiny = ["--width", "16", "--hidden-layers", "1", "--batch", "32", "--steps", "20"];
+    let args = [&["train", "--run", "d", "--dataset", "digits"][..], &tiny].concat();
+    assert!(scorefield(&dir, &args).status.success());
+    let args =
+        ["sample", "--checkpoint", "d/checkpoint.safetensors", "-n", "50", "--sampler-steps", "2", "--out", "d/x.npy"];
+    let out = scorefield(&dir, &args);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    for row in ["| samples | 50 |", "| real held-out digits |", "| Gaussian fit to the data |"] {
+        assert!(table.contains(row), "no `{row}` row: {table}");
+    }
+    let out = scorefield(&dir, &["eval", "--samples", "d/x.npy"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| samples | 50 |"));
+    // A 2-D sample set is not digits.
+    let args = ["sample", "--exact-score", "-n", "16", "--sampler-steps", "2", "--out", "e/x.npy"];
+    assert!(scorefield(&dir, &args).status.success());
+    let out = scorefield(&dir, &["eval", "--samples", "e/x.npy"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[16, 2]"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

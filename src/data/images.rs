@@ -71,6 +71,13 @@ pub struct ImageSet {
 /// licence): one PNG holding a grid of 45 x 40 tiles, the last three empty.
 const DIGITS_PNG: &[u8] = include_bytes!("../../assets/digits/digits.png");
 const DIGITS_COUNT: usize = 1797;
+/// The digit (0-9) of each tile, one per line.
+const DIGITS_LABELS: &str = include_str!("../../assets/digits/labels.txt");
+
+/// The labels of [`ImageSet::digits`], in the same order.
+pub fn digit_labels() -> Vec<usize> {
+    DIGITS_LABELS.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
 
 impl ImageSet {
     /// The 8x8 digits shipped with the crate.

@@ -7,7 +7,7 @@
 
 mod images;
 
-pub use images::{DensityImage, ImageSet};
+pub use images::{digit_labels, DensityImage, ImageSet};
 
 use crate::error::{Error, Result};
 use crate::mixture::GaussianMixture;

@@ -200,6 +200,15 @@ enum Command {
         #[arg(long, default_value = "fields.png")]
         out: PathBuf,
     },
+    /// Judge samples of the digits against real ones the model never saw: a nearest-neighbour
+    /// classifier's confidence and class shares, a Frechet distance in a fixed feature space,
+    /// copies of training images, pixels out of range; beside the same figures for real
+    /// held-out digits and for a Gaussian fitted to the data (src/quality.rs).
+    Eval {
+        /// The samples: a .npy of float32 [n, 64] written by `sample` from a digits model.
+        #[arg(long)]
+        samples: PathBuf,
+    },
     /// List the adapters with the limits the engine depends on, and measure the chosen adapter's
     /// float32 FMA ceiling.
     Info {
@@ -312,6 +321,7 @@ fn run(command: Option<Command>) -> Result<()> {
             files::check_writable(&out)?;
             run::fields(&checkpoint, sigma, &out)
         }
+        Command::Eval { samples } => run::eval(&samples),
         Command::Info { repeats, adapter } => pollster::block_on(info(repeats, adapter.as_deref())),
         Command::Bench { kernels: true, steps, repeats, adapter, operands, host_clock, .. } => {
             let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;

@@ -384,6 +384,9 @@ pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Res
     if let Some(set) = dataset.images() {
         // Images: a grid of data images beside a grid of samples (no scatter, no animation).
         picture::image_grids(&dir.join("samples.png"), &data, &x, set.width, set.height)?;
+        if config.data.dataset == "digits" {
+            print_quality(&scorefield::quality::QualityJudge::digits()?, &x)?;
+        }
     } else {
         picture::samples_beside_data(&dir.join("samples.png"), &data, &x, dim, method.name())?;
         if snapshots.len() > 1 {
@@ -540,5 +543,46 @@ pub fn fields(checkpoints: &[PathBuf], sigma: Option<f64>, out: &Path) -> Result
     }
     picture::score_fields(out, &grid.data, &fields, &titles, FIELD_GRID, grid.extent, fields.len())?;
     println!("-> {}", out.display());
+    Ok(())
+}
+
+/// `eval`: the quality of digit samples in a .npy file, beside the real and Gaussian baselines.
+pub fn eval(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{} is not a .npy file", path.display()))?;
+    let shape = npy.shape().to_vec();
+    let values: Vec<f32> = npy.into_vec().with_context(|| format!("{}: expected float32 samples", path.display()))?;
+    let judge = scorefield::quality::QualityJudge::digits()?;
+    if shape.len() != 2 || shape[1] as usize != judge.dim() {
+        bail!("{} holds an array of shape {shape:?}; eval judges 8x8 digits, [n, {}]", path.display(), judge.dim());
+    }
+    print_quality(&judge, &values)
+}
+
+/// A table of the quality of `samples` beside real held-out digits and a Gaussian fit.
+fn print_quality(judge: &scorefield::quality::QualityJudge, samples: &[f32]) -> Result<()> {
+    let n = judge.held_out().len() / judge.dim();
+    let rows = [
+        ("samples", judge.judge(samples)?),
+        ("real held-out digits", judge.judge(judge.held_out())?),
+        ("Gaussian fit to the data", judge.judge(&judge.gaussian_fit(n, 0))?),
+    ];
+    println!(
+        "| images | n | mean top-class probability | share > 0.8 | class shares | feature distance | median nearest-train distance | copies | pixels out of range |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, q) in &rows {
+        let (lo, hi) = q.class_shares.iter().fold((1.0f64, 0.0f64), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+        println!(
+            "| {name} | {} | {:.3} | {:.3} | {lo:.3}-{hi:.3} | {:.3} | {:.2} | {:.3} | {:.4} |",
+            q.count,
+            q.mean_top_probability,
+            q.confident_share,
+            q.feature_distance,
+            q.median_nearest_train,
+            q.copies,
+            q.out_of_range
+        );
+    }
     Ok(())
 }
