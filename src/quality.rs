@@ -149,11 +149,11 @@ impl QualityJudge {
     /// The quality of `samples` ([n, dim]).
     pub fn judge(&self, samples: &[f32]) -> Result<Quality> {
         let d = self.dim;
-        if samples.is_empty() || samples.len() % d != 0 {
+        if samples.is_empty() || !samples.len().is_multiple_of(d) {
             return Err(Error::invalid("samples", format!("{} values are not images of {d} pixels", samples.len())));
         }
         let count = samples.len() / d;
-        let out_of_range = samples.iter().filter(|v| !(v.abs() <= 1.05)).count() as f64 / samples.len() as f64;
+        let out_of_range = samples.iter().filter(|v| !v.is_finite() || v.abs() > 1.05).count() as f64 / samples.len() as f64;
         let mut shares = vec![0.0; self.classes];
         let (mut top_sum, mut confident, mut copies) = (0.0, 0usize, 0usize);
         let mut nearest = Vec::with_capacity(count);
