@@ -436,16 +436,16 @@ fn score_field_picture(gpu: &Gpu, config: &RunConfig, path: &Path, model: Option
     let mut fields = Vec::new();
     let mut titles = Vec::new();
     if let Some((model, weights)) = model {
-        for &(scale, _) in &levels {
+        for &(scale, noise) in &levels {
             fields.push(learned_field(gpu, model, *weights, &points, scale.ln())?);
-            titles.push(format!("learned σ·s, σ = {}", short(scale)));
+            titles.push(format!("learned score, σ = {}", short(noise)));
         }
     }
     if let Some(mixture) = dataset.mixture() {
         let p64: Vec<f64> = points.iter().map(|&v| v as f64).collect();
         for &(scale, noise) in &levels {
             fields.push(mixture.noised_score(&p64, 1.0, noise).iter().map(|v| (v * scale) as f32).collect());
-            titles.push(format!("exact σ·s, σ = {}", short(noise)));
+            titles.push(format!("true score, σ = {}", short(noise)));
         }
     }
     if fields.is_empty() {
@@ -531,14 +531,14 @@ pub fn fields(checkpoints: &[PathBuf], sigma: Option<f64>, out: &Path) -> Result
         };
         let model = ScoreMlp::from_values(&gpu, ckpt.shape, &ckpt.params, &ckpt.ema, &ckpt.freqs)?;
         fields.push(learned_field(&gpu, &model, Weights::Ema, &grid.points, level.cond)?);
-        titles.push(format!("{}, σ = {}", config.objective.kind, short(level.sigma)));
+        titles.push(format!("{}, σ = {}", config.objective.kind, short(noise)));
         println!("{}: {} at sigma {}", path.display(), config.objective.kind, level.sigma);
         exact_level.get_or_insert((level.sigma, noise));
     }
     if let (Some(mixture), Some((scale, noise))) = (grid.dataset.mixture(), exact_level) {
         let p64: Vec<f64> = grid.points.iter().map(|&v| v as f64).collect();
         fields.push(mixture.noised_score(&p64, 1.0, noise).iter().map(|v| (v * scale) as f32).collect());
-        titles.push(format!("exact, σ = {}", short(noise)));
+        titles.push(format!("true score, σ = {}", short(noise)));
         println!("exact score of {} at noise {noise}, last", grid.dataset.name());
     }
     picture::score_fields(out, &grid.data, &fields, &titles, FIELD_GRID, grid.extent, fields.len())?;
