@@ -248,3 +248,45 @@ pub fn geometric_sigmas(sigma_max: f64, sigma_min: f64, levels: usize) -> Vec<f6
         .map(|i| (sigma_max.ln() + (sigma_min.ln() - sigma_max.ln()) * i as f64 / (levels - 1) as f64).exp())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The noise-level tables the training step uploads, against their definitions written out
+    /// here (the step test's reference reads the same tables, so it cannot check them).
+    #[test]
+    fn the_noise_tables_match_their_definitions() {
+        // NCSN: sigma_i = sigma_max (sigma_min / sigma_max)^(i / (L - 1)), conditioned on ln sigma.
+        let (hi, lo, l) = (10.0f64, 0.01f64, 7usize);
+        let levels = Objective::Ncsn { sigma_max: hi, sigma_min: lo, levels: l }.levels();
+        assert_eq!(levels.len(), l);
+        for (i, level) in levels.iter().enumerate() {
+            let sigma = hi * (lo / hi).powf(i as f64 / (l - 1) as f64);
+            assert!((level.sigma - sigma).abs() < 1e-12 * sigma, "ncsn level {i}: {} vs {sigma}", level.sigma);
+            assert!(level.a == 1.0 && (level.cond - sigma.ln()).abs() < 1e-12);
+        }
+        // DDPM (Ho et al. 2020): beta_t linear in t from 1e-4 to 0.02 over T = 1000, alpha-bar
+        // the running product of 1 - beta; a = sqrt(alpha-bar), sigma = sqrt(1 - alpha-bar),
+        // conditioned on t / T. alpha-bar at the last step is 4.04e-5 for these betas.
+        let steps = 1000;
+        let levels = Objective::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps }.levels();
+        let mut alpha_bar = 1.0f64;
+        for (t, level) in levels.iter().enumerate() {
+            alpha_bar *= 1.0 - (1e-4 + (0.02 - 1e-4) * t as f64 / 999.0);
+            assert!((level.a - alpha_bar.sqrt()).abs() < 1e-12, "ddpm a at {t}");
+            assert!((level.sigma - (1.0 - alpha_bar).sqrt()).abs() < 1e-12, "ddpm sigma at {t}");
+            assert!((level.cond - t as f64 / steps as f64).abs() < 1e-15);
+        }
+        assert!((alpha_bar - 4.036e-5).abs() < 1e-8, "alpha-bar at T: {alpha_bar}");
+        // The SDEs' marginals (score_sde sde_lib.py marginal_prob): VE sigma(t) = sigma_min
+        // (sigma_max / sigma_min)^t; VP mean coefficient exp(-t^2 (b1 - b0) / 4 - t b0 / 2).
+        for t in [1e-5, 0.1, 0.5, 0.9, 1.0] {
+            let ve = Objective::VeSde { sigma_min: 0.01, sigma_max: 50.0 }.at_time(t).unwrap();
+            assert!((ve.sigma - 0.01 * 5000f64.powf(t)).abs() < 1e-12 * ve.sigma && ve.a == 1.0);
+            let vp = Objective::VpSde { beta_min: 0.1, beta_max: 20.0 }.at_time(t).unwrap();
+            let mean = (-t * t * 19.9 / 4.0 - t * 0.05).exp();
+            assert!((vp.a - mean).abs() < 1e-12 && (vp.sigma - (1.0 - mean * mean).sqrt()).abs() < 1e-9);
+        }
+    }
+}

@@ -153,7 +153,8 @@ impl QualityJudge {
             return Err(Error::invalid("samples", format!("{} values are not images of {d} pixels", samples.len())));
         }
         let count = samples.len() / d;
-        let out_of_range = samples.iter().filter(|v| !v.is_finite() || v.abs() > 1.05).count() as f64 / samples.len() as f64;
+        let out_of_range =
+            samples.iter().filter(|v| !v.is_finite() || v.abs() > 1.05).count() as f64 / samples.len() as f64;
         let mut shares = vec![0.0; self.classes];
         let (mut top_sum, mut confident, mut copies) = (0.0, 0usize, 0usize);
         let mut nearest = Vec::with_capacity(count);

@@ -217,6 +217,69 @@ fn training_step_matches_reference_for_every_objective() {
     }
 }
 
+/// Issue #18: Adam over several consecutive steps against an f64 replay of the same training
+/// (its batch draws, forward, backward and Adam step by step), with the moments carried, the bias
+/// corrections past step 1 written out here from their definition (not the host function the
+/// engine uses), and an eps comparable to the gradients so that it changes every update. A first
+/// step from m = v = 0 is about lr * sign(g) whatever beta1 is; these steps are not.
+#[test]
+fn adam_carries_its_moments_over_several_steps() {
+    const STEPS: u64 = 5;
+    let gpu = gpu();
+    let mut r = TestRng(test_seed());
+    let shape = MlpShape { dim: 2, hidden_layers: 2, width: 48 };
+    let objective = Objective::Dsm { sigma: 0.3 };
+    let data = random_data(&mut r, 50, shape.dim);
+    let (batch, seed) = (257, r.next_u64());
+    let adam_config =
+        AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.99, eps: 3e-3, ema_decay: 0.5, ..AdamConfig::default() };
+    let config = TrainConfig {
+        adam: adam_config,
+        batch,
+        seed,
+        steps_per_submit: 2,
+        ..TrainConfig::new(shape, objective.clone())
+    };
+    let mut trainer = pollster::block_on(Trainer::new(&gpu, config.clone(), &data)).unwrap();
+    let p0 = to64(&pollster::block_on(trainer.model().params.read(&gpu)).unwrap());
+    let freqs = to64(&pollster::block_on(trainer.model().freqs.read(&gpu)).unwrap());
+    trainer.run(STEPS, 0).unwrap();
+    let ckpt = pollster::block_on(trainer.checkpoint(Default::default())).unwrap();
+
+    let a = &config.adam;
+    let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; p0.len()], vec![0.0; p0.len()]);
+    let mut grad_sizes = Vec::new();
+    for t in 0..STEPS {
+        let b = robj::perturb(&objective, &shape, &freqs, &to64(&data), seed, t as u32, batch);
+        let fwd = mlp::forward(&shape, &p, &b.input);
+        let (_, dout) = robj::loss_grad(objective.parametrisation(), fwd.output(), &b.noise, shape.dim);
+        let g = mlp::backward(&shape, &p, &fwd, &dout).0;
+        let k = (t + 1) as i32;
+        let (c1, c2) = (1.0 - a.beta1.powi(k), 1.0 - a.beta2.powi(k));
+        for i in 0..p.len() {
+            m[i] = a.beta1 * m[i] + (1.0 - a.beta1) * g[i];
+            v[i] = a.beta2 * v[i] + (1.0 - a.beta2) * g[i] * g[i];
+            p[i] -= a.lr * (m[i] / c1) / ((v[i] / c2).sqrt() + a.eps);
+        }
+        grad_sizes.extend(g.iter().map(|x| x.abs()));
+    }
+    grad_sizes.sort_by(f64::total_cmp);
+    let median_grad = grad_sizes[grad_sizes.len() / 2];
+    let update: Vec<f64> = p.iter().zip(&p0).map(|(x, x0)| x - x0).collect();
+    let gpu_update: Vec<f32> = ckpt.params.iter().zip(&p0).map(|(&x, x0)| (x as f64 - x0) as f32).collect();
+    let (e_update, e_m, e_v) = (normwise(&gpu_update, &update), normwise(&ckpt.adam_m, &m), normwise(&ckpt.adam_v, &v));
+    eprintln!(
+        "{STEPS} Adam steps (eps {:.0e}, median |g| {median_grad:.1e}): normwise errors update {e_update:.1e}, m {e_m:.1e}, v {e_v:.1e}",
+        a.eps
+    );
+    assert_eq!(ckpt.step, STEPS);
+    // eps must matter: it is at least a tenth of the typical gradient.
+    assert!(a.eps > 0.1 * median_grad, "eps {} is negligible beside |g| ~ {median_grad}", a.eps);
+    // The moments are sums of f32 products of gradients with 1e-5-level errors.
+    assert!(e_m < 1e-4 && e_v < 1e-4, "moments: m {e_m:.2e}, v {e_v:.2e}");
+    assert!(e_update < 1e-4, "update error {e_update:.2e}");
+}
+
 #[test]
 fn reference_backward_matches_finite_differences() {
     let mut r = TestRng(test_seed());
