@@ -34,6 +34,13 @@ pub enum Error {
     )]
     DeviceLost(String),
 
+    #[error(
+        "the GPU rejected a command: {0}. This is a bug in scorefield (or, when embedding it, in how \
+         the application uses its buffers): please report it with this message. The device itself \
+         is fine"
+    )]
+    Internal(String),
+
     #[error("waiting for the GPU failed (device lost or timed out): {0}")]
     Poll(#[from] wgpu::PollError),
 

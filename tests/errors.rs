@@ -133,3 +133,26 @@ fn small_device_limits_are_named_or_worked_around() {
     let (chunked, whole) = (eval(100), eval(1000));
     assert!(chunked.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()), "chunks differ from one pass");
 }
+
+/// Issue #18: a command the device rejects outside the engine's error scopes (a validation
+/// error) is reported as an internal error naming what failed, not as a lost device whose
+/// message sends the user to `--resume`.
+#[test]
+fn a_rejected_command_is_an_internal_error_not_a_lost_device() {
+    let gpu = pollster::block_on(Gpu::new()).expect("CI has an adapter");
+    assert!(gpu.check().is_ok());
+    // MAP_READ may only go with COPY_DST: a validation error, outside any error scope.
+    let _bad = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test.rejected"),
+        size: 16,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    match gpu.wait(None) {
+        Err(e @ Error::Internal(_)) => {
+            let msg = e.to_string();
+            assert!(msg.contains("test.rejected") && msg.contains("bug") && !msg.contains("--resume"), "{msg}");
+        }
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+}

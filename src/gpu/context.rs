@@ -77,7 +77,17 @@ pub struct Gpu {
     pub(crate) pipelines: Arc<PipelineCache>,
     /// The first error or loss reported by the handlers of a device the engine owns (wgpu's
     /// default handler would panic); None for an application's device, whose handlers are its own.
-    fault: Arc<Mutex<Option<String>>>,
+    fault: Arc<Mutex<Option<Fault>>>,
+}
+
+/// What a device's handlers reported.
+#[derive(Clone, Debug)]
+enum Fault {
+    /// The device is gone (reset, unplugged, destroyed): the work since the last readback is lost.
+    Lost(String),
+    /// A command the device rejected outside the engine's error scopes (a validation or
+    /// internal error): the device lives, but the engine or the application broke a rule.
+    Rejected(String),
 }
 
 impl Gpu {
@@ -109,13 +119,21 @@ impl Gpu {
             .await?;
         let gpu = Self::wrap(device, queue, summary.info);
         // Errors outside the engine's error scopes, and the loss of the device, are recorded
-        // and surface as `Error::DeviceLost` from the next wait, poll or readback.
+        // and surface from the next wait, poll or readback: a rejected command as
+        // `Error::Internal`, a loss as `Error::DeviceLost`.
         let fault = Arc::clone(&gpu.fault);
-        gpu.device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| record_fault(&fault, e.to_string())));
+        gpu.device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let what = match &e {
+                wgpu::Error::OutOfMemory { .. } => Fault::Lost(format!("out of GPU memory: {e}")),
+                _ => Fault::Rejected(e.to_string()),
+            };
+            record_fault(&fault, what)
+        }));
         let fault = Arc::clone(&gpu.fault);
         // A loss explains the errors around it better than they do: it takes precedence.
         gpu.device.set_device_lost_callback(move |reason, message| {
-            *fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("device lost ({reason:?}) {message}"));
+            *fault.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Fault::Lost(format!("device lost ({reason:?}) {message}")));
         });
         Ok(gpu)
     }
@@ -146,10 +164,12 @@ impl Gpu {
         self
     }
 
-    /// `Err(Error::DeviceLost)` once the device (one the engine opened) has failed or been lost.
+    /// `Err(Error::DeviceLost)` once the device (one the engine opened) has been lost, and
+    /// `Err(Error::Internal)` once it has rejected a command outside the engine's error scopes.
     pub fn check(&self) -> Result<()> {
         match self.fault.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            Some(what) => Err(Error::DeviceLost(what.clone())),
+            Some(Fault::Lost(what)) => Err(Error::DeviceLost(what.clone())),
+            Some(Fault::Rejected(what)) => Err(Error::Internal(what.clone())),
             None => Ok(()),
         }
     }
@@ -208,7 +228,7 @@ impl Gpu {
 }
 
 /// Keeps the first fault: later ones are usually its consequences.
-fn record_fault(fault: &Mutex<Option<String>>, what: String) {
+fn record_fault(fault: &Mutex<Option<Fault>>, what: Fault) {
     fault.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(what);
 }
 
