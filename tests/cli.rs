@@ -323,6 +323,8 @@ fn killing_training_at_random_moments_leaves_a_loadable_checkpoint() {
         let mut args = vec!["train", "--run", "run", "--config", "tiny.toml"];
         if round > 0 {
             args.push("--resume");
+            // What a write killed halfway leaves (whether or not this round's kill did).
+            std::fs::write(dir.join("run/.checkpoint.safetensors.tmp-4000000"), b"half a checkpoint").unwrap();
         }
         let mut child = command(&dir, &args)
             .stdout(std::process::Stdio::null())
@@ -337,6 +339,16 @@ fn killing_training_at_random_moments_leaves_a_loadable_checkpoint() {
                 .and_then(|b| scorefield::checkpoint::Checkpoint::from_bytes(&b).ok())
                 .map(|c| c.step);
             if step.is_some_and(|s| s > last_step) {
+                // The run has started and written: no temporary file of a killed run is left
+                // (a write killed halfway leaves `.name.tmp-PID`; a new run removes them).
+                let own = format!(".tmp-{}", child.id());
+                let stale: Vec<String> = std::fs::read_dir(dir.join("run"))
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.contains(".tmp-") && !n.ends_with(&own))
+                    .collect();
+                assert!(stale.is_empty(), "round {round}: temporary files of killed runs left: {stale:?}");
                 break;
             }
             assert!(started.elapsed().as_secs() < 120, "round {round}: no new checkpoint");
@@ -353,7 +365,12 @@ fn killing_training_at_random_moments_leaves_a_loadable_checkpoint() {
             "round {round}: the checkpoint went back from {last_step} to {}",
             loaded.step
         );
-        eprintln!("round {round}: killed; checkpoint at step {}", loaded.step);
+        let left = std::fs::read_dir(dir.join("run"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .count();
+        eprintln!("round {round}: killed; checkpoint at step {}; {left} temporary files left by the kill", loaded.step);
         last_step = loaded.step;
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,5 +1,6 @@
-//! Files: written atomically (a temporary beside the target, synced, then renamed, so a crash
-//! leaves the old file or the new one, never half of one), and the .npy sample format.
+//! Files: written atomically (a temporary beside the target, synced, renamed over the target,
+//! then the folder synced so the rename itself survives a power loss: a crash leaves the old
+//! file or the new one, never half of one), and the .npy sample format.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,16 +8,38 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use npyz::WriterBuilder;
 
+/// What a temporary file's name carries before the writing process's id.
+const TEMPORARY: &str = ".tmp-";
+
+/// Removes the temporary files that writes killed halfway (SIGKILL, a power loss) left in
+/// `dir`: `.{name}.tmp-{pid}` of processes other than this one. A run calls it when it starts
+/// in its folder; the files it finds belong to runs that can no longer finish them.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let own = format!("{TEMPORARY}{}", std::process::id());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') && name.contains(TEMPORARY) && !name.ends_with(&own) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}{TEMPORARY}{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The rename is an entry in the folder: sync the folder too (POSIX; Windows cannot open
+        // a folder as a file and orders its renames itself).
+        #[cfg(unix)]
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -20,7 +20,7 @@ use scorefield::sample::{Sampler, SamplerConfig, ScoreSource};
 use scorefield::train::{LossRecord, Trainer};
 
 use crate::config::RunConfig;
-use crate::files::{check_writable, npy_bytes, write_atomic};
+use crate::files::{check_writable, npy_bytes, remove_stale_temporaries, write_atomic};
 use crate::picture;
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -40,6 +40,7 @@ fn training_data(config: &RunConfig) -> Result<(Vec<f32>, usize)> {
 /// Trains as the config says, in `dir`; with `resume`, continues from the checkpoint there.
 pub fn train(config: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
     check_writable(&dir.join("config.toml"))?;
+    remove_stale_temporaries(dir);
     let gpu = pollster::block_on(Gpu::with_adapter(config.adapter()))?;
     let (data, dim) = training_data(config)?;
     let train_config = config.train_config(dim)?;
