@@ -388,3 +388,46 @@ fn a_long_fused_run_matches_the_staged_path_and_the_reference() {
     eprintln!("long run: fused vs staged max difference {diff:.2e}");
     assert!(diff < 1e-5, "fused and staged paths differ by {diff:.2e} after 1000 steps");
 }
+
+/// Issue #18: where the adapter ends an invocation's loops past a budget (llvmpipe's 65535
+/// iterations, `Tuning::loop_limit`), a mixture score too large for one invocation is refused
+/// by name rather than silently cut short, and one that fits is exact on both paths. The budget
+/// is set here, so the test means the same on any adapter.
+#[test]
+fn a_mixture_past_the_loop_budget_is_refused_and_one_within_it_is_exact() {
+    use scorefield::gpu::{Tuning, LLVMPIPE_LOOP_ITERATIONS};
+    let plain = gpu();
+    let gpu = plain.clone().with_tuning(Tuning { loop_limit: Some(LLVMPIPE_LOOP_ITERATIONS), ..plain.tuning() });
+    let mut r = TestRng(test_seed());
+    let d = 16;
+    // About components * (3d + 3) iterations per score: 700 components are 35,700, past half the
+    // budget (32,767); 300 are 15,300.
+    let mixture = |k: usize, r: &mut TestRng| {
+        GaussianMixture::new(
+            d,
+            vec![1.0 / k as f64; k],
+            (0..k * d).map(|_| r.uniform(-3.0, 3.0)).collect(),
+            (0..k * d).map(|_| r.uniform(0.5, 1.5)).collect(),
+        )
+        .unwrap()
+    };
+    let method = Method::Langevin { level: NoiseLevel::ve(0.5), step_size: 0.05, steps: 4, init_std: 3.0 };
+    let big = mixture(700, &mut r);
+    for path in [Path::Fused, Path::Staged] {
+        let config = with_path(SamplerConfig::new(64, 1), path);
+        match pollster::block_on(Sampler::new(&gpu, ScoreSource::Mixture(&big), &method, config)) {
+            Err(e) => assert!(e.to_string().contains("loop budget"), "{path:?}: {e}"),
+            Ok(_) => panic!("{path:?}: a 700-component mixture in 16 dimensions was accepted under the loop budget"),
+        }
+    }
+    let fits = mixture(300, &mut r);
+    let (n, seed) = (64, r.next_u64());
+    let want = reference_run(&method, seed, n, d, |x, l| fits.noised_score(x, l.a, l.sigma));
+    for path in [Path::Fused, Path::Staged] {
+        let (got, _) =
+            run_sampler(&gpu, ScoreSource::Mixture(&fits), &method, with_path(SamplerConfig::new(n, seed), path));
+        let max = max_err(&got, &want);
+        eprintln!("300 components, d = 16, {path:?}: max error {max:.2e}");
+        assert!(max < 1e-3, "{path:?}: max error {max:.2e} against the f64 reference");
+    }
+}

@@ -36,8 +36,8 @@ fn random_data(r: &mut TestRng, n: usize, d: usize) -> Vec<f32> {
 fn both_operand_paths() -> [(&'static str, Gpu); 2] {
     let gpu = gpu();
     [
-        ("chunked operands", gpu.clone().with_tuning(Tuning { chunked_operands: true })),
-        ("storage operands", gpu.with_tuning(Tuning { chunked_operands: false })),
+        ("chunked operands", gpu.clone().with_tuning(Tuning { chunked_operands: true, ..gpu.tuning() })),
+        ("storage operands", gpu.clone().with_tuning(Tuning { chunked_operands: false, ..gpu.tuning() })),
     ]
 }
 
@@ -194,7 +194,7 @@ fn training_step_matches_reference_for_every_objective() {
     // Every case on the adapter's own operand path; the W1 shape (several chunks, a partial
     // last one), d = 64 and a tangent-row case also on the other path.
     let own = gpu();
-    let other = own.clone().with_tuning(Tuning { chunked_operands: !own.tuning().chunked_operands });
+    let other = own.clone().with_tuning(Tuning { chunked_operands: !own.tuning().chunked_operands, ..own.tuning() });
     let runs = cases
         .iter()
         .enumerate()

@@ -47,12 +47,25 @@ pub struct Tuning {
     /// is four workgroups, far too few to fill the device, and activation reads differ from lane
     /// to lane, which uniform (constant) caches serialise. Not measured on a GPU (none lent yet).
     pub chunked_operands: bool,
+    /// The most loop iterations one shader invocation may run, all its loops together, where
+    /// the driver silently ends loops past a budget: llvmpipe's 65535 (Mesa gallivm's
+    /// LP_MAX_TGSI_LOOP_ITERATIONS, a counter "shared between every loop in a shader"). The
+    /// sampler keeps each invocation within half of it (fewer fused steps per dispatch) and
+    /// refuses a mixture score too large for one invocation. None: no such limit.
+    pub loop_limit: Option<usize>,
 }
 
+/// llvmpipe's loop budget per invocation, see [`Tuning::loop_limit`].
+pub const LLVMPIPE_LOOP_ITERATIONS: usize = 65535;
+
 impl Tuning {
-    /// Chunked operands on CPU adapters (llvmpipe, SwiftShader, WARP), not on GPUs.
+    /// Chunked operands on CPU adapters (llvmpipe, SwiftShader, WARP), not on GPUs; the loop
+    /// budget on llvmpipe.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
-        Self { chunked_operands: info.device_type == wgpu::DeviceType::Cpu }
+        Self {
+            chunked_operands: info.device_type == wgpu::DeviceType::Cpu,
+            loop_limit: info.name.contains("llvmpipe").then_some(LLVMPIPE_LOOP_ITERATIONS),
+        }
     }
 
     /// How the dense layers read their operands: "chunked" or "storage".

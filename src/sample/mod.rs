@@ -197,13 +197,28 @@ impl Sampler {
                 ))
             }
         };
-        // llvmpipe ends every loop of an invocation, silently, once their iterations together
-        // reach 65535 (Mesa gallivm's LP_MAX_TGSI_LOOP_ITERATIONS, "shared between every loop");
-        // so there a fused dispatch runs no more steps than fit half that budget.
+        // Where the driver ends an invocation's loops past a budget (llvmpipe), a fused
+        // dispatch runs no more steps than fit half of it, and a score that alone does not fit
+        // (a mixture of very many components) is refused rather than silently cut short.
         let mut config = config;
-        if fused && gpu.adapter_info().name.contains("llvmpipe") {
-            let fit = (LLVMPIPE_LOOP_ITERATIONS / 2 / fused_step_loop_iterations(&source)).max(1);
-            config.steps_per_dispatch = config.steps_per_dispatch.min(fit);
+        if let Some(limit) = gpu.tuning().loop_limit {
+            let score = score_loop_iterations(&source);
+            if score > limit / 2 {
+                return Err(Error::invalid(
+                    "score source",
+                    format!(
+                        "one score evaluation loops about {score} times per particle, more than this adapter runs in \
+                         one invocation ({} of its {limit}-iteration loop budget: {}); use a mixture of fewer \
+                         components or a GPU driver without that limit",
+                        limit / 2,
+                        gpu.adapter_info().name
+                    ),
+                ));
+            }
+            if fused {
+                let fit = (limit / 2 / fused_step_loop_iterations(&source)).max(1);
+                config.steps_per_dispatch = config.steps_per_dispatch.min(fit);
+            }
         }
         let chunks = plan_chunks(&plan, fused, config);
         let snapshot_count = chunks.iter().filter_map(|c| c.snapshot).max().map_or(0, |m| m + 1);
@@ -573,24 +588,25 @@ fn pack_mixture(m: &GaussianMixture) -> Vec<f32> {
         .collect()
 }
 
-/// The most loop iterations llvmpipe runs in one shader invocation, all loops together.
-const LLVMPIPE_LOOP_ITERATIONS: usize = 65535;
-
 /// About how many loop iterations one step of sample.wgsl's `fused` entry runs per invocation:
-/// the score (the mixture's component loops, or the network's embedding and dense-layer loops)
-/// and the update.
+/// the score and the update.
 fn fused_step_loop_iterations(source: &ScoreSource<'_>) -> usize {
+    5 * source.dim().div_ceil(4) + 1 + score_loop_iterations(source)
+}
+
+/// About how many loop iterations one score evaluation runs per particle: the mixture's
+/// component loops (`mixture_score`, also the staged `score_mixture`), or the network's
+/// embedding and dense-layer loops.
+fn score_loop_iterations(source: &ScoreSource<'_>) -> usize {
     let d = source.dim();
-    let update = 5 * d.div_ceil(4) + 1;
-    let score = match source {
+    match source {
         ScoreSource::Mixture(m) => m.components() * (3 * d + 3) + 2 * d,
         ScoreSource::Network { model, .. } => {
             let dense: usize =
                 model.shape.layers().iter().map(|l| l.fan_out.div_ceil(4) * (l.fan_in.div_ceil(4) + 1)).sum();
             5 * model.shape.input_width().div_ceil(4) + dense + d
         }
-    };
-    update + score
+    }
 }
 
 /// Groups the steps into dispatches: one step each when staged; when fused, up to

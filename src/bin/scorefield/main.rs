@@ -411,7 +411,10 @@ async fn bench_gpu(adapter: Option<&str>, operands: &str) -> Result<Gpu> {
     let gpu = Gpu::with_adapter(adapter).await?;
     Ok(match operands {
         "auto" => gpu,
-        _ => gpu.with_tuning(Tuning { chunked_operands: operands == "chunked" }),
+        _ => {
+            let tuning = Tuning { chunked_operands: operands == "chunked", ..gpu.tuning() };
+            gpu.with_tuning(tuning)
+        }
     })
 }
 
