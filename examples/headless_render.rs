@@ -18,7 +18,7 @@ use scorefield::model::{MlpShape, Weights};
 use scorefield::objective::Objective;
 use scorefield::optim::{AdamConfig, LrSchedule};
 use scorefield::sample::{Method, Sampler, SamplerConfig, ScoreSource};
-use scorefield::train::{NonFinite, TrainConfig, Trainer};
+use scorefield::train::{TrainConfig, Trainer};
 
 /// Each panel is SIZE x SIZE pixels and shows [-EXTENT, EXTENT]^2.
 const SIZE: u32 = 384;
@@ -50,8 +50,6 @@ fn main() -> Result<()> {
     let data: Vec<f32> = mix.sample(65536, 0).0.iter().map(|&v| v as f32).collect();
     let objective = Objective::Ncsn { sigma_max: 10.0, sigma_min: 0.01, levels: 10 };
     let config = TrainConfig {
-        shape: MlpShape { dim: 2, hidden_layers: 3, width: 128 },
-        objective: objective.clone(),
         adam: AdamConfig {
             lr: 3e-3,
             schedule: LrSchedule::Cosine { steps: TRAIN_STEPS },
@@ -61,7 +59,7 @@ fn main() -> Result<()> {
         batch: 512,
         seed: 2,
         steps_per_submit: 25,
-        on_nonfinite: NonFinite::Stop,
+        ..TrainConfig::new(MlpShape { dim: 2, hidden_layers: 3, width: 128 }, objective.clone())
     };
     let mut trainer = pollster::block_on(Trainer::new(&gpu, config, &data))?;
     trainer.run(TRAIN_STEPS, TRAIN_STEPS)?;

@@ -28,7 +28,7 @@ use scorefield::model::{Evaluator, MlpShape, Weights};
 use scorefield::objective::{geometric_sigmas, NoiseLevel, Objective, Parametrisation};
 use scorefield::optim::{AdamConfig, LrSchedule};
 use scorefield::sample::{Method, Sampler, SamplerConfig, ScoreSource};
-use scorefield::train::{NonFinite, TrainConfig, Trainer};
+use scorefield::train::{TrainConfig, Trainer};
 use winit::application::ApplicationHandler;
 use winit::event::{ElementState, KeyEvent, WindowEvent};
 use winit::event_loop::{ActiveEventLoop, ControlFlow, EventLoop};
@@ -91,8 +91,6 @@ impl Engine {
         let mixture = GaussianMixture::eight_gaussians();
         let samples: Vec<f32> = mixture.sample(65536, 0).0.iter().map(|&v| v as f32).collect();
         let config = TrainConfig {
-            shape: MlpShape { dim: 2, hidden_layers: 3, width: 128 },
-            objective: Objective::Ncsn { sigma_max: 10.0, sigma_min: 0.1, levels: 10 },
             adam: AdamConfig {
                 lr: 3e-3,
                 schedule: LrSchedule::Cosine { steps: TRAIN_STEPS },
@@ -102,7 +100,10 @@ impl Engine {
             batch: 256,
             seed: 1,
             steps_per_submit: 25,
-            on_nonfinite: NonFinite::Stop,
+            ..TrainConfig::new(
+                MlpShape { dim: 2, hidden_layers: 3, width: 128 },
+                Objective::Ncsn { sigma_max: 10.0, sigma_min: 0.1, levels: 10 },
+            )
         };
         let mut trainer = Trainer::new(&gpu, config, &samples).await?;
         trainer.run(TRAIN_STEPS, 0)?;

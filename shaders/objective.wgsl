@@ -6,8 +6,9 @@
 //              2 read table [L] vec4 (a, sigma, cond, 0)    3 read freqs [F]
 //              4 rw input [B, IN]  5 rw noise [B, D]  6 rw level [B]
 //   embed:     3 read freqs  4 rw input [B, IN]  7 read x [B, D]  8 read cond [B]
-//   loss_grad: 0 uniform step  5 rw noise (read only here)  9 read output [B, D]  10 rw dout [B, D]
-//              11 rw loss [B]  15 rw health (step.wgsl)
+//   loss_grad: 0 uniform step  2 read table  5 rw noise (read only here)  6 rw level (read only
+//              here)  9 read output [B, D]  10 rw dout [B, D]  11 rw loss [B]  15 rw health
+//              (step.wgsl)
 //   directions: 0 uniform step  12 rw tangent input [B*T, IN]
 //   trace_loss: 0 uniform step  9 read output  10 rw dout  11 rw loss  12 rw tangent input (read
 //               only here)  13 read tangent output [B*T, D]  14 rw tangent dout [B*T, D]  15 rw health
@@ -26,7 +27,10 @@
 // embed: input[b] = (x[b], sin(cond[b] w_k), cos(cond[b] w_k)), for evaluating the network.
 // loss_grad: r = out + eps (PARAM 0: the network predicts sigma * score, target -eps)
 //            r = out - eps (PARAM 1: the network predicts eps, DDPM);
-//   loss[b] = 0.5 |r|^2,  dout[b] = r / B (the gradient of the batch mean).
+//   loss[b] = 0.5 w |r|^2,  dout[b] = w r / B (the gradient of the batch mean), with w = 1, or
+//   with MIN_SNR = gamma > 0 the Min-SNR weight w = min(SNR, gamma) / SNR of the row's level,
+//   SNR = a^2 / sigma^2 (Hang et al. 2023, for the eps loss, which both parametrisations are:
+//   |sigma s + eps|^2 = |eps_theta - eps|^2 with eps_theta = -sigma s).
 //
 // Score matching (exact and sliced; T = TANGENTS directions per example, row r = b*T + t):
 // directions: the tangent input rows u'_r = (v_r, 0 .. 0) (zeros on the embedding):
@@ -49,6 +53,7 @@ override TANGENTS: u32 = 1u;   // T
 override ESTIMATOR: u32 = 0u;  // 0 exact, 1 sliced Gaussian, 2 sliced Rademacher
 override VARIANCE_REDUCED: bool = false;
 override SCALE: f32 = 1.0;     // kappa: the network's output is kappa * score
+override MIN_SNR: f32 = 0.0;   // gamma of the Min-SNR loss weight; 0: every row weighs 1
 
 const STREAM_BATCH_INDEX: u32 = 2u;
 const STREAM_NOISE_LEVEL: u32 = 3u;
@@ -92,6 +97,20 @@ fn write_embedding(b: u32, cond: f32) {
     }
 }
 
+// (a, sigma, cond) of a row's level: a table index (SCHEDULE 0) or a time t (1: VE SDE, 2: VP SDE).
+fn noise_level(lvl: f32) -> vec3<f32> {
+    if SCHEDULE == 0u {
+        return table[u32(lvl)].xyz;
+    }
+    let t = lvl;
+    if SCHEDULE == 1u {
+        let sigma = step.sigma_min * pow(step.sigma_max / step.sigma_min, t);
+        return vec3<f32>(1.0, sigma, log(sigma));
+    }
+    let log_mean = -0.25 * t * t * (step.beta_max - step.beta_min) - 0.5 * t * step.beta_min;
+    return vec3<f32>(exp(log_mean), sqrt(1.0 - exp(2.0 * log_mean)), t);
+}
+
 @compute @workgroup_size(WG)
 fn perturb(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = row_id(gid, nwg);
@@ -101,30 +120,16 @@ fn perturb(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let row = vec2<u32>(b, 0u);
     let i = u32_at(step.seed, vec2<u32>(STREAM_BATCH_INDEX, step.step), row) % step.n_data;
     let u = u32_at(step.seed, vec2<u32>(STREAM_NOISE_LEVEL, step.step), row);
-    var a = 1.0;
-    var sigma = 1.0;
-    var cond = 0.0;
     var lvl = 0.0;
     if SCHEDULE == 0u {
-        let l = u % L;
-        let e = table[l];
-        a = e.x;
-        sigma = e.y;
-        cond = e.z;
-        lvl = f32(l);
+        lvl = f32(u % L);
     } else {
-        let t = step.t_min + (1.0 - step.t_min) * uniform_closed0(u);
-        lvl = t;
-        if SCHEDULE == 1u {
-            sigma = step.sigma_min * pow(step.sigma_max / step.sigma_min, t);
-            cond = log(sigma);
-        } else {
-            let log_mean = -0.25 * t * t * (step.beta_max - step.beta_min) - 0.5 * t * step.beta_min;
-            a = exp(log_mean);
-            sigma = sqrt(1.0 - exp(2.0 * log_mean));
-            cond = t;
-        }
+        lvl = step.t_min + (1.0 - step.t_min) * uniform_closed0(u);
     }
+    let level_now = noise_level(lvl);
+    let a = level_now.x;
+    let sigma = level_now.y;
+    let cond = level_now.z;
     let d4 = (D + 3u) / 4u;
     let noise_stream = vec2<u32>(STREAM_NOISE_VALUE, step.step);
     for (var j0 = 0u; j0 < D; j0 += 4u) {
@@ -158,13 +163,19 @@ fn loss_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         return;
     }
     let sign = select(1.0, -1.0, PARAM == 1u);
+    var w = 1.0;
+    if MIN_SNR > 0.0 {
+        let l = noise_level(level[b]);
+        let snr = (l.x * l.x) / (l.y * l.y);
+        w = min(snr, MIN_SNR) / snr;
+    }
     var total = 0.0;
     for (var j = 0u; j < D; j++) {
         let r = output[b * D + j] + sign * noise[b * D + j];
         total += r * r;
-        dout[b * D + j] = r / f32(B);
+        dout[b * D + j] = w * r / f32(B);
     }
-    write_loss(b, 0.5 * total);
+    write_loss(b, 0.5 * w * total);
 }
 
 @compute @workgroup_size(WG)

@@ -8,10 +8,9 @@ use crate::gpu::{Clock, Gpu};
 use crate::mixture::GaussianMixture;
 use crate::model::{MlpShape, ScoreMlp, Weights};
 use crate::objective::{geometric_sigmas, Objective, Parametrisation};
-use crate::optim::AdamConfig;
 use crate::rng::{self, Stream};
 use crate::sample::{Method, Path, Sampler, SamplerConfig, ScoreSource};
-use crate::train::{NonFinite, TrainConfig, Trainer};
+use crate::train::{TrainConfig, Trainer};
 
 /// One workload's definition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,15 +177,7 @@ async fn time_training(
     steps: usize,
     repeats: usize,
 ) -> Result<[f64; 3]> {
-    let config = TrainConfig {
-        shape,
-        objective,
-        adam: AdamConfig::default(),
-        batch,
-        seed: 1,
-        steps_per_submit: 20,
-        on_nonfinite: NonFinite::Stop,
-    };
+    let config = TrainConfig { batch, seed: 1, steps_per_submit: 20, ..TrainConfig::new(shape, objective) };
     let mut trainer = Trainer::new(gpu, config, data).await?;
     trainer.run(2, 0)?;
     trainer.finish().await?;
@@ -267,15 +258,7 @@ pub async fn kernels(gpu: &Gpu, clock: &Clock, reps: usize, repeats: usize) -> R
     let repeats = repeats.max(1);
     let shape = Workload::W1.shape();
     let batch = Workload::W1.size();
-    let config = TrainConfig {
-        shape,
-        objective: objective(),
-        adam: AdamConfig::default(),
-        batch,
-        seed: 1,
-        steps_per_submit: 1,
-        on_nonfinite: NonFinite::Stop,
-    };
+    let config = TrainConfig { batch, seed: 1, steps_per_submit: 1, ..TrainConfig::new(shape, objective()) };
     let mut trainer = Trainer::new(gpu, config, &data(Workload::W1)).await?;
     let layers = shape.layers();
     let p = shape.param_count() as f64;

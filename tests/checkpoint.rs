@@ -10,18 +10,17 @@ use scorefield::checkpoint::Checkpoint;
 use scorefield::data::Dataset;
 use scorefield::model::MlpShape;
 use scorefield::objective::Objective;
-use scorefield::optim::AdamConfig;
-use scorefield::train::{NonFinite, TrainConfig, Trainer};
+use scorefield::train::{TrainConfig, Trainer};
 
 fn config(seed: u64) -> TrainConfig {
     TrainConfig {
-        shape: MlpShape { dim: 2, hidden_layers: 2, width: 32 },
-        objective: Objective::Ncsn { sigma_max: 5.0, sigma_min: 0.01, levels: 10 },
-        adam: AdamConfig::default(),
         batch: 128,
         seed,
         steps_per_submit: 7,
-        on_nonfinite: NonFinite::Stop,
+        ..TrainConfig::new(
+            MlpShape { dim: 2, hidden_layers: 2, width: 32 },
+            Objective::Ncsn { sigma_max: 5.0, sigma_min: 0.01, levels: 10 },
+        )
     }
 }
 

@@ -46,17 +46,14 @@ fn an_app_device_without_the_needed_limits_is_refused_by_name() {
 fn a_lost_device_ends_training_with_an_error() {
     use scorefield::model::MlpShape;
     use scorefield::objective::Objective;
-    use scorefield::optim::AdamConfig;
-    use scorefield::train::{NonFinite, TrainConfig, Trainer};
+
+    use scorefield::train::{TrainConfig, Trainer};
     let gpu = pollster::block_on(Gpu::new()).expect("CI has an adapter");
     let config = TrainConfig {
-        shape: MlpShape { dim: 2, hidden_layers: 1, width: 16 },
-        objective: Objective::Dsm { sigma: 0.1 },
-        adam: AdamConfig::default(),
         batch: 32,
         seed: 1,
         steps_per_submit: 5,
-        on_nonfinite: NonFinite::Stop,
+        ..TrainConfig::new(MlpShape { dim: 2, hidden_layers: 1, width: 16 }, Objective::Dsm { sigma: 0.1 })
     };
     let data: Vec<f32> = (0..64).map(|i| i as f32 / 64.0).collect();
     let mut trainer = pollster::block_on(Trainer::new(&gpu, config, &data)).unwrap();
@@ -85,9 +82,9 @@ fn small_device_limits_are_named_or_worked_around() {
     use scorefield::mixture::GaussianMixture;
     use scorefield::model::{Evaluator, MlpShape, ScoreMlp, Weights};
     use scorefield::objective::Objective;
-    use scorefield::optim::AdamConfig;
+
     use scorefield::sample::{Method, Sampler, SamplerConfig, ScoreSource};
-    use scorefield::train::{NonFinite, TrainConfig, Trainer};
+    use scorefield::train::{TrainConfig, Trainer};
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).expect("CI has an adapter");
     let limits = wgpu::Limits {
@@ -104,13 +101,10 @@ fn small_device_limits_are_named_or_worked_around() {
     let shape = MlpShape { dim: 2, hidden_layers: 1, width: 16 };
     // One more batch row than 1024 workgroups of 64 rows.
     let config = TrainConfig {
-        shape,
-        objective: Objective::Dsm { sigma: 0.1 },
-        adam: AdamConfig::default(),
         batch: 1024 * 64 + 1,
         seed: 1,
         steps_per_submit: 1,
-        on_nonfinite: NonFinite::Stop,
+        ..TrainConfig::new(shape, Objective::Dsm { sigma: 0.1 })
     };
     let data = vec![0.5f32; 64];
     let msg = pollster::block_on(Trainer::new(&gpu, config, &data)).err().expect("refused").to_string();

@@ -13,7 +13,7 @@ use scorefield::model::{init_params, Evaluator, MlpShape, ScoreMlp, Weights};
 use scorefield::objective::{Objective, Projection};
 use scorefield::optim::{AdamConfig, LrSchedule};
 use scorefield::reference::{mlp, objective as robj};
-use scorefield::train::{NonFinite, TrainConfig, Trainer};
+use scorefield::train::{TrainConfig, Trainer};
 
 fn to64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
@@ -100,15 +100,7 @@ fn reference_score_matching_gradient_matches_finite_differences() {
 
 /// Per-example losses of the first step of `objective` on `data` (the weights before any update).
 fn first_losses(gpu: &Gpu, objective: Objective, shape: MlpShape, data: &[f32], batch: usize, seed: u64) -> Vec<f64> {
-    let config = TrainConfig {
-        shape,
-        objective,
-        adam: AdamConfig::default(),
-        batch,
-        seed,
-        steps_per_submit: 1,
-        on_nonfinite: NonFinite::Stop,
-    };
+    let config = TrainConfig { batch, seed, steps_per_submit: 1, ..TrainConfig::new(shape, objective) };
     let mut trainer = pollster::block_on(Trainer::new(gpu, config, data)).unwrap();
     trainer.run(1, 0).unwrap();
     to64(&pollster::block_on(trainer.last_losses()).unwrap().losses)
@@ -202,8 +194,6 @@ fn learn(gpu: &Gpu, mix: &GaussianMixture, steps: u64, seed: u64) -> Vec<(&'stat
         .into_iter()
         .map(|(name, objective)| {
             let config = TrainConfig {
-                shape: MlpShape { dim: 2, hidden_layers: 2, width: 64 },
-                objective,
                 adam: AdamConfig {
                     lr: 3e-3,
                     schedule: LrSchedule::Cosine { steps },
@@ -213,7 +203,7 @@ fn learn(gpu: &Gpu, mix: &GaussianMixture, steps: u64, seed: u64) -> Vec<(&'stat
                 batch: 256,
                 seed,
                 steps_per_submit: 50,
-                on_nonfinite: NonFinite::Stop,
+                ..TrainConfig::new(MlpShape { dim: 2, hidden_layers: 2, width: 64 }, objective)
             };
             let mut trainer = pollster::block_on(Trainer::new(gpu, config, &data)).unwrap();
             let before = data_score_error(gpu, trainer.model(), mix, seed ^ 7);

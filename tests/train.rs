@@ -11,7 +11,7 @@ use scorefield::model::{init_params, Evaluator, MlpShape, ScoreMlp, Weights};
 use scorefield::objective::{Objective, Parametrisation, Projection};
 use scorefield::optim::AdamConfig;
 use scorefield::reference::{adam, mlp, objective as robj};
-use scorefield::train::{NonFinite, TrainConfig, Trainer};
+use scorefield::train::{LossWeight, NonFinite, TrainConfig, Trainer};
 
 fn to64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
@@ -81,6 +81,7 @@ struct StepCheck {
 fn check_one_step(
     gpu: &Gpu,
     objective: Objective,
+    loss_weight: LossWeight,
     shape: MlpShape,
     batch: usize,
     n_data: usize,
@@ -89,15 +90,14 @@ fn check_one_step(
     let mut r = TestRng(seed);
     let data = random_data(&mut r, n_data, shape.dim);
     let config = TrainConfig {
-        shape,
-        objective: objective.clone(),
         // A fast EMA, so its one-step change (1 - decay) * lr is far above f32 rounding of the
         // weights and the comparison sees the EMA kernel's arithmetic.
         adam: AdamConfig { ema_decay: 0.5, ..AdamConfig::default() },
         batch,
         seed: r.next_u64(),
         steps_per_submit: 4,
-        on_nonfinite: NonFinite::Stop,
+        loss_weight,
+        ..TrainConfig::new(shape, objective.clone())
     };
     let mut trainer = pollster::block_on(Trainer::new(gpu, config.clone(), &data)).unwrap();
     let p0 = to64(&pollster::block_on(trainer.model().params.read(gpu)).unwrap());
@@ -123,7 +123,8 @@ fn check_one_step(
         let (losses, dout, dtan) = robj::trace_loss_grad(&objective, fwd.output(), tan.output(), &dirs, shape.dim);
         (losses, mlp::tangent_backward(&shape, &p0, &fwd, &tan, &dout, &dtan))
     } else {
-        let (losses, dout) = robj::loss_grad(objective.parametrisation(), fwd.output(), &b.noise, shape.dim);
+        let weights = b.loss_weights(loss_weight);
+        let (losses, dout) = robj::loss_grad(objective.parametrisation(), fwd.output(), &b.noise, &weights, shape.dim);
         (losses, mlp::backward(&shape, &p0, &fwd, &dout).0)
     };
     let mut p1 = p0.clone();
@@ -202,7 +203,8 @@ fn training_step_matches_reference_for_every_objective() {
         .chain(cases.iter().enumerate().filter(|(i, _)| [0, 1, 7].contains(i)).map(|(i, case)| (i, case, &other)));
     for (i, (name, objective, shape, batch), gpu) in runs {
         let (name, shape, batch) = (format!("{name}, {} operands", gpu.tuning().operands()), *shape, *batch);
-        let c = check_one_step(gpu, objective.clone(), shape, batch, 50, seed.wrapping_add(i as u64));
+        let c =
+            check_one_step(gpu, objective.clone(), LossWeight::Uniform, shape, batch, 50, seed.wrapping_add(i as u64));
         eprintln!(
             "{name}: normwise errors grads {:.1e}, param update {:.1e}, ema update {:.1e}, loss {:.1e}",
             c.grads, c.params, c.ema, c.loss
@@ -214,6 +216,31 @@ fn training_step_matches_reference_for_every_objective() {
         assert!(c.params < 1e-3, "{name}: parameter update error {:.2e}", c.params);
         assert!(c.ema < 1e-3, "{name}: EMA update error {:.2e}", c.ema);
         assert!(c.loss < 1e-4, "{name}: loss error {:.2e}", c.loss);
+    }
+}
+
+/// Min-SNR loss weights (Hang et al. 2023) in the loss kernel against the reference: the
+/// weights come from each row's level, a table entry (DDPM, NCSN) or a time (VE, VP SDE), and
+/// with gamma inside the levels' SNR range many rows weigh less than one.
+#[test]
+fn min_snr_weighted_steps_match_the_reference() {
+    let gpu = gpu();
+    let seed = test_seed();
+    let small = MlpShape { dim: 3, hidden_layers: 2, width: 48 };
+    let cases = [
+        ("ddpm", Objective::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000 }),
+        ("ncsn", Objective::Ncsn { sigma_max: 5.0, sigma_min: 0.01, levels: 10 }),
+        ("ve sde", Objective::VeSde { sigma_min: 0.01, sigma_max: 8.0 }),
+        ("vp sde", Objective::VpSde { beta_min: 0.1, beta_max: 20.0 }),
+    ];
+    for (i, (name, objective)) in cases.into_iter().enumerate() {
+        let weight = LossWeight::MinSnr { gamma: 5.0 };
+        let c = check_one_step(&gpu, objective, weight, small, 257, 50, seed.wrapping_add(100 + i as u64));
+        eprintln!(
+            "{name} min-SNR 5: normwise errors grads {:.1e}, param update {:.1e}, loss {:.1e}",
+            c.grads, c.params, c.loss
+        );
+        assert!(c.grads < 2e-4 && c.params < 1e-3 && c.loss < 1e-4, "{name}: {:?}", (c.grads, c.params, c.loss));
     }
 }
 
@@ -252,7 +279,13 @@ fn adam_carries_its_moments_over_several_steps() {
     for t in 0..STEPS {
         let b = robj::perturb(&objective, &shape, &freqs, &to64(&data), seed, t as u32, batch);
         let fwd = mlp::forward(&shape, &p, &b.input);
-        let (_, dout) = robj::loss_grad(objective.parametrisation(), fwd.output(), &b.noise, shape.dim);
+        let (_, dout) = robj::loss_grad(
+            objective.parametrisation(),
+            fwd.output(),
+            &b.noise,
+            &b.snr.iter().map(|_| 1.0).collect::<Vec<_>>(),
+            shape.dim,
+        );
         let g = mlp::backward(&shape, &p, &fwd, &dout).0;
         let k = (t + 1) as i32;
         let (c1, c2) = (1.0 - a.beta1.powi(k), 1.0 - a.beta2.powi(k));
@@ -291,11 +324,12 @@ fn reference_backward_matches_finite_differences() {
     let b = robj::perturb(&objective, &shape, &freqs, &data, r.next_u64(), 3, 16);
     let loss = |p: &[f64]| {
         let fwd = mlp::forward(&shape, p, &b.input);
-        let (l, _) = robj::loss_grad(Parametrisation::Score, fwd.output(), &b.noise, shape.dim);
+        let (l, _) =
+            robj::loss_grad(Parametrisation::Score, fwd.output(), &b.noise, &vec![1.0; b.snr.len()], shape.dim);
         l.iter().sum::<f64>() / l.len() as f64
     };
     let fwd = mlp::forward(&shape, &params, &b.input);
-    let (_, dout) = robj::loss_grad(Parametrisation::Score, fwd.output(), &b.noise, shape.dim);
+    let (_, dout) = robj::loss_grad(Parametrisation::Score, fwd.output(), &b.noise, &vec![1.0; b.snr.len()], shape.dim);
     let (grads, _) = mlp::backward(&shape, &params, &fwd, &dout);
     let worst = finite_difference_error(&params, &grads, loss);
     eprintln!("finite differences: worst relative error {worst:.1e}");
@@ -305,13 +339,14 @@ fn reference_backward_matches_finite_differences() {
 /// NCSN on a 2 x 32 network over 2-D data.
 fn small_config(seed: u64, batch: usize, steps_per_submit: usize, on_nonfinite: NonFinite) -> TrainConfig {
     TrainConfig {
-        shape: MlpShape { dim: 2, hidden_layers: 2, width: 32 },
-        objective: Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 },
-        adam: AdamConfig::default(),
         batch,
         seed,
         steps_per_submit,
         on_nonfinite,
+        ..TrainConfig::new(
+            MlpShape { dim: 2, hidden_layers: 2, width: 32 },
+            Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 },
+        )
     }
 }
 
@@ -361,13 +396,11 @@ fn learns_the_noised_score_of_a_gaussian_mixture() {
     let data: Vec<f32> = data.iter().map(|&v| v as f32).collect();
     let objective = Objective::Ncsn { sigma_max: 4.0, sigma_min: 0.1, levels: 6 };
     let config = TrainConfig {
-        shape: MlpShape { dim: 2, hidden_layers: 2, width: 64 },
-        objective: objective.clone(),
         adam: AdamConfig { lr: 3e-3, ema_decay: 0.99, ..Default::default() },
         batch: 512,
         seed,
         steps_per_submit: 50,
-        on_nonfinite: NonFinite::Stop,
+        ..TrainConfig::new(MlpShape { dim: 2, hidden_layers: 2, width: 64 }, objective.clone())
     };
     let mut trainer = pollster::block_on(Trainer::new(&gpu, config, &data)).unwrap();
     let sigmas: Vec<f64> = objective.levels().iter().map(|l| l.sigma).collect();

@@ -4,13 +4,26 @@ use crate::model::MlpShape;
 use crate::objective::{Objective, Parametrisation, Projection, T_MIN};
 use crate::reference::mlp::embed;
 use crate::rng::{self, Stream};
+use crate::train::LossWeight;
 
-/// One drawn batch: which data rows, the noise, the network input, and each row's level.
+/// One drawn batch: which data rows, the noise, the network input, and each row's level and
+/// signal-to-noise ratio a^2 / sigma^2.
 pub struct Batch {
     pub index: Vec<usize>,
     pub noise: Vec<f64>,
     pub input: Vec<f64>,
     pub level: Vec<f64>,
+    pub snr: Vec<f64>,
+}
+
+impl Batch {
+    /// Each row's loss weight: 1, or Min-SNR's min(SNR, gamma) / SNR.
+    pub fn loss_weights(&self, weight: LossWeight) -> Vec<f64> {
+        match weight {
+            LossWeight::Uniform => vec![1.0; self.snr.len()],
+            LossWeight::MinSnr { gamma } => self.snr.iter().map(|&snr| snr.min(gamma) / snr).collect(),
+        }
+    }
 }
 
 /// The batch of training step `step`, as shaders/objective.wgsl `perturb` draws it.
@@ -27,7 +40,7 @@ pub fn perturb(
     let n_data = (data.len() / d) as u64;
     let d4 = d.div_ceil(4) as u64;
     let levels = objective.levels();
-    let (mut index, mut noise, mut x, mut cond, mut level) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut index, mut noise, mut x, mut cond, mut level, mut snr) = (vec![], vec![], vec![], vec![], vec![], vec![]);
     for b in 0..batch as u64 {
         let i = (rng::u32_at(seed, Stream::BatchIndex.at(step), b) as u64 % n_data) as usize;
         let u = rng::u32_at(seed, Stream::NoiseLevel.at(step), b);
@@ -47,19 +60,26 @@ pub fn perturb(
         index.push(i);
         cond.push(nl.cond);
         level.push(lvl);
+        snr.push(nl.a * nl.a / (nl.sigma * nl.sigma));
     }
     let input = embed(shape, freqs, &x, &cond);
-    Batch { index, noise, input, level }
+    Batch { index, noise, input, level, snr }
 }
 
-/// Per-example losses 0.5 |r|^2 and dL/d(output) for the batch mean; r = output + eps (score
-/// parametrisation) or output - eps (eps parametrisation).
-pub fn loss_grad(param: Parametrisation, output: &[f64], noise: &[f64], dim: usize) -> (Vec<f64>, Vec<f64>) {
+/// Per-example losses 0.5 w |r|^2 and dL/d(output) for the batch mean; r = output + eps (score
+/// parametrisation) or output - eps (eps parametrisation), w the row's weight.
+pub fn loss_grad(
+    param: Parametrisation,
+    output: &[f64],
+    noise: &[f64],
+    weights: &[f64],
+    dim: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let batch = output.len() / dim;
     let sign = if param == Parametrisation::Eps { -1.0 } else { 1.0 };
     let r: Vec<f64> = output.iter().zip(noise).map(|(o, e)| o + sign * e).collect();
-    let losses = r.chunks(dim).map(|row| 0.5 * row.iter().map(|v| v * v).sum::<f64>()).collect();
-    let dout = r.iter().map(|v| v / batch as f64).collect();
+    let losses = r.chunks(dim).zip(weights).map(|(row, w)| 0.5 * w * row.iter().map(|v| v * v).sum::<f64>()).collect();
+    let dout = r.iter().enumerate().map(|(i, v)| weights[i / dim] * v / batch as f64).collect();
     (losses, dout)
 }
 

@@ -299,8 +299,6 @@ impl Engine {
         let data = dataset.sample(DATA_POINTS, 0);
         let steps = options.steps as u64;
         let config = TrainConfig {
-            shape: MlpShape { dim: 2, hidden_layers: 3, width: 128 },
-            objective: Objective::Ncsn { sigma_max: SIGMA_MAX, sigma_min: SIGMA_MIN, levels: LEVELS },
             adam: AdamConfig {
                 lr: LR,
                 schedule: LrSchedule::Cosine { steps },
@@ -312,6 +310,10 @@ impl Engine {
             seed: 0,
             steps_per_submit: options.steps_per_frame.max(1) as usize,
             on_nonfinite: NonFinite::Backoff { factor: 0.1, times: 3 },
+            ..TrainConfig::new(
+                MlpShape { dim: 2, hidden_layers: 3, width: 128 },
+                Objective::Ncsn { sigma_max: SIGMA_MAX, sigma_min: SIGMA_MIN, levels: LEVELS },
+            )
         };
         let trainer = Trainer::new(gpu, config, &data).await?;
         let field = Evaluator::new(gpu, trainer.model(), Weights::Ema, GRID * GRID).await?;

@@ -12,7 +12,7 @@ use scorefield::objective::{Objective, Projection};
 use scorefield::optim::{AdamConfig, LrSchedule};
 use scorefield::sample::Method;
 use scorefield::schedule::{NoiseLevel, Sde};
-use scorefield::train::{NonFinite, TrainConfig};
+use scorefield::train::{LossWeight, NonFinite, TrainConfig};
 
 /// The most training points, batch rows or particles a config may ask for.
 const MAX_POINTS: usize = 1 << 26;
@@ -158,6 +158,9 @@ pub struct TrainSettings {
     /// continues with a tenth of the learning rate, at most three times; "stop" ends the run
     /// with a message, the checkpoint holding the healthy state.
     pub on_nonfinite: String,
+    /// The Min-SNR-gamma loss weight min(SNR, gamma) / SNR per example (Hang et al. 2023: 5);
+    /// 0: every example weighs 1.
+    pub min_snr: f64,
 }
 
 impl Default for TrainSettings {
@@ -183,6 +186,7 @@ impl Default for TrainSettings {
             checkpoint_every: 1000,
             steps_per_submit: 25,
             on_nonfinite: "backoff".into(),
+            min_snr: 0.0,
         }
     }
 }
@@ -377,11 +381,16 @@ impl RunConfig {
         if t.steps == 0 {
             bail!("train.steps = 0; train at least 1 step");
         }
+        if !(t.min_snr.is_finite() && t.min_snr >= 0.0) {
+            bail!("train.min_snr = {} must be a number >= 0 (0: uniform weights)", t.min_snr);
+        }
+        let objective = self.objective()?;
+        if t.min_snr > 0.0 && objective.tangents(dim) > 0 {
+            bail!("train.min_snr weights noise levels, which objective.kind = \"{}\" has none of", self.objective.kind);
+        }
         let shape = MlpShape { dim, hidden_layers: self.model.hidden_layers, width: self.model.width };
         shape.validate().context("in [model]")?;
         Ok(TrainConfig {
-            shape,
-            objective: self.objective()?,
             adam: AdamConfig {
                 lr: t.lr,
                 schedule: self.lr_schedule()?,
@@ -396,6 +405,11 @@ impl RunConfig {
                 "stop" => NonFinite::Stop,
                 other => bail!("train.on_nonfinite = \"{other}\"; choose backoff or stop"),
             },
+            loss_weight: match t.min_snr {
+                0.0 => LossWeight::Uniform,
+                gamma => LossWeight::MinSnr { gamma },
+            },
+            ..TrainConfig::new(shape, objective)
         })
     }
 
@@ -613,6 +627,7 @@ mod tests {
         ("train", "checkpoint_every"),
         ("train", "steps_per_submit"),
         ("train", "on_nonfinite"),
+        ("train", "min_snr"),
         ("sample", "sampler"),
         ("sample", "particles"),
         ("sample", "seed"),

@@ -68,6 +68,10 @@ struct Overrides {
     /// The training seed (batches, noise, initial weights, data).
     #[arg(long)]
     seed: Option<u64>,
+    /// Weight each example's loss by min(SNR, gamma) / SNR of its noise level (Min-SNR-gamma,
+    /// Hang et al. 2023, who use 5); 0: uniform.
+    #[arg(long)]
+    min_snr: Option<f64>,
     /// Sampler: annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun or ddpm; default
     /// auto, the objective's own (annealed for ncsn, pc for ve, euler-maruyama for vp, ddpm for
     /// ddpm, langevin for the one-level dsm, exact and sliced).
@@ -125,6 +129,9 @@ impl Overrides {
         }
         if let Some(v) = self.seed {
             c.train.seed = v;
+        }
+        if let Some(v) = self.min_snr {
+            c.train.min_snr = v;
         }
         if let Some(v) = &self.sampler {
             c.sample.sampler = v.clone();
