@@ -2,7 +2,7 @@
 // Composed after step.wgsl.
 //
 // Bindings (group 0):
-//   0  uniform              step: StepParams (dynamic offset): lr, betas, eps, bias corrections
+//   0  uniform              step: StepParams (this step's ring slot): lr, betas, eps, bias corrections
 //   1  storage, read        grads [P]
 //   2  storage, read_write  params [P]
 //   3  storage, read_write  m [P]   first moment

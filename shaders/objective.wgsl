@@ -2,7 +2,7 @@
 // loss with its gradient at the network output. Composed after rng.wgsl and step.wgsl.
 //
 // Bindings (group 0), by entry point:
-//   perturb:   0 uniform step: StepParams (dynamic offset)  1 read data [n_data, D]
+//   perturb:   0 uniform step: StepParams (this step's ring slot)  1 read data [n_data, D]
 //              2 read table [L] vec4 (a, sigma, cond, 0)    3 read freqs [F]
 //              4 rw input [B, IN]  5 rw noise [B, D]  6 rw level [B]
 //   embed:     3 read freqs  4 rw input [B, IN]  7 read x [B, D]  8 read cond [B]

@@ -1,9 +1,9 @@
 // step.wgsl: the per-step parameters shared by the objective and optimiser kernels, and the
 // health flags they raise. Shared WGSL: a struct and functions. `StepParams` is the twin of
-// `StepParams` in src/train.rs: the trainer writes one per step into a ring of 256-byte slots
-// and binds the slot with a dynamic offset.
+// `StepParams` in src/train.rs: the trainer writes one per step into a ring of 256-byte slots,
+// each bound by its own bind group (auto-derived layouts have no dynamic offsets).
 //
-// Health (src/train.rs `Health`): a kernel that includes this file declares
+// Health (src/train.rs `HEALTH_QUANTITIES`, `first_nonfinite`): a kernel that includes this file declares
 //   var<storage, read_write> health: array<atomic<u32>, 3>;
 // holding, per quantity (HEALTH_LOSS, HEALTH_GRADIENT, HEALTH_PARAMETER), the first step at
 // which it was non-finite, u32::MAX while it never was. Sticky: only the host clears it.

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::gpu::kernel::PipelineCache;
 
-/// Limits below wgpu's defaults that the engine's kernels need, checked when wrapping an
-/// application's device. Each kernel stays within a 16 KiB workgroup tile and 256 invocations.
 /// A limit the engine checks: its name, how to read it, and the least value the kernels need.
 pub type LimitCheck = (&'static str, fn(&wgpu::Limits) -> u64, u64);
 
+/// Limits below wgpu's defaults that the engine's kernels need, checked when wrapping an
+/// application's device. Each kernel stays within a 16 KiB workgroup tile and 256 invocations.
 pub const MIN_LIMITS: &[LimitCheck] = &[
     ("max_compute_workgroup_storage_size", |l| l.max_compute_workgroup_storage_size as u64, 16 << 10),
     ("max_compute_invocations_per_workgroup", |l| l.max_compute_invocations_per_workgroup as u64, 256),

@@ -206,11 +206,12 @@ impl ProgressLines {
         self.last = Instant::now();
         let rate = (step - self.first_step) as f64 / self.started.elapsed().as_secs_f64();
         let left = (self.total - step) as f64 / rate.max(1e-9);
+        // Before the first logged step there is no loss to show.
+        let loss = if self.loss.is_nan() { "-".to_string() } else { format!("{:.4}", self.loss) };
         eprintln!(
-            "step {step}/{} ({:.0}%)  loss {:.4}  {rate:.1} steps/s  {} left",
+            "step {step}/{} ({:.0}%)  loss {loss}  {rate:.1} steps/s  {} left",
             self.total,
             100.0 * step as f64 / self.total as f64,
-            self.loss,
             duration(left)
         );
     }
