@@ -62,6 +62,7 @@ struct SampleCursor {
 
 const FLAG_SAVE: u32 = 1u;
 const FLAG_NO_SCORE: u32 = 2u;
+const FLAG_CLIP_X0: u32 = 4u;
 const MAX_D: u32 = 64u;      // private particle arrays (fused path and mixture scores)
 const MAX_W: u32 = 128u;     // private activations of the fused network (width and input width)
 
@@ -99,7 +100,13 @@ fn update_elem(st: SampleStep, x: f32, s: f32, z: f32, p: f32) -> vec2<f32> {
     // c_x = 0 starts afresh: the old x may be anything, even NaN, and must not leak in.
     let xc = select(st.c_x * x, 0.0, st.c_x == 0.0);
     let pc = select(st.c_p * p, 0.0, st.c_p == 0.0);
-    let x_new = xc + st.c_s * s + st.c_z * z + pc;
+    // FLAG_CLIP_X0: c_s multiplies the denoised estimate x0 = (x + sigma^2 s) / a (Tweedie),
+    // clipped to the data range [-1, 1], instead of the score.
+    var sc = s;
+    if (st.flags & FLAG_CLIP_X0) != 0u {
+        sc = clamp((x + st.sigma * st.sigma * s) / st.a, -1.0, 1.0);
+    }
+    let x_new = xc + st.c_s * sc + st.c_z * z + pc;
     return vec2<f32>(x_new, st.k_x * x + st.k_s * s);
 }
 

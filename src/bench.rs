@@ -326,7 +326,7 @@ pub async fn kernels(gpu: &Gpu, clock: &Clock, reps: usize, repeats: usize) -> R
         Method::PredictorCorrector { sde: ve, steps: reps.max(2), snr: 0.16, corrector_steps: 1 },
         Method::ProbabilityFlow { sde: ve, steps: reps.max(2), heun: false },
         Method::ProbabilityFlow { sde: ve, steps: reps.max(2), heun: true },
-        Method::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: reps.max(2) },
+        Method::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: reps.max(2), clip: false },
     ];
     for method in &methods {
         let source =

@@ -41,7 +41,9 @@ fn short_methods() -> Vec<Method> {
         Method::PredictorCorrector { sde: vp, steps: 24, snr: 0.16, corrector_steps: 1 },
         Method::ProbabilityFlow { sde: ve, steps: 5, heun: false },
         Method::ProbabilityFlow { sde: vp, steps: 5, heun: true },
-        Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 6 },
+        Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 6, clip: false },
+        // Clipped to [-1, 1] through x0: the mixture's means lie out to 3, so clipping acts.
+        Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 6, clip: true },
     ]
 }
 
@@ -131,7 +133,7 @@ fn network_scores_match_the_reference_on_both_paths() {
             Method::AnnealedLangevin { sigmas: vec![3.0, 0.5], steps_per_level: 3, eps: 0.05, denoise: true },
             Parametrisation::Score,
         ),
-        (Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 5 }, Parametrisation::Eps),
+        (Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 5, clip: true }, Parametrisation::Eps),
         (Method::ProbabilityFlow { sde: Sde::vp_default(), steps: 3, heun: true }, Parametrisation::Score),
     ] {
         let seed = r.next_u64();

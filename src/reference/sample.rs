@@ -2,7 +2,7 @@
 //! `rng::normal_at`), any score function.
 
 use crate::rng;
-use crate::sample::method::{PlannedStep, FLAG_NO_SCORE, FLAG_SAVE};
+use crate::sample::method::{PlannedStep, FLAG_CLIP_X0, FLAG_NO_SCORE, FLAG_SAVE};
 use crate::schedule::NoiseLevel;
 
 /// Runs `plan[range]` on `x` [n, d] (and Heun's partial sums `p`, same shape) with the score
@@ -36,7 +36,14 @@ pub fn run(
         for i in 0..n * d {
             let xc = if c_x == 0.0 { 0.0 } else { c_x * x[i] };
             let pc = if st.c_p == 0.0 { 0.0 } else { st.c_p as f64 * p[i] };
-            let x_new = xc + c_s * s[i] + c_z * z[i] + pc;
+            // Clipped steps weigh the denoised estimate, clipped to [-1, 1], not the score.
+            let sc = if st.flags & FLAG_CLIP_X0 != 0 {
+                let (a, sigma) = (planned.level.a, planned.level.sigma);
+                ((x[i] + sigma * sigma * s[i]) / a).clamp(-1.0, 1.0)
+            } else {
+                s[i]
+            };
+            let x_new = xc + c_s * sc + c_z * z[i] + pc;
             if st.flags & FLAG_SAVE != 0 {
                 p[i] = st.k_x as f64 * x[i] + st.k_s as f64 * s[i];
             }

@@ -43,6 +43,8 @@ pub struct SampleCursor {
 
 pub const FLAG_SAVE: u32 = 1;
 pub const FLAG_NO_SCORE: u32 = 2;
+/// The step weighs the denoised estimate clipped to [-1, 1] by c_s, not the score.
+pub const FLAG_CLIP_X0: u32 = 4;
 
 /// A sampling method with its settings. Constructors with the reference defaults are below.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,7 +71,12 @@ pub enum Method {
     ProbabilityFlow { sde: Sde, steps: usize, heun: bool },
     /// DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) over the linear beta schedule of
     /// `Objective::Ddpm`, with sigma_t^2 = beta_t; conditioned on t / steps like its training.
-    Ddpm { beta_min: f64, beta_max: f64, steps: usize },
+    /// With `clip`, each step goes through the denoised estimate x0 clipped to [-1, 1], the
+    /// range of image data: x_{t-1} = c0 clip(x0) + c1 x_t + sigma_t z with the posterior
+    /// mean's coefficients c0 = beta_t sqrt(abar_{t-1}) / (1 - abar_t), c1 = (1 - abar_{t-1})
+    /// sqrt(alpha_t) / (1 - abar_t) (Ho et al.'s `p_mean_variance` with `clip_denoised`,
+    /// diffusion_utils_2.py); without clipping it is the same step.
+    Ddpm { beta_min: f64, beta_max: f64, steps: usize, clip: bool },
 }
 
 /// The most steps (score evaluations) one sampler run may plan.
@@ -106,7 +113,7 @@ impl Method {
 
     /// Ho et al. (2020): betas 1e-4 .. 0.02 over 1000 steps.
     pub fn ddpm() -> Self {
-        Method::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000 }
+        Method::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000, clip: false }
     }
 
     /// The method's name as the CLI spells it.
@@ -194,7 +201,7 @@ impl Method {
                 }
                 Ok(())
             }
-            Method::Ddpm { beta_min, beta_max, steps } => {
+            Method::Ddpm { beta_min, beta_max, steps, .. } => {
                 Objective::Ddpm { beta_min: *beta_min, beta_max: *beta_max, steps: *steps }.validate()
             }
         }
@@ -332,18 +339,27 @@ impl Method {
                     push(sde.marginal(t_next), correct, true)?;
                 }
             }
-            Method::Ddpm { beta_min, beta_max, steps } => {
+            Method::Ddpm { beta_min, beta_max, steps, clip } => {
                 let levels = Objective::Ddpm { beta_min: *beta_min, beta_max: *beta_max, steps: *steps }.levels();
                 for t in (0..*steps).rev() {
-                    // x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) + sigma_t z,
-                    // and eps = -sqrt(1 - abar_t) s.
                     let beta = ddpm_beta(*beta_min, *beta_max, *steps, t);
                     let root_alpha = (1.0 - beta).sqrt();
-                    let c = Coefficients {
-                        x: 1.0 / root_alpha,
-                        s: beta / root_alpha,
-                        z: if t == 0 { 0.0 } else { beta.sqrt() },
-                        ..Coefficients::IDENTITY
+                    let z = if t == 0 { 0.0 } else { beta.sqrt() };
+                    let c = if *clip {
+                        // x_{t-1} = c0 clip(x0) + c1 x_t + sigma_t z.
+                        let abar = levels[t].a * levels[t].a;
+                        let abar_prev = if t == 0 { 1.0 } else { levels[t - 1].a * levels[t - 1].a };
+                        Coefficients {
+                            x: (1.0 - abar_prev) * root_alpha / (1.0 - abar),
+                            s: beta * abar_prev.sqrt() / (1.0 - abar),
+                            z,
+                            flags: FLAG_CLIP_X0,
+                            ..Coefficients::IDENTITY
+                        }
+                    } else {
+                        // x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) + sigma_t z,
+                        // and eps = -sqrt(1 - abar_t) s.
+                        Coefficients { x: 1.0 / root_alpha, s: beta / root_alpha, z, ..Coefficients::IDENTITY }
                     };
                     push(levels[t], c, true)?;
                 }
@@ -410,5 +426,28 @@ mod tests {
         let m = Method::PredictorCorrector { sde: Sde::vp_default(), steps: 20, snr: 0.16, corrector_steps: 1 };
         let err = m.plan().unwrap_err().to_string();
         assert!(err.contains("sampler steps") && err.contains("beta_max / steps"), "{err}");
+    }
+
+    /// Where nothing is clipped, the clipped DDPM step (posterior mean through x0) is the plain
+    /// one: c0 x0 + c1 x_t = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) for
+    /// x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), at every t; the noise is the same.
+    #[test]
+    fn the_clipped_ddpm_step_is_the_plain_one_inside_the_range() {
+        let (beta_min, beta_max, steps) = (1e-4, 0.02, 1000);
+        let plain = Method::Ddpm { beta_min, beta_max, steps, clip: false }.plan().unwrap();
+        let clipped = Method::Ddpm { beta_min, beta_max, steps, clip: true }.plan().unwrap();
+        for (p, c) in plain.iter().zip(&clipped).skip(1) {
+            let (a, sigma) = (c.level.a, c.level.sigma);
+            // An x_t and eps whose x0 lies inside [-1, 1].
+            let (x0, eps) = (0.3f64, -0.7f64);
+            let x = a * x0 + sigma * eps;
+            let score = -eps / sigma;
+            let (ps, cs) = (&p.step, &c.step);
+            let via_score = ps.c_x as f64 * x + ps.c_s as f64 * score;
+            let denoised = (x + sigma * sigma * score) / a;
+            let via_x0 = cs.c_x as f64 * x + cs.c_s as f64 * denoised;
+            assert!((via_score - via_x0).abs() < 1e-5 * (1.0 + via_score.abs()), "a {a}: {via_score} vs {via_x0}");
+            assert_eq!((ps.c_z, cs.flags), (cs.c_z, FLAG_CLIP_X0));
+        }
     }
 }

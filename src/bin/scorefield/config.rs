@@ -215,6 +215,9 @@ pub struct SampleConfig {
     /// The noise levels of score_field.png (2-D data, VE-type models); empty: 4 (or sigma_max
     /// if smaller), 1 and 0.1.
     pub field_sigmas: Vec<f64>,
+    /// The ddpm sampler: each step through the denoised estimate clipped to [-1, 1], the range
+    /// of image data (Ho et al.'s `clip_denoised`).
+    pub clip: bool,
 }
 
 impl Default for SampleConfig {
@@ -234,6 +237,7 @@ impl Default for SampleConfig {
             ema: true,
             snapshot_every: 20,
             field_sigmas: vec![],
+            clip: false,
         }
     }
 }
@@ -445,6 +449,9 @@ impl RunConfig {
         // The settings the chosen sampler reads, checked under their config names (the
         // library's own checks below name the method's parameters).
         let uses_step_size = matches!(sampler, "annealed" | "langevin");
+        if s.clip && sampler != "ddpm" {
+            bail!("sample.clip clips the ddpm sampler's denoised estimate; sample.sampler = \"{sampler}\" has none");
+        }
         if uses_step_size && !(s.step_size.is_finite() && s.step_size > 0.0) {
             bail!("sample.step_size = {} must be a positive number for the {sampler} sampler", s.step_size);
         }
@@ -497,8 +504,9 @@ impl RunConfig {
             "ode-euler" => Method::ProbabilityFlow { sde, steps, heun: false },
             "ode-heun" => Method::ProbabilityFlow { sde, steps, heun: true },
             "ddpm" => match objective {
-                Objective::Ddpm { beta_min, beta_max, steps } => Method::Ddpm { beta_min, beta_max, steps },
-                _ => Method::ddpm(),
+                Objective::Ddpm { beta_min, beta_max, steps } => Method::Ddpm { beta_min, beta_max, steps, clip: s.clip },
+                // Ho et al.'s schedule on an exact score of another objective's config.
+                _ => Method::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000, clip: s.clip },
             },
             other => bail!(
                 "sample.sampler = \"{other}\"; choose auto, annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun \
@@ -637,6 +645,7 @@ mod tests {
         ("sample", "ema"),
         ("sample", "snapshot_every"),
         ("sample", "field_sigmas"),
+        ("sample", "clip"),
         ("device", "adapter"),
     ];
 

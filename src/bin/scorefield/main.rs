@@ -87,6 +87,9 @@ struct Overrides {
     /// Annealed Langevin's eps, or Langevin's step size.
     #[arg(long)]
     step_size: Option<f64>,
+    /// The ddpm sampler: go through the denoised estimate clipped to [-1, 1] (image data).
+    #[arg(long)]
+    clip: bool,
     /// The sampling seed.
     #[arg(long)]
     sample_seed: Option<u64>,
@@ -144,6 +147,9 @@ impl Overrides {
         }
         if let Some(v) = self.step_size {
             c.sample.step_size = v;
+        }
+        if self.clip {
+            c.sample.clip = true;
         }
         if let Some(v) = self.sample_seed {
             c.sample.seed = v;
