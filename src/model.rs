@@ -127,6 +127,11 @@ impl ScoreMlp {
         Self::from_values(gpu, shape, &params, &params, &freqs)
     }
 
+    /// The network a checkpoint holds: its weights, EMA and embedding frequencies.
+    pub fn from_checkpoint(gpu: &Gpu, ckpt: &crate::checkpoint::Checkpoint) -> Result<Self> {
+        Self::from_values(gpu, ckpt.shape, &ckpt.params, &ckpt.ema, &ckpt.freqs)
+    }
+
     /// A network with given values (e.g. from a checkpoint).
     pub fn from_values(gpu: &Gpu, shape: MlpShape, params: &[f32], ema: &[f32], freqs: &[f32]) -> Result<Self> {
         shape.validate()?;

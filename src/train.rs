@@ -508,7 +508,7 @@ impl Trainer {
     /// steps after it draw the same batches and noise as an uninterrupted run would.
     pub async fn resume(gpu: &Gpu, config: TrainConfig, data: &[f32], ckpt: &Checkpoint) -> Result<Self> {
         ckpt.validate()?;
-        let model = ScoreMlp::from_values(gpu, ckpt.shape, &ckpt.params, &ckpt.ema, &ckpt.freqs)?;
+        let model = ScoreMlp::from_checkpoint(gpu, ckpt)?;
         let mut trainer = Self::with_model(gpu, config, data, model).await?;
         trainer.adam_m.write(gpu, 0, &ckpt.adam_m);
         trainer.adam_v.write(gpu, 0, &ckpt.adam_v);
