@@ -140,8 +140,10 @@ pub struct Backoff {
 
 /// The health flags the step kernels raise (shaders/step.wgsl): per quantity, the first step
 /// at which it was non-finite, u32::MAX while it never was.
-const HEALTH_CLEAN: [u32; 3] = [u32::MAX; 3];
-const HEALTH_QUANTITIES: [&str; 3] = ["loss", "gradient", "parameter update (weights or Adam moments)"];
+pub const HEALTH_CLEAN: [u32; 3] = [u32::MAX; 3];
+/// What each health flag watches, in the order of step.wgsl's HEALTH_LOSS, HEALTH_GRADIENT
+/// and HEALTH_PARAMETER.
+pub const HEALTH_QUANTITIES: [&str; 3] = ["loss", "gradient", "parameter update (weights or Adam moments)"];
 
 /// The earliest non-finite quantity and its step, if any (ties in pipeline order).
 fn first_nonfinite(health: &[u32]) -> Option<(&'static str, u64)> {

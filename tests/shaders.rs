@@ -177,3 +177,57 @@ fn params_structs_match_their_wgsl_twins() {
     );
     check_twin!(shaders::SAMPLE, scorefield::sample::SampleCursor, "SampleCursor", [seed, first, count]);
 }
+
+/// The `const NAME: u32 = VALUE;` declarations of a WGSL source, by name.
+fn wgsl_constants(source: &str) -> std::collections::BTreeMap<String, u64> {
+    source
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("const ")?;
+            let (name, rest) = rest.split_once(':')?;
+            let value = rest.split_once('=')?.1.split(';').next()?.trim().trim_end_matches('u');
+            let value = match value.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+                None => value.parse().ok()?,
+            };
+            Some((name.trim().to_string(), value))
+        })
+        .collect()
+}
+
+/// Issue #18: every constant mirrored between a WGSL file and Rust has the same value on both
+/// sides (they were kept equal by comments only): RNG stream ids, sampler step flags, the fused
+/// path's size limits, the uniform window, the health flags.
+#[test]
+fn constants_mirrored_between_wgsl_and_rust_agree() {
+    use scorefield::rng::Stream;
+    use scorefield::sample::method::{FLAG_CLIP_X0, FLAG_NO_SCORE, FLAG_SAVE};
+    use scorefield::sample::{MAX_FUSED_DIM, MAX_FUSED_LAYERS, MAX_FUSED_WIDTH};
+    use scorefield::shaders;
+    use scorefield::train::{HEALTH_CLEAN, HEALTH_QUANTITIES};
+    let objective = wgsl_constants(shaders::OBJECTIVE_WGSL);
+    let sample = wgsl_constants(shaders::SAMPLE_WGSL);
+    let step = wgsl_constants(shaders::STEP_WGSL);
+    let window_vec4s = (scorefield::gpu::UNIFORM_WINDOW_BYTES / 16) as u64;
+    let pairs: Vec<(&str, &std::collections::BTreeMap<String, u64>, u64)> = vec![
+        ("STREAM_BATCH_INDEX", &objective, Stream::BatchIndex as u64),
+        ("STREAM_NOISE_LEVEL", &objective, Stream::NoiseLevel as u64),
+        ("STREAM_NOISE_VALUE", &objective, Stream::NoiseValue as u64),
+        ("STREAM_PROJECTION", &objective, Stream::Projection as u64),
+        ("FLAG_SAVE", &sample, FLAG_SAVE as u64),
+        ("FLAG_NO_SCORE", &sample, FLAG_NO_SCORE as u64),
+        ("FLAG_CLIP_X0", &sample, FLAG_CLIP_X0 as u64),
+        ("MAX_D", &sample, MAX_FUSED_DIM as u64),
+        ("MAX_W", &sample, MAX_FUSED_WIDTH as u64),
+        ("MAX_LAYERS", &sample, MAX_FUSED_LAYERS as u64),
+        ("WINDOW", &sample, window_vec4s),
+        ("HEALTH_LOSS", &step, HEALTH_QUANTITIES.iter().position(|q| *q == "loss").unwrap() as u64),
+        ("HEALTH_GRADIENT", &step, HEALTH_QUANTITIES.iter().position(|q| *q == "gradient").unwrap() as u64),
+        ("HEALTH_PARAMETER", &step, HEALTH_QUANTITIES.iter().position(|q| q.starts_with("parameter")).unwrap() as u64),
+        ("HEALTH_CLEAN", &step, HEALTH_CLEAN[0] as u64),
+    ];
+    for (name, constants, rust) in pairs {
+        let wgsl = constants.get(name).unwrap_or_else(|| panic!("{name} is not declared in its WGSL file"));
+        assert_eq!(*wgsl, rust, "{name}: WGSL {wgsl} vs Rust {rust}");
+    }
+}
