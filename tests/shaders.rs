@@ -208,7 +208,7 @@ fn constants_mirrored_between_wgsl_and_rust_agree() {
     let objective = wgsl_constants(shaders::OBJECTIVE_WGSL);
     let sample = wgsl_constants(shaders::SAMPLE_WGSL);
     let step = wgsl_constants(shaders::STEP_WGSL);
-    let window_vec4s = (scorefield::gpu::UNIFORM_WINDOW_BYTES / 16) as u64;
+    let window_vec4s = scorefield::gpu::UNIFORM_WINDOW_BYTES / 16;
     let pairs: Vec<(&str, &std::collections::BTreeMap<String, u64>, u64)> = vec![
         ("STREAM_BATCH_INDEX", &objective, Stream::BatchIndex as u64),
         ("STREAM_NOISE_LEVEL", &objective, Stream::NoiseLevel as u64),
