@@ -531,7 +531,7 @@ pub fn fields(checkpoints: &[PathBuf], sigma: Option<f64>, out: &Path) -> Result
             (None, Some(l), _) => (l, l.sigma),
             (None, None, _) => bail!("{}: a model of many noise levels; say which with --sigma", path.display()),
         };
-        let model = ScoreMlp::from_checkpoint(&gpu, &ckpt)?;
+        let model = ScoreMlp::from_checkpoint(&gpu, ckpt)?;
         fields.push(learned_field(&gpu, &model, Weights::Ema, &grid.points, level.cond)?);
         titles.push(format!("{}, σ = {}", config.objective.kind, short(noise)));
         println!("{}: {} at sigma {}", path.display(), config.objective.kind, level.sigma);
