@@ -17,6 +17,15 @@ use scorefield::train::{LossWeight, NonFinite, TrainConfig};
 /// The most training points, batch rows or particles a config may ask for.
 const MAX_POINTS: usize = 1 << 26;
 
+/// A run config resolved once ([`RunConfig::resolve`]): what every command reads from it.
+pub struct Run {
+    pub config: RunConfig,
+    pub dataset: Dataset,
+    pub objective: Objective,
+    pub train: TrainConfig,
+    pub method: Method,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
@@ -305,11 +314,12 @@ impl RunConfig {
         })
     }
 
-    /// Every check a run makes, made up front (so a bad sampler setting is not found after
-    /// minutes of training). Each error names its key. With `exact_score` the sampler draws
-    /// from the dataset's exact score, which any sampler can use, rather than from a network
-    /// trained with the objective.
-    pub fn validate(&self, exact_score: bool) -> Result<()> {
+    /// The config resolved once, every check a run makes made up front (so a bad sampler
+    /// setting is not found after minutes of training): the dataset read (an image folder's
+    /// files once), the objective, the training config and the sampler. Each error names its
+    /// key. With `exact_score` the sampler draws from the dataset's exact score, which any
+    /// sampler can use, rather than from a network trained with the objective.
+    pub fn resolve(self, exact_score: bool) -> Result<Run> {
         let dataset = self.dataset()?;
         // Host memory bounds, before anything is drawn or allocated (the device's own limits
         // are checked when the buffers are made).
@@ -319,19 +329,16 @@ impl RunConfig {
         if self.train.batch > MAX_POINTS {
             bail!("train.batch = {} is more than {MAX_POINTS}", self.train.batch);
         }
-        self.train_config(dataset.dim())?;
-        if exact_score {
-            self.exact_method()?;
-        } else {
-            self.method()?;
-        }
+        let train = self.train_config(dataset.dim())?;
+        let method = if exact_score { self.exact_method()? } else { self.method()? };
         if !(1..=MAX_POINTS).contains(&self.sample.particles) {
             bail!("sample.particles = {}; ask for between 1 and {MAX_POINTS}", self.sample.particles);
         }
         if let Some(bad) = self.sample.field_sigmas.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             bail!("sample.field_sigmas holds {bad}; every noise level must be a positive number");
         }
-        Ok(())
+        let objective = train.objective.clone();
+        Ok(Run { config: self, dataset, objective, train, method })
     }
 
     /// The adapter asked for, if any.
@@ -671,7 +678,7 @@ mod tests {
         fn a_bad_value_is_refused_by_name(key in prop::sample::select(KEYS), value in value()) {
             let (section, name) = key;
             let text = format!("[{section}]\n{name} = {value}\n");
-            let result = RunConfig::from_toml(&text).and_then(|c| c.validate(false));
+            let result = RunConfig::from_toml(&text).and_then(|c| c.resolve(false).map(|_| ()));
             if let Err(e) = result {
                 let msg = format!("{e:#}");
                 prop_assert!(
@@ -691,7 +698,7 @@ mod tests {
 
     #[test]
     fn the_defaults_are_valid() {
-        RunConfig::default().validate(false).unwrap();
+        RunConfig::default().resolve(false).unwrap();
     }
 
     /// Every objective trains and samples with its own defaults: nothing but objective.kind
@@ -711,7 +718,7 @@ mod tests {
         for (kind, sampler) in expected {
             let mut config = RunConfig::default();
             config.objective.kind = kind.into();
-            config.validate(false).unwrap_or_else(|e| panic!("--objective {kind}: {e:#}"));
+            config.clone().resolve(false).unwrap_or_else(|e| panic!("--objective {kind}: {e:#}"));
             assert_eq!(config.method().unwrap().name(), sampler, "--objective {kind}");
         }
         // DDPM's discrete betas and VP's beta(t) are different numbers (beta_i = beta(t_i) / N).
@@ -729,11 +736,11 @@ mod tests {
                 let mut config = RunConfig::default();
                 config.objective.kind = objective.into();
                 config.sample.sampler = sampler.into();
-                config.validate(true).unwrap_or_else(|e| panic!("{objective} / {sampler}: {e:#}"));
+                config.resolve(true).unwrap_or_else(|e| panic!("{objective} / {sampler}: {e:#}"));
             }
         }
         let mut config = RunConfig::default();
         config.sample.sampler = "ddpm".into();
-        assert!(config.validate(false).is_err(), "a ddpm sampler on an ncsn network");
+        assert!(config.resolve(false).is_err(), "a ddpm sampler on an ncsn network");
     }
 }

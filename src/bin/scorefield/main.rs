@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use scorefield::gpu::{list_adapters, Clock, Gpu, Tuning};
 
-use config::RunConfig;
+use config::{Run, RunConfig};
 
 #[derive(Parser)]
 #[command(name = "scorefield", version, about = "Train and sample score-based generative models on any GPU")]
@@ -159,14 +159,12 @@ impl Overrides {
 
     /// The config file (or `base`) with the flags applied, checked for a network's samples or,
     /// with `exact_score`, for the dataset's exact score.
-    fn resolve(&self, base: RunConfig, exact_score: bool) -> Result<RunConfig> {
+    fn resolve(&self, base: RunConfig, exact_score: bool) -> Result<Run> {
         let c = match &self.config {
             Some(path) => RunConfig::load(path)?,
             None => base,
         };
-        let c = self.apply(c);
-        c.validate(exact_score)?;
-        Ok(c)
+        self.apply(c).resolve(exact_score)
     }
 }
 
@@ -308,8 +306,8 @@ fn run(command: Option<Command>) -> Result<()> {
     let Some(command) = command else { return main_job() };
     match command {
         Command::Train { run, resume, overrides } => {
-            let config = overrides.resolve(RunConfig::default(), false)?;
-            run::train(&config, &run, resume)
+            let resolved = overrides.resolve(RunConfig::default(), false)?;
+            run::train(&resolved, &run, resume)
         }
         Command::Sample { checkpoint, exact_score, out, overrides } => {
             let (base, source) = match (&checkpoint, exact_score) {
@@ -319,16 +317,16 @@ fn run(command: Option<Command>) -> Result<()> {
                         Some(text) => RunConfig::from_toml(text)?,
                         None => RunConfig::default(),
                     };
-                    (base, run::Source::Checkpoint(path.clone()))
+                    (base, run::Source::Checkpoint(Box::new(ckpt)))
                 }
                 (None, true) => (RunConfig::default(), run::Source::Exact),
                 (None, false) => bail!("say where the score comes from: --checkpoint PATH or --exact-score"),
             };
-            let config = overrides.resolve(base, exact_score)?;
+            let resolved = overrides.resolve(base, exact_score)?;
             files::check_writable(&out)?;
             let dir =
                 out.parent().filter(|p| !p.as_os_str().is_empty()).map(PathBuf::from).unwrap_or(PathBuf::from("."));
-            run::sample(&config, source, &dir, &out)
+            run::sample(&resolved, source, &dir, &out)
         }
         Command::Fields { checkpoint, sigma, out } => {
             files::check_writable(&out)?;
@@ -357,7 +355,8 @@ fn run(command: Option<Command>) -> Result<()> {
 /// The main job: the default config end to end into runs/main.
 fn main_job() -> Result<()> {
     let dir = PathBuf::from("runs/main");
-    let config = RunConfig::default();
+    let resolved = RunConfig::default().resolve(false)?;
+    let config = &resolved.config;
     println!(
         "main job: train the W1 network ({} x {}) on the eight Gaussians for {} steps, then sample it into {}",
         config.model.hidden_layers,
@@ -365,8 +364,9 @@ fn main_job() -> Result<()> {
         config.train.steps,
         dir.display()
     );
-    run::train(&config, &dir, false)?;
-    run::sample(&config, run::Source::Checkpoint(dir.join(run::CHECKPOINT)), &dir, &dir.join("samples.npy"))?;
+    run::train(&resolved, &dir, false)?;
+    let ckpt = run::load_checkpoint(&dir.join(run::CHECKPOINT))?;
+    run::sample(&resolved, run::Source::Checkpoint(Box::new(ckpt)), &dir, &dir.join("samples.npy"))?;
     println!(
         "pictures: {0}/loss.png, {0}/samples.png (data left, samples right), {0}/score_field.png (learned top, \
          exact bottom), {0}/sampling.gif",

@@ -19,16 +19,16 @@ use scorefield::rng::Stream;
 use scorefield::sample::{Sampler, SamplerConfig, ScoreSource};
 use scorefield::train::{LossRecord, Trainer};
 
-use crate::config::RunConfig;
+use crate::config::{Run, RunConfig};
 use crate::files::{check_writable, npy_bytes, remove_stale_temporaries, write_atomic};
 use crate::picture;
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 
-/// The training points of a config (the data seed is derived from the run seed, so changing
-/// the seed changes both).
-fn training_data(config: &RunConfig) -> Result<(Vec<f32>, usize)> {
-    let dataset = config.dataset()?;
+/// The training points of a run (the data seed is derived from the run seed, so changing the
+/// seed changes both).
+fn training_data(run: &Run) -> Result<(Vec<f32>, usize)> {
+    let (dataset, config) = (&run.dataset, &run.config);
     // An image set trains on all its images.
     let data = match dataset.images() {
         Some(set) => set.pixels.clone(),
@@ -38,12 +38,13 @@ fn training_data(config: &RunConfig) -> Result<(Vec<f32>, usize)> {
 }
 
 /// Trains as the config says, in `dir`; with `resume`, continues from the checkpoint there.
-pub fn train(config: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
+pub fn train(run: &Run, dir: &Path, resume: bool) -> Result<()> {
+    let config = &run.config;
     check_writable(&dir.join("config.toml"))?;
     remove_stale_temporaries(dir);
     let gpu = pollster::block_on(Gpu::with_adapter(config.adapter()))?;
-    let (data, dim) = training_data(config)?;
-    let train_config = config.train_config(dim)?;
+    let (data, _) = training_data(run)?;
+    let train_config = run.train.clone();
     let ckpt_path = dir.join(CHECKPOINT);
     let mut trainer = if resume {
         let ckpt = load_checkpoint(&ckpt_path)?;
@@ -77,7 +78,7 @@ pub fn train(config: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
         .open(dir.join("log.jsonl"))
         .with_context(|| format!("opening {}", dir.join("log.jsonl").display()))?;
     let log_every = config.train.log_every.max(1);
-    let objective = config.objective()?;
+    let objective = &run.objective;
     let levels = objective.levels().len();
     let mut curve = Vec::new();
     let started = Instant::now();
@@ -129,7 +130,7 @@ pub fn train(config: &RunConfig, dir: &Path, resume: bool) -> Result<()> {
     println!("trained {} steps ({rate:.1} steps/s) -> {}", trainer.step(), ckpt_path.display());
     // The whole run's log (a resumed run's too), one record per logged step.
     let log = LogCurve::read(&dir.join("log.jsonl"))?;
-    let groups = loss_groups(&objective);
+    let groups = loss_groups(objective);
     let per_group: Vec<Vec<f64>> = log.per_level.iter().map(|row| group_means(row, &groups)).collect();
     let labels: Vec<String> = groups.into_iter().map(|g| g.0).collect();
     picture::loss_curves(&dir.join("loss.png"), &log.steps, &log.mean, &per_group, &labels)?;
@@ -325,23 +326,22 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
 
 /// Where the score comes from for `sample`.
 pub enum Source {
-    Checkpoint(PathBuf),
+    /// A checkpoint, read once by the caller (which took the run config from it).
+    Checkpoint(Box<Checkpoint>),
     Exact,
 }
 
 /// Samples as the config's [sample] says; writes `out` (.npy) and the pictures into `dir`.
-pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Result<()> {
+pub fn sample(run: &Run, source: Source, dir: &Path, out: &Path) -> Result<()> {
+    let config = &run.config;
     let gpu = pollster::block_on(Gpu::with_adapter(config.adapter()))?;
-    let method = match source {
-        Source::Exact => config.exact_method()?,
-        Source::Checkpoint(_) => config.method()?,
-    };
+    let method = &run.method;
     let s = &config.sample;
     let mut sampler_config = SamplerConfig::new(s.particles, s.seed);
     // Snapshots are counted in the method's steps; about 60 frames make the animation.
     let steps = method.plan()?.iter().filter(|p| p.boundary).count();
     sampler_config.snapshot_every = if s.snapshot_every > 0 { s.snapshot_every.max(steps / 60) } else { 0 };
-    let dataset = config.dataset()?;
+    let dataset = &run.dataset;
     let mut model_for_field = None;
     let (x, snapshots, dim) = match source {
         Source::Exact => {
@@ -352,17 +352,16 @@ pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Res
                 );
             };
             let mut sampler =
-                pollster::block_on(Sampler::new(&gpu, ScoreSource::Mixture(&mixture), &method, sampler_config))?;
+                pollster::block_on(Sampler::new(&gpu, ScoreSource::Mixture(&mixture), method, sampler_config))?;
             sampler.run();
             (pollster::block_on(sampler.read())?, pollster::block_on(sampler.read_snapshots())?, mixture.dim)
         }
-        Source::Checkpoint(path) => {
-            let ckpt = load_checkpoint(&path)?;
+        Source::Checkpoint(ckpt) => {
             let model = ScoreMlp::from_checkpoint(&gpu, &ckpt)?;
             let weights = if s.ema { Weights::Ema } else { Weights::Raw };
-            let parametrisation = config.objective()?.parametrisation();
+            let parametrisation = run.objective.parametrisation();
             let source = ScoreSource::Network { model: &model, weights, parametrisation };
-            let mut sampler = pollster::block_on(Sampler::new(&gpu, source, &method, sampler_config))?;
+            let mut sampler = pollster::block_on(Sampler::new(&gpu, source, method, sampler_config))?;
             sampler.run();
             let result =
                 (pollster::block_on(sampler.read())?, pollster::block_on(sampler.read_snapshots())?, ckpt.shape.dim);
@@ -372,7 +371,7 @@ pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Res
         }
     };
     if dim == 2 {
-        score_field_picture(&gpu, config, &dir.join("score_field.png"), model_for_field.as_ref())?;
+        score_field_picture(&gpu, run, &dir.join("score_field.png"), model_for_field.as_ref())?;
     }
     let bad = x.iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
@@ -412,16 +411,17 @@ pub fn sample(config: &RunConfig, source: Source, dir: &Path, out: &Path) -> Res
 /// The score field at three noise levels as arrows over the data: the learned one (top row,
 /// with a model) and the exact one (bottom row, for mixtures). For VE-type objectives, whose
 /// levels are sigmas; the network is conditioned on log sigma.
-fn score_field_picture(gpu: &Gpu, config: &RunConfig, path: &Path, model: Option<&(ScoreMlp, Weights)>) -> Result<()> {
-    let objective = config.objective()?;
+fn score_field_picture(gpu: &Gpu, run: &Run, path: &Path, model: Option<&(ScoreMlp, Weights)>) -> Result<()> {
+    let (config, objective) = (&run.config, &run.objective);
     if !matches!(objective.sde(), Some(scorefield::schedule::Sde::Ve { .. }) | None)
         || objective.parametrisation() != scorefield::objective::Parametrisation::Score
     {
         return Ok(());
     }
-    let FieldGrid { dataset, data, extent, points } = FieldGrid::new(config)?;
+    let FieldGrid { data, extent, points } = FieldGrid::new(&run.dataset, config.train.seed);
+    let dataset = &run.dataset;
     let n = FIELD_GRID;
-    let sigma_max = match objective {
+    let sigma_max = match *objective {
         Objective::Ncsn { sigma_max, .. } | Objective::VeSde { sigma_max, .. } => sigma_max,
         Objective::Dsm { sigma } => sigma,
         _ => 1.0,
@@ -464,20 +464,19 @@ fn short(v: f64) -> String {
 /// Arrows per side of a score-field picture.
 const FIELD_GRID: usize = 24;
 
-/// Where a score field is drawn: the config's dataset, 4096 points of it, and the grid.
+/// Where a score field is drawn: 4096 points of the dataset (drawn with the run's `seed`), and
+/// the grid.
 struct FieldGrid {
-    dataset: scorefield::data::Dataset,
     data: Vec<f32>,
     extent: f32,
     points: Vec<f32>,
 }
 
 impl FieldGrid {
-    fn new(config: &RunConfig) -> Result<Self> {
-        let dataset = config.dataset()?;
-        let data = dataset.sample(4096, config.train.seed ^ Stream::Data.at(1));
+    fn new(dataset: &scorefield::data::Dataset, seed: u64) -> Self {
+        let data = dataset.sample(4096, seed ^ Stream::Data.at(1));
         let extent = picture::extent(&data) * 1.25;
-        Ok(Self { dataset, data, extent, points: picture::grid(FIELD_GRID, extent) })
+        Self { data, extent, points: picture::grid(FIELD_GRID, extent) }
     }
 }
 
@@ -505,10 +504,11 @@ pub fn fields(checkpoints: &[PathBuf], sigma: Option<f64>, out: &Path) -> Result
     }
     let Some((_, _, first)) = runs.first() else { bail!("give at least one --checkpoint") };
     let gpu = pollster::block_on(Gpu::with_adapter(first.adapter()))?;
-    let grid = FieldGrid::new(first)?;
-    if grid.dataset.dim() != 2 {
-        bail!("score fields are drawn for 2-D data; {} is {}-dimensional", grid.dataset.name(), grid.dataset.dim());
+    let dataset = first.dataset()?;
+    if dataset.dim() != 2 {
+        bail!("score fields are drawn for 2-D data; {} is {}-dimensional", dataset.name(), dataset.dim());
     }
+    let grid = FieldGrid::new(&dataset, first.train.seed);
     let mut fields = Vec::new();
     let mut titles = Vec::new();
     let mut exact_level = None;
@@ -537,11 +537,11 @@ pub fn fields(checkpoints: &[PathBuf], sigma: Option<f64>, out: &Path) -> Result
         println!("{}: {} at sigma {}", path.display(), config.objective.kind, level.sigma);
         exact_level.get_or_insert((level.sigma, noise));
     }
-    if let (Some(mixture), Some((scale, noise))) = (grid.dataset.mixture(), exact_level) {
+    if let (Some(mixture), Some((scale, noise))) = (dataset.mixture(), exact_level) {
         let p64: Vec<f64> = grid.points.iter().map(|&v| v as f64).collect();
         fields.push(mixture.noised_score(&p64, 1.0, noise).iter().map(|v| (v * scale) as f32).collect());
         titles.push(format!("true score, σ = {}", short(noise)));
-        println!("exact score of {} at noise {noise}, last", grid.dataset.name());
+        println!("exact score of {} at noise {noise}, last", dataset.name());
     }
     picture::score_fields(out, &grid.data, &fields, &titles, FIELD_GRID, grid.extent, fields.len())?;
     println!("-> {}", out.display());
