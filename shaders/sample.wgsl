@@ -31,7 +31,9 @@
 // Two paths give the same numbers (tests/sample.rs):
 //   fused:  every step of cursor.first .. first + count in one dispatch, the particle in private
 //           memory, the network evaluated per particle (D <= MAX_D, W <= MAX_W, W a multiple
-//           of 4, at most 4 hidden layers), the weights read through uniform bindings;
+//           of 4, at most 4 hidden layers), the weights read through uniform bindings; with a
+//           network, PPI particles per invocation (PPI D <= MAX_D), which share each weight
+//           load and give the same numbers as one per invocation;
 //   staged: per step, score_mixture or embed + the dense-layer kernels (mlp.wgsl) write the
 //           score (or network output) to `score`, then update applies it; for any D and width.
 // Noise of step i: normals mul_wide(n, ceil(D/4)) + j/4 of stream (step.stream), lane j % 4.
@@ -74,6 +76,10 @@ override H: u32 = 1u;        // hidden layers of the network
 override W: u32 = 1u;        // hidden width
 override F: u32 = 16u;       // embedding frequencies (2F embedding features)
 override WG: u32 = 64u;
+// Particles per invocation of `fused` (1 to MAX_PPI; 1 with the mixture source). Particle
+// n0 + q of an invocation keeps dimension j at x[q * D + j] and its activations at
+// h[k * PPI + q].
+override PPI: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> cursor: SampleCursor;
 @group(0) @binding(1) var<storage, read> schedule: array<SampleStep>;
@@ -181,41 +187,88 @@ fn bias(i: u32) -> f32 {
 }
 
 const MAX_W4: u32 = MAX_W / 4u;
+const MAX_PPI: u32 = 4u;
+const MAX_H4: u32 = MAX_W4 * MAX_PPI;
 
-// dst = act(W src + b) for layer l (fan_in4 vec4s per row of W; biases from b_off). Four
-// outputs at a time share each load of src.
-fn dense(src: ptr<function, array<vec4<f32>, MAX_W4>>, dst: ptr<function, array<vec4<f32>, MAX_W4>>, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
+// Four outputs of a layer for one particle: the rows w0 .. w3 of W against its inputs h.
+fn rows4(w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>, h: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(w0, h), dot(w1, h), dot(w2, h), dot(w3, h));
+}
+
+fn activate(z: vec4<f32>, act: bool) -> vec4<f32> {
+    return select(z, z / (1.0 + exp(-z)), act);
+}
+
+// dst = act(W src + b) for layer l (fan_in4 vec4s per row of W; biases from b_off), for the
+// PPI particles of the invocation. Four outputs at a time share each load of src, and the PPI
+// particles each load of W: on llvmpipe the loads, not the FMAs, set the speed.
+fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, dst: ptr<function, array<vec4<f32>, MAX_H4>>, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
     for (var j = 0u; j < fan_out; j += 4u) {
         let rows = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(fan_out - 1u)) * fan_in4;
-        var acc = vec4<f32>(0.0);
+        var acc0 = vec4<f32>(0.0);
+        var acc1 = vec4<f32>(0.0);
+        var acc2 = vec4<f32>(0.0);
+        var acc3 = vec4<f32>(0.0);
         for (var k = 0u; k < fan_in4; k++) {
-            let h = (*src)[k];
-            acc += vec4<f32>(dot(weight4(l, rows.x + k), h), dot(weight4(l, rows.y + k), h), dot(weight4(l, rows.z + k), h), dot(weight4(l, rows.w + k), h));
+            let w0 = weight4(l, rows.x + k);
+            let w1 = weight4(l, rows.y + k);
+            let w2 = weight4(l, rows.z + k);
+            let w3 = weight4(l, rows.w + k);
+            let i = k * PPI;
+            acc0 += rows4(w0, w1, w2, w3, (*src)[i]);
+            if PPI > 1u {
+                acc1 += rows4(w0, w1, w2, w3, (*src)[i + 1u]);
+            }
+            if PPI > 2u {
+                acc2 += rows4(w0, w1, w2, w3, (*src)[i + 2u]);
+            }
+            if PPI > 3u {
+                acc3 += rows4(w0, w1, w2, w3, (*src)[i + 3u]);
+            }
         }
         let last = fan_out - 1u;
-        let z = acc + vec4<f32>(bias(b_off + j), bias(b_off + min(j + 1u, last)), bias(b_off + min(j + 2u, last)), bias(b_off + min(j + 3u, last)));
-        (*dst)[j / 4u] = select(z, z / (1.0 + exp(-z)), act);
+        let b = vec4<f32>(bias(b_off + j), bias(b_off + min(j + 1u, last)), bias(b_off + min(j + 2u, last)), bias(b_off + min(j + 3u, last)));
+        let o = (j / 4u) * PPI;
+        (*dst)[o] = activate(acc0 + b, act);
+        if PPI > 1u {
+            (*dst)[o + 1u] = activate(acc1 + b, act);
+        }
+        if PPI > 2u {
+            (*dst)[o + 2u] = activate(acc2 + b, act);
+        }
+        if PPI > 3u {
+            (*dst)[o + 3u] = activate(acc3 + b, act);
+        }
     }
 }
 
+// The scores s[q * D + j] of the invocation's PPI particles x[q * D + j].
 fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32, MAX_D>>, st: SampleStep) {
-    var h: array<vec4<f32>, MAX_W4>;
-    var g: array<vec4<f32>, MAX_W4>;
-    // The input: x, sin(c w), cos(c w), zeros up to a multiple of 4.
+    var h: array<vec4<f32>, MAX_H4>;
+    var g: array<vec4<f32>, MAX_H4>;
+    // The input: x, sin(c w), cos(c w), zeros up to a multiple of 4; the embedding is the same
+    // for every particle of the step.
     let fan_in4 = (D + 2u * F + 3u) / 4u;
     for (var k = 0u; k < fan_in4; k++) {
         var v = vec4<f32>(0.0);
         for (var t = 0u; t < 4u; t++) {
             let i = 4u * k + t;
-            if i < D {
-                v[t] = (*x)[i];
-            } else if i < D + F {
+            if i >= D && i < D + F {
                 v[t] = sin(st.cond * freqs[i - D]);
-            } else if i < D + 2u * F {
+            } else if i >= D + F && i < D + 2u * F {
                 v[t] = cos(st.cond * freqs[i - D - F]);
             }
         }
-        h[k] = v;
+        for (var q = 0u; q < PPI; q++) {
+            var u = v;
+            for (var t = 0u; t < 4u; t++) {
+                let i = 4u * k + t;
+                if i < D {
+                    u[t] = (*x)[q * D + i];
+                }
+            }
+            h[k * PPI + q] = u;
+        }
     }
     let w4 = W / 4u;
     // The layers are spelled out with constant indices (MAX_LAYERS - 1 hidden at most) so that
@@ -234,13 +287,17 @@ fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32
     // After H hidden layers the activations are in g (H odd) or h (H even).
     if (H & 1u) == 1u {
         dense(&g, &h, H, w4, D, H * W, false);
-        for (var j = 0u; j < D; j++) {
-            (*s)[j] = st.out_scale * h[j / 4u][j % 4u];
+        for (var q = 0u; q < PPI; q++) {
+            for (var j = 0u; j < D; j++) {
+                (*s)[q * D + j] = st.out_scale * h[(j / 4u) * PPI + q][j % 4u];
+            }
         }
     } else {
         dense(&h, &g, H, w4, D, H * W, false);
-        for (var j = 0u; j < D; j++) {
-            (*s)[j] = st.out_scale * g[j / 4u][j % 4u];
+        for (var q = 0u; q < PPI; q++) {
+            for (var j = 0u; j < D; j++) {
+                (*s)[q * D + j] = st.out_scale * g[(j / 4u) * PPI + q][j % 4u];
+            }
         }
     }
 }
@@ -249,21 +306,23 @@ fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32
 
 @compute @workgroup_size(WG)
 fn fused(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let n = particle_id(gid, nwg);
-    if n >= N {
+    let n0 = particle_id(gid, nwg) * PPI;
+    if n0 >= N {
         return;
     }
+    // The invocation's particles: PPI, fewer at the end (the rest stay zero and are not stored).
+    let count = min(PPI, N - n0);
     var x: array<f32, MAX_D>;
     var p: array<f32, MAX_D>;
     var s: array<f32, MAX_D>;
-    for (var j = 0u; j < D; j++) {
-        x[j] = particles[n * D + j];
-        p[j] = saved[n * D + j];
+    for (var i = 0u; i < count * D; i++) {
+        x[i] = particles[n0 * D + i];
+        p[i] = saved[n0 * D + i];
     }
     for (var i = cursor.first; i < cursor.first + cursor.count; i++) {
         let st = schedule[i];
         if (st.flags & FLAG_NO_SCORE) != 0u {
-            for (var j = 0u; j < D; j++) {
+            for (var j = 0u; j < PPI * D; j++) {
                 s[j] = 0.0;
             }
         } else if SOURCE == 0u {
@@ -272,20 +331,23 @@ fn fused(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
             network_score(&x, &s, st);
         }
         let save = (st.flags & FLAG_SAVE) != 0u;
-        for (var j0 = 0u; j0 < D; j0 += 4u) {
-            let z = noise4(st, n, j0);
-            for (var j = j0; j < min(j0 + 4u, D); j++) {
-                let r = update_elem(st, x[j], s[j], z[j - j0], p[j]);
-                x[j] = r.x;
-                if save {
-                    p[j] = r.y;
+        for (var q = 0u; q < count; q++) {
+            for (var j0 = 0u; j0 < D; j0 += 4u) {
+                let z = noise4(st, n0 + q, j0);
+                for (var j = j0; j < min(j0 + 4u, D); j++) {
+                    let e = q * D + j;
+                    let r = update_elem(st, x[e], s[e], z[j - j0], p[e]);
+                    x[e] = r.x;
+                    if save {
+                        p[e] = r.y;
+                    }
                 }
             }
         }
     }
-    for (var j = 0u; j < D; j++) {
-        particles[n * D + j] = x[j];
-        saved[n * D + j] = p[j];
+    for (var i = 0u; i < count * D; i++) {
+        particles[n0 * D + i] = x[i];
+        saved[n0 * D + i] = p[i];
     }
 }
 

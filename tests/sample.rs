@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use scorefield::gpu::Gpu;
+use scorefield::gpu::{Gpu, Tuning};
 use scorefield::mixture::GaussianMixture;
 use scorefield::model::{MlpShape, ScoreMlp, Weights};
 use scorefield::objective::Parametrisation;
@@ -162,6 +162,28 @@ fn network_scores_match_the_reference_on_both_paths() {
             diff == 0.0
         );
         assert!(diff < 1e-5, "fused and staged paths differ by {diff:.2e}");
+    }
+}
+
+#[test]
+fn several_particles_per_fused_invocation_give_the_same_particles() {
+    let gpu = gpu();
+    let mut r = TestRng(test_seed());
+    let shape = MlpShape { dim: 3, hidden_layers: 2, width: 24 };
+    let model = ScoreMlp::new(&gpu, shape, r.next_u64()).unwrap();
+    let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: Parametrisation::Score };
+    let method = Method::ProbabilityFlow { sde: Sde::vp_default(), steps: 4, heun: true };
+    // 203 particles: the last invocation has fewer than its share.
+    let config = SamplerConfig { path: Path::Fused, ..SamplerConfig::new(203, r.next_u64()) };
+    let run = |ppi: u32| {
+        let gpu = gpu.clone().with_tuning(Tuning { fused_particles: ppi, ..gpu.tuning() });
+        run_sampler(&gpu, source, &method, config).0
+    };
+    let one = run(1);
+    for ppi in [2, 3, 4] {
+        let got = run(ppi);
+        let same = one.iter().zip(&got).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
+        assert_eq!(same, one.len(), "{ppi} particles per invocation: {same} of {} values as with one", one.len());
     }
 }
 

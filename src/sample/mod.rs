@@ -79,6 +79,8 @@ pub const MAX_FUSED_DIM: usize = 64;
 pub const MAX_FUSED_WIDTH: usize = 128;
 /// Most layers (hidden + output) of a fused network (`MAX_LAYERS` in sample.wgsl).
 pub const MAX_FUSED_LAYERS: usize = 5;
+/// Most particles per invocation of the fused network kernel (`MAX_PPI` in sample.wgsl).
+const MAX_FUSED_PARTICLES: usize = 4;
 /// Bytes of one uniform weight window (`WINDOW` vec4s in sample.wgsl).
 const WINDOW_BYTES: u64 = UNIFORM_WINDOW_BYTES;
 
@@ -116,6 +118,8 @@ pub struct Sampler {
     chunks: Vec<Chunk>,
     position: usize,
     fused: Option<(Pipeline, wgpu::BindGroup, Option<WeightPack>)>,
+    /// Particles per invocation of the fused kernel (PPI in sample.wgsl).
+    fused_particles: usize,
     staged: Option<Staged>,
     particles: GpuBuffer<f32>,
     // Read by the kernels; kept alive with their bind groups.
@@ -200,9 +204,17 @@ impl Sampler {
         // Where the driver ends an invocation's loops past a budget (llvmpipe), a fused
         // dispatch runs no more steps than fit half of it, and a score that alone does not fit
         // (a mixture of very many components) is refused rather than silently cut short.
+        // A network's particles share each weight load, several per invocation where the
+        // adapter's tuning asks for it and their dimensions fit the private arrays.
+        let fused_particles = match source {
+            ScoreSource::Network { .. } if fused => {
+                (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES).min(MAX_FUSED_DIM / d)
+            }
+            _ => 1,
+        };
         let mut config = config;
         if let Some(limit) = gpu.tuning().loop_limit {
-            let score = score_loop_iterations(&source);
+            let score = score_loop_iterations(&source, fused_particles);
             if score > limit / 2 {
                 return Err(Error::invalid(
                     "score source",
@@ -216,7 +228,7 @@ impl Sampler {
                 ));
             }
             if fused {
-                let fit = (limit / 2 / fused_step_loop_iterations(&source)).max(1);
+                let fit = (limit / 2 / fused_step_loop_iterations(&source, fused_particles)).max(1);
                 config.steps_per_dispatch = config.steps_per_dispatch.min(fit);
             }
         }
@@ -265,6 +277,7 @@ impl Sampler {
             ("W", w as f64),
             ("F", EMBED_FREQS as f64),
             ("WG", WG as f64),
+            ("PPI", fused_particles as f64),
         ];
         let cursor_binding =
             || wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &cursor, offset: 0, size: None });
@@ -401,6 +414,7 @@ impl Sampler {
             chunks,
             position: 0,
             fused: fused_kernel,
+            fused_particles,
             staged,
             particles,
             _schedule: schedule,
@@ -519,7 +533,8 @@ impl Sampler {
     fn record_chunk(&self, pass: &mut wgpu::ComputePass<'_>, chunk: Chunk) {
         let grid = self.gpu.grid((self.config.particles as u32).div_ceil(WG));
         if let Some((pipeline, bg, _)) = &self.fused {
-            pipeline.dispatch(pass, bg, &[], grid);
+            let invocations = self.config.particles.div_ceil(self.fused_particles) as u32;
+            pipeline.dispatch(pass, bg, &[], self.gpu.grid(invocations.div_ceil(WG)));
             return;
         }
         let Some(staged) = &self.staged else { return };
@@ -588,23 +603,25 @@ fn pack_mixture(m: &GaussianMixture) -> Vec<f32> {
         .collect()
 }
 
-/// About how many loop iterations one step of sample.wgsl's `fused` entry runs per invocation:
-/// the score and the update.
-fn fused_step_loop_iterations(source: &ScoreSource<'_>) -> usize {
-    5 * source.dim().div_ceil(4) + 1 + score_loop_iterations(source)
+/// About how many loop iterations one step of sample.wgsl's `fused` entry runs per invocation
+/// of `ppi` particles: the score and each particle's update (and zeroed score).
+fn fused_step_loop_iterations(source: &ScoreSource<'_>, ppi: usize) -> usize {
+    let d = source.dim();
+    ppi * (5 * d.div_ceil(4) + 1 + d) + score_loop_iterations(source, ppi)
 }
 
-/// About how many loop iterations one score evaluation runs per particle: the mixture's
-/// component loops (`mixture_score`, also the staged `score_mixture`), or the network's
-/// embedding and dense-layer loops.
-fn score_loop_iterations(source: &ScoreSource<'_>) -> usize {
+/// About how many loop iterations one score evaluation runs per invocation of `ppi`
+/// particles: the mixture's component loops (`mixture_score`, also the staged `score_mixture`;
+/// one particle), or the network's embedding (per particle), dense-layer (shared by the
+/// particles) and output loops.
+fn score_loop_iterations(source: &ScoreSource<'_>, ppi: usize) -> usize {
     let d = source.dim();
     match source {
         ScoreSource::Mixture(m) => m.components() * (3 * d + 3) + 2 * d,
         ScoreSource::Network { model, .. } => {
             let dense: usize =
                 model.shape.layers().iter().map(|l| l.fan_out.div_ceil(4) * (l.fan_in.div_ceil(4) + 1)).sum();
-            5 * model.shape.input_width().div_ceil(4) + dense + d
+            model.shape.input_width().div_ceil(4) * (4 + 5 * ppi) + dense + ppi * (d + 1)
         }
     }
 }

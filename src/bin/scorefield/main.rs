@@ -271,6 +271,10 @@ enum Command {
         /// adapter has GPU timestamps (the default there).
         #[arg(long)]
         host_clock: bool,
+        /// Particles per invocation of the fused sampler with a network score, 1 to 4
+        /// (default: the adapter's choice, 4 on CPU adapters).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4))]
+        fused_particles: Option<u32>,
     },
 }
 
@@ -334,18 +338,39 @@ fn run(command: Option<Command>) -> Result<()> {
         }
         Command::Eval { samples } => run::eval(&samples),
         Command::Info { repeats, adapter } => pollster::block_on(info(repeats, adapter.as_deref())),
-        Command::Bench { kernels: true, steps, repeats, adapter, operands, host_clock, .. } => {
-            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;
+        Command::Bench { kernels: true, steps, repeats, adapter, operands, host_clock, fused_particles, .. } => {
+            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands, fused_particles))?;
             let clock = Clock::new(&gpu, host_clock);
             pollster::block_on(bench_kernels(&gpu, &clock, steps.unwrap_or(10), repeats))
         }
-        Command::Bench { objectives: true, steps, repeats, batch, adapter, operands, host_clock, .. } => {
-            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;
+        Command::Bench {
+            objectives: true,
+            steps,
+            repeats,
+            batch,
+            adapter,
+            operands,
+            host_clock,
+            fused_particles,
+            ..
+        } => {
+            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands, fused_particles))?;
             let clock = Clock::new(&gpu, host_clock);
             pollster::block_on(bench_objectives(&gpu, &clock, steps.unwrap_or(10), repeats, batch))
         }
-        Command::Bench { workloads, steps, repeats, path, json, adapter, operands, host_clock, .. } => {
-            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands))?;
+        Command::Bench {
+            workloads,
+            steps,
+            repeats,
+            path,
+            json,
+            adapter,
+            operands,
+            host_clock,
+            fused_particles,
+            ..
+        } => {
+            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands, fused_particles))?;
             let clock = Clock::new(&gpu, host_clock);
             pollster::block_on(bench(&gpu, &clock, workloads, steps, repeats, &path, json))
         }
@@ -418,22 +443,32 @@ async fn info(repeats: usize, adapter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// The device of a benchmark, with the dense-layer operand path asked for (`--operands`;
-/// "auto" keeps the adapter's).
-async fn bench_gpu(adapter: Option<&str>, operands: &str) -> Result<Gpu> {
+/// The device of a benchmark, with the kernel choices asked for (`--operands`,
+/// `--fused-particles`) in place of the adapter's own ("auto", or none, keeps them).
+async fn bench_gpu(adapter: Option<&str>, operands: &str, fused_particles: Option<u32>) -> Result<Gpu> {
     let gpu = Gpu::with_adapter(adapter).await?;
-    Ok(match operands {
-        "auto" => gpu,
-        _ => {
-            let tuning = Tuning { chunked_operands: operands == "chunked", ..gpu.tuning() };
-            gpu.with_tuning(tuning)
-        }
-    })
+    let own = gpu.tuning();
+    let tuning = Tuning {
+        chunked_operands: match operands {
+            "chunked" => true,
+            "storage" => false,
+            _ => own.chunked_operands,
+        },
+        fused_particles: fused_particles.unwrap_or(own.fused_particles),
+        ..own
+    };
+    Ok(gpu.with_tuning(tuning))
 }
 
-/// How the dense layers read their operands on `gpu`, for the benchmarks' headers.
+/// The kernel choices on `gpu`, for the benchmarks' headers.
 fn operands_line(gpu: &Gpu) -> String {
-    format!("dense-layer operands: {} (bench --operands chunked|storage)", gpu.tuning().operands())
+    let t = gpu.tuning();
+    format!(
+        "dense-layer operands: {} (bench --operands chunked|storage); fused sampler: {} particle(s) per invocation \
+         with a network (--fused-particles)",
+        t.operands(),
+        t.fused_particles
+    )
 }
 
 async fn bench(
