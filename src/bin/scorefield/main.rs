@@ -338,41 +338,29 @@ fn run(command: Option<Command>) -> Result<()> {
         }
         Command::Eval { samples } => run::eval(&samples),
         Command::Info { repeats, adapter } => pollster::block_on(info(repeats, adapter.as_deref())),
-        Command::Bench { kernels: true, steps, repeats, adapter, operands, host_clock, fused_particles, .. } => {
-            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands, fused_particles))?;
-            let clock = Clock::new(&gpu, host_clock);
-            pollster::block_on(bench_kernels(&gpu, &clock, steps.unwrap_or(10), repeats))
-        }
-        Command::Bench {
-            objectives: true,
-            steps,
-            repeats,
-            batch,
-            adapter,
-            operands,
-            host_clock,
-            fused_particles,
-            ..
-        } => {
-            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands, fused_particles))?;
-            let clock = Clock::new(&gpu, host_clock);
-            pollster::block_on(bench_objectives(&gpu, &clock, steps.unwrap_or(10), repeats, batch))
-        }
         Command::Bench {
             workloads,
             steps,
             repeats,
             path,
             json,
+            objectives,
+            batch,
+            kernels,
             adapter,
             operands,
             host_clock,
             fused_particles,
-            ..
         } => {
             let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands, fused_particles))?;
             let clock = Clock::new(&gpu, host_clock);
-            pollster::block_on(bench(&gpu, &clock, workloads, steps, repeats, &path, json))
+            if kernels {
+                pollster::block_on(bench_kernels(&gpu, &clock, steps.unwrap_or(10), repeats))
+            } else if objectives {
+                pollster::block_on(bench_objectives(&gpu, &clock, steps.unwrap_or(10), repeats, batch))
+            } else {
+                pollster::block_on(bench(&gpu, &clock, workloads, steps, repeats, &path, json))
+            }
         }
     }
 }
