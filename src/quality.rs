@@ -72,7 +72,7 @@ impl QualityJudge {
             parts[part].0.extend_from_slice(img);
             parts[part].1.push(label);
         }
-        let [(train, train_labels), (reference, reference_labels), (held_out, held_out_labels)] = parts;
+        let [(train, train_labels), (reference, _), (held_out, held_out_labels)] = parts;
         for c in 0..classes {
             if train_labels.iter().filter(|&&l| l == c).count() < K {
                 return Err(Error::invalid(
@@ -81,7 +81,6 @@ impl QualityJudge {
                 ));
             }
         }
-        let _ = reference_labels;
         let mut judge = Self {
             dim,
             classes,
