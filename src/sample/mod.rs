@@ -166,72 +166,9 @@ impl Sampler {
         for p in &mut plan {
             p.step.out_scale = out_scale(&source, p.level.sigma);
         }
-        let fused_ok = fusable
-            && match source {
-                ScoreSource::Mixture(m) => m.dim <= MAX_FUSED_DIM,
-                ScoreSource::Network { model, .. } => {
-                    model.shape.dim <= MAX_FUSED_DIM
-                        && model.shape.width <= MAX_FUSED_WIDTH
-                        && model.shape.width.is_multiple_of(4)
-                        && model.shape.hidden_layers < MAX_FUSED_LAYERS
-                        && model.shape.input_width() <= MAX_FUSED_WIDTH
-                }
-            };
-        if let ScoreSource::Mixture(m) = source {
-            if m.dim > MAX_FUSED_DIM {
-                return Err(Error::invalid(
-                    "mixture dimension",
-                    format!("{} > {MAX_FUSED_DIM}: exact mixture scores are computed per particle", m.dim),
-                ));
-            }
-        }
-        let fused = match config.path {
-            Path::Auto => fused_ok,
-            Path::Staged => false,
-            Path::Fused if fused_ok => true,
-            Path::Fused => {
-                return Err(Error::invalid(
-                    "sampler path",
-                    format!(
-                        "the fused path needs an uncoupled method (not predictor-corrector), d <= {MAX_FUSED_DIM} \
-                         and a network of at most {} hidden layers no wider than {MAX_FUSED_WIDTH} (a multiple \
-                         of 4); use the staged path",
-                        MAX_FUSED_LAYERS - 1
-                    ),
-                ))
-            }
-        };
-        // Where the driver ends an invocation's loops past a budget (llvmpipe), a fused
-        // dispatch runs no more steps than fit half of it, and a score that alone does not fit
-        // (a mixture of very many components) is refused rather than silently cut short.
-        // A network's particles share each weight load, several per invocation where the
-        // adapter's tuning asks for it and their dimensions fit the private arrays.
-        let fused_particles = match source {
-            ScoreSource::Network { .. } if fused => {
-                (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES).min(MAX_FUSED_DIM / d)
-            }
-            _ => 1,
-        };
+        let (fused, fused_particles) = choose_path(gpu, &source, fusable, &config)?;
         let mut config = config;
-        if let Some(limit) = gpu.tuning().loop_limit {
-            let score = score_loop_iterations(&source, fused_particles);
-            if score > limit / 2 {
-                return Err(Error::invalid(
-                    "score source",
-                    format!(
-                        "one score evaluation loops about {score} times per particle, more than this adapter runs in \
-                         one invocation ({} of its {limit}-iteration loop budget: {}); use a mixture of fewer \
-                         components or a GPU driver without that limit",
-                        limit / 2,
-                        gpu.adapter_info().name
-                    ),
-                ));
-            }
-            if fused {
-                let fit = (limit / 2 / fused_step_loop_iterations(&source, fused_particles)).max(1);
-                config.steps_per_dispatch = config.steps_per_dispatch.min(fit);
-            }
-        }
+        fit_loop_budget(gpu, &source, fused, fused_particles, &mut config)?;
         let chunks = plan_chunks(&plan, fused, config);
         let snapshot_count = chunks.iter().filter_map(|c| c.snapshot).max().map_or(0, |m| m + 1);
 
@@ -261,13 +198,10 @@ impl Sampler {
             ScoreSource::Network { .. } => vec![0.0],
         };
         let mixture = GpuBuffer::from_slice(gpu, "scorefield.sample.mixture", &mixture_values, none)?;
-        let (shape_constants, freqs) = match source {
-            ScoreSource::Mixture(m) => ((0.0, m.components(), 1, 1), None),
-            ScoreSource::Network { model, .. } => {
-                ((1.0, 1, model.shape.hidden_layers, model.shape.width), Some(&model.freqs))
-            }
+        let (source_kind, k, h, w) = match source {
+            ScoreSource::Mixture(m) => (0.0, m.components(), 1, 1),
+            ScoreSource::Network { model, .. } => (1.0, 1, model.shape.hidden_layers, model.shape.width),
         };
-        let (source_kind, k, h, w) = shape_constants;
         let constants = [
             ("D", d as f64),
             ("N", n as f64),
@@ -279,129 +213,21 @@ impl Sampler {
             ("WG", WG as f64),
             ("PPI", fused_particles as f64),
         ];
-        let cursor_binding =
-            || wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &cursor, offset: 0, size: None });
-
+        let shared = SharedBindings {
+            cursor: &cursor,
+            schedule: &schedule,
+            particles: &particles,
+            saved: &saved,
+            mixture: &mixture,
+        };
         let mut keep = Vec::new();
         let (fused_kernel, staged) = if fused {
-            let pipeline = gpu.pipeline(&shaders::SAMPLE, "fused", &constants).await?;
-            // Both score sources are in the kernel, so every binding must be filled; the one
-            // not used gets a placeholder.
-            let placeholder = buf("scorefield.sample.unused", 1)?;
-            let (windows, pack) = match source {
-                ScoreSource::Network { model, weights, .. } => {
-                    let src = match weights {
-                        Weights::Raw => &model.params,
-                        Weights::Ema => &model.ema,
-                    };
-                    let (windows, pack) = WeightPack::new(gpu, &model.shape, src.raw())?;
-                    (windows, Some(pack))
-                }
-                ScoreSource::Mixture(_) => (
-                    gpu.device().create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("scorefield.sample.weights_unused"),
-                        size: WINDOW_BYTES,
-                        usage: wgpu::BufferUsages::UNIFORM,
-                        mapped_at_creation: false,
-                    }),
-                    None,
-                ),
-            };
-            let layers = match source {
-                ScoreSource::Network { model, .. } => model.shape.hidden_layers + 1,
-                ScoreSource::Mixture(_) => 0,
-            };
-            let window = |w: usize| {
-                // Windows past the network's layers are never read; they repeat window 0, as do
-                // all of them for a mixture.
-                let at = if layers > 0 && (w < layers || w == MAX_FUSED_LAYERS) { w } else { 0 };
-                uniform_window(&windows, at as u64 * WINDOW_BYTES)
-            };
-            let f = freqs.map_or(placeholder.binding(), |f| f.binding());
-            let entries = [
-                (0, cursor_binding()),
-                (1, schedule.binding()),
-                (2, particles.binding()),
-                (3, saved.binding()),
-                (5, mixture.binding()),
-                (7, f),
-                (11, window(0)),
-                (12, window(1)),
-                (13, window(2)),
-                (14, window(3)),
-                (15, window(4)),
-                (16, window(MAX_FUSED_LAYERS)),
-            ];
-            let bg = pipeline.bind_group(gpu, &entries);
+            let (kernel, placeholder) = fused_kernel(gpu, &source, &constants, &shared).await?;
             keep.push(placeholder);
-            (Some((pipeline, bg, pack)), None)
+            (Some(kernel), None)
         } else {
-            let norms = buf("scorefield.sample.norms", 2 * n)?;
-            let norm_sum = buf("scorefield.sample.norm_sum", 2)?;
-            let (score_stage, score_buffer) = match source {
-                ScoreSource::Mixture(_) => {
-                    let score = buf("scorefield.sample.score", n * d)?;
-                    let pipeline = gpu.pipeline(&shaders::SAMPLE, "score_mixture", &constants).await?;
-                    let bg = pipeline.bind_group(
-                        gpu,
-                        &[
-                            (0, cursor_binding()),
-                            (1, schedule.binding()),
-                            (2, particles.binding()),
-                            (4, score.binding()),
-                            (5, mixture.binding()),
-                        ],
-                    );
-                    let raw = score.raw().clone();
-                    keep.push(score);
-                    (ScoreStage::Mixture(pipeline, bg), raw)
-                }
-                ScoreSource::Network { model, weights, .. } => {
-                    let mlp = MlpPass::new(gpu, model, weights, n, 0, None).await?;
-                    let pipeline = gpu.pipeline(&shaders::SAMPLE, "embed", &constants).await?;
-                    let bg = pipeline.bind_group(
-                        gpu,
-                        &[
-                            (0, cursor_binding()),
-                            (1, schedule.binding()),
-                            (2, particles.binding()),
-                            (7, model.freqs.binding()),
-                            (10, mlp.acts.input.binding()),
-                        ],
-                    );
-                    let raw = mlp.output().raw().clone();
-                    (ScoreStage::Network { embed: (pipeline, bg), mlp: Box::new(mlp) }, raw)
-                }
-            };
-            let score_binding =
-                || wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &score_buffer, offset: 0, size: None });
-            let measure = gpu.pipeline(&shaders::SAMPLE, "measure_norms", &constants).await?;
-            let measure_bg = measure.bind_group(
-                gpu,
-                &[(0, cursor_binding()), (1, schedule.binding()), (4, score_binding()), (8, norms.binding())],
-            );
-            let reduce = gpu.pipeline(&shaders::SAMPLE, "reduce_norms", &constants).await?;
-            let reduce_bg = reduce.bind_group(gpu, &[(8, norms.binding()), (9, norm_sum.binding())]);
-            let update = gpu.pipeline(&shaders::SAMPLE, "update", &constants).await?;
-            let update_bg = update.bind_group(
-                gpu,
-                &[
-                    (0, cursor_binding()),
-                    (1, schedule.binding()),
-                    (2, particles.binding()),
-                    (3, saved.binding()),
-                    (4, score_binding()),
-                    (9, norm_sum.binding()),
-                ],
-            );
-            keep.push(norms);
-            keep.push(norm_sum);
-            let staged = Staged {
-                score: score_stage,
-                norms: (measure, measure_bg),
-                reduce: (reduce, reduce_bg),
-                update: (update, update_bg),
-            };
+            let (staged, buffers) = staged_kernels(gpu, &source, &constants, n, &shared).await?;
+            keep.extend(buffers);
             (None, Some(staged))
         };
         keep.push(saved);
@@ -601,6 +427,248 @@ fn pack_mixture(m: &GaussianMixture) -> Vec<f32> {
                 .chain(m.std(k).iter().map(|&v| v as f32))
         })
         .collect()
+}
+
+/// The buffers every sampler kernel binds, for building their bind groups.
+struct SharedBindings<'a> {
+    cursor: &'a wgpu::Buffer,
+    schedule: &'a GpuBuffer<SampleStep>,
+    particles: &'a GpuBuffer<f32>,
+    saved: &'a GpuBuffer<f32>,
+    mixture: &'a GpuBuffer<f32>,
+}
+
+impl SharedBindings<'_> {
+    fn cursor_binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: self.cursor, offset: 0, size: None })
+    }
+}
+
+/// The fused kernel with its bind group and, for a network, the copies that fill its weight
+/// windows; and the placeholder buffer bound where the other score source's inputs go.
+async fn fused_kernel(
+    gpu: &Gpu,
+    source: &ScoreSource<'_>,
+    constants: &[(&str, f64)],
+    shared: &SharedBindings<'_>,
+) -> Result<((Pipeline, wgpu::BindGroup, Option<WeightPack>), GpuBuffer<f32>)> {
+    let pipeline = gpu.pipeline(&shaders::SAMPLE, "fused", constants).await?;
+    // Both score sources are in the kernel, so every binding must be filled; the one
+    // not used gets a placeholder.
+    let placeholder = GpuBuffer::<f32>::new(gpu, "scorefield.sample.unused", 1, wgpu::BufferUsages::empty())?;
+    let (windows, pack) = match *source {
+        ScoreSource::Network { model, weights, .. } => {
+            let src = match weights {
+                Weights::Raw => &model.params,
+                Weights::Ema => &model.ema,
+            };
+            let (windows, pack) = WeightPack::new(gpu, &model.shape, src.raw())?;
+            (windows, Some(pack))
+        }
+        ScoreSource::Mixture(_) => (
+            gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("scorefield.sample.weights_unused"),
+                size: WINDOW_BYTES,
+                usage: wgpu::BufferUsages::UNIFORM,
+                mapped_at_creation: false,
+            }),
+            None,
+        ),
+    };
+    let layers = match *source {
+        ScoreSource::Network { model, .. } => model.shape.hidden_layers + 1,
+        ScoreSource::Mixture(_) => 0,
+    };
+    let window = |w: usize| {
+        // Windows past the network's layers are never read; they repeat window 0, as do
+        // all of them for a mixture.
+        let at = if layers > 0 && (w < layers || w == MAX_FUSED_LAYERS) { w } else { 0 };
+        uniform_window(&windows, at as u64 * WINDOW_BYTES)
+    };
+    let f = match *source {
+        ScoreSource::Network { model, .. } => model.freqs.binding(),
+        ScoreSource::Mixture(_) => placeholder.binding(),
+    };
+    let entries = [
+        (0, shared.cursor_binding()),
+        (1, shared.schedule.binding()),
+        (2, shared.particles.binding()),
+        (3, shared.saved.binding()),
+        (5, shared.mixture.binding()),
+        (7, f),
+        (11, window(0)),
+        (12, window(1)),
+        (13, window(2)),
+        (14, window(3)),
+        (15, window(4)),
+        (16, window(MAX_FUSED_LAYERS)),
+    ];
+    let bg = pipeline.bind_group(gpu, &entries);
+    Ok(((pipeline, bg, pack), placeholder))
+}
+
+/// The staged kernels (score, corrector norms, update) with their bind groups, and the
+/// buffers they need kept alive.
+async fn staged_kernels(
+    gpu: &Gpu,
+    source: &ScoreSource<'_>,
+    constants: &[(&str, f64)],
+    n: usize,
+    shared: &SharedBindings<'_>,
+) -> Result<(Staged, Vec<GpuBuffer<f32>>)> {
+    let d = source.dim();
+    let none = wgpu::BufferUsages::empty();
+    let buf = |label: &str, len: usize| GpuBuffer::<f32>::new(gpu, label, len, none);
+    let mut keep = Vec::new();
+    let norms = buf("scorefield.sample.norms", 2 * n)?;
+    let norm_sum = buf("scorefield.sample.norm_sum", 2)?;
+    let (score_stage, score_buffer) = match *source {
+        ScoreSource::Mixture(_) => {
+            let score = buf("scorefield.sample.score", n * d)?;
+            let pipeline = gpu.pipeline(&shaders::SAMPLE, "score_mixture", constants).await?;
+            let bg = pipeline.bind_group(
+                gpu,
+                &[
+                    (0, shared.cursor_binding()),
+                    (1, shared.schedule.binding()),
+                    (2, shared.particles.binding()),
+                    (4, score.binding()),
+                    (5, shared.mixture.binding()),
+                ],
+            );
+            let raw = score.raw().clone();
+            keep.push(score);
+            (ScoreStage::Mixture(pipeline, bg), raw)
+        }
+        ScoreSource::Network { model, weights, .. } => {
+            let mlp = MlpPass::new(gpu, model, weights, n, 0, None).await?;
+            let pipeline = gpu.pipeline(&shaders::SAMPLE, "embed", constants).await?;
+            let bg = pipeline.bind_group(
+                gpu,
+                &[
+                    (0, shared.cursor_binding()),
+                    (1, shared.schedule.binding()),
+                    (2, shared.particles.binding()),
+                    (7, model.freqs.binding()),
+                    (10, mlp.acts.input.binding()),
+                ],
+            );
+            let raw = mlp.output().raw().clone();
+            (ScoreStage::Network { embed: (pipeline, bg), mlp: Box::new(mlp) }, raw)
+        }
+    };
+    let score_binding =
+        || wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &score_buffer, offset: 0, size: None });
+    let measure = gpu.pipeline(&shaders::SAMPLE, "measure_norms", constants).await?;
+    let measure_bg = measure.bind_group(
+        gpu,
+        &[(0, shared.cursor_binding()), (1, shared.schedule.binding()), (4, score_binding()), (8, norms.binding())],
+    );
+    let reduce = gpu.pipeline(&shaders::SAMPLE, "reduce_norms", constants).await?;
+    let reduce_bg = reduce.bind_group(gpu, &[(8, norms.binding()), (9, norm_sum.binding())]);
+    let update = gpu.pipeline(&shaders::SAMPLE, "update", constants).await?;
+    let update_bg = update.bind_group(
+        gpu,
+        &[
+            (0, shared.cursor_binding()),
+            (1, shared.schedule.binding()),
+            (2, shared.particles.binding()),
+            (3, shared.saved.binding()),
+            (4, score_binding()),
+            (9, norm_sum.binding()),
+        ],
+    );
+    keep.push(norms);
+    keep.push(norm_sum);
+    let staged = Staged {
+        score: score_stage,
+        norms: (measure, measure_bg),
+        reduce: (reduce, reduce_bg),
+        update: (update, update_bg),
+    };
+    Ok((staged, keep))
+}
+
+/// Whether the sampler runs fused (the whole step in one kernel per particle) or staged, and
+/// how many particles share a fused invocation; refuses a fused path that cannot serve.
+fn choose_path(gpu: &Gpu, source: &ScoreSource<'_>, fusable: bool, config: &SamplerConfig) -> Result<(bool, usize)> {
+    let d = source.dim();
+    let fused_ok = fusable
+        && match *source {
+            ScoreSource::Mixture(m) => m.dim <= MAX_FUSED_DIM,
+            ScoreSource::Network { model, .. } => {
+                model.shape.dim <= MAX_FUSED_DIM
+                    && model.shape.width <= MAX_FUSED_WIDTH
+                    && model.shape.width.is_multiple_of(4)
+                    && model.shape.hidden_layers < MAX_FUSED_LAYERS
+                    && model.shape.input_width() <= MAX_FUSED_WIDTH
+            }
+        };
+    if let ScoreSource::Mixture(m) = *source {
+        if m.dim > MAX_FUSED_DIM {
+            return Err(Error::invalid(
+                "mixture dimension",
+                format!("{} > {MAX_FUSED_DIM}: exact mixture scores are computed per particle", m.dim),
+            ));
+        }
+    }
+    let fused = match config.path {
+        Path::Auto => fused_ok,
+        Path::Staged => false,
+        Path::Fused if fused_ok => true,
+        Path::Fused => {
+            return Err(Error::invalid(
+                "sampler path",
+                format!(
+                    "the fused path needs an uncoupled method (not predictor-corrector), d <= {MAX_FUSED_DIM} \
+                     and a network of at most {} hidden layers no wider than {MAX_FUSED_WIDTH} (a multiple \
+                     of 4); use the staged path",
+                    MAX_FUSED_LAYERS - 1
+                ),
+            ))
+        }
+    };
+    // A network's particles share each weight load, several per invocation where the
+    // adapter's tuning asks for it and their dimensions fit the private arrays.
+    let fused_particles = match *source {
+        ScoreSource::Network { .. } if fused => {
+            (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES).min(MAX_FUSED_DIM / d)
+        }
+        _ => 1,
+    };
+    Ok((fused, fused_particles))
+}
+
+/// Where the driver ends an invocation's loops past a budget (llvmpipe), a fused
+/// dispatch runs no more steps than fit half of it, and a score that alone does not fit
+/// (a mixture of very many components) is refused rather than silently cut short.
+fn fit_loop_budget(
+    gpu: &Gpu,
+    source: &ScoreSource<'_>,
+    fused: bool,
+    fused_particles: usize,
+    config: &mut SamplerConfig,
+) -> Result<()> {
+    if let Some(limit) = gpu.tuning().loop_limit {
+        let score = score_loop_iterations(source, fused_particles);
+        if score > limit / 2 {
+            return Err(Error::invalid(
+                "score source",
+                format!(
+                    "one score evaluation loops about {score} times per particle, more than this adapter runs in \
+                     one invocation ({} of its {limit}-iteration loop budget: {}); use a mixture of fewer \
+                     components or a GPU driver without that limit",
+                    limit / 2,
+                    gpu.adapter_info().name
+                ),
+            ));
+        }
+        if fused {
+            let fit = (limit / 2 / fused_step_loop_iterations(source, fused_particles)).max(1);
+            config.steps_per_dispatch = config.steps_per_dispatch.min(fit);
+        }
+    }
+    Ok(())
 }
 
 /// About how many loop iterations one step of sample.wgsl's `fused` entry runs per invocation
