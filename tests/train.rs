@@ -283,7 +283,7 @@ fn adam_carries_its_moments_over_several_steps() {
             objective.parametrisation(),
             fwd.output(),
             &b.noise,
-            &b.snr.iter().map(|_| 1.0).collect::<Vec<_>>(),
+            &b.loss_weights(LossWeight::Uniform),
             shape.dim,
         );
         let g = mlp::backward(&shape, &p, &fwd, &dout).0;
@@ -324,12 +324,23 @@ fn reference_backward_matches_finite_differences() {
     let b = robj::perturb(&objective, &shape, &freqs, &data, r.next_u64(), 3, 16);
     let loss = |p: &[f64]| {
         let fwd = mlp::forward(&shape, p, &b.input);
-        let (l, _) =
-            robj::loss_grad(Parametrisation::Score, fwd.output(), &b.noise, &vec![1.0; b.snr.len()], shape.dim);
+        let (l, _) = robj::loss_grad(
+            Parametrisation::Score,
+            fwd.output(),
+            &b.noise,
+            &b.loss_weights(LossWeight::Uniform),
+            shape.dim,
+        );
         l.iter().sum::<f64>() / l.len() as f64
     };
     let fwd = mlp::forward(&shape, &params, &b.input);
-    let (_, dout) = robj::loss_grad(Parametrisation::Score, fwd.output(), &b.noise, &vec![1.0; b.snr.len()], shape.dim);
+    let (_, dout) = robj::loss_grad(
+        Parametrisation::Score,
+        fwd.output(),
+        &b.noise,
+        &b.loss_weights(LossWeight::Uniform),
+        shape.dim,
+    );
     let (grads, _) = mlp::backward(&shape, &params, &fwd, &dout);
     let worst = finite_difference_error(&params, &grads, loss);
     eprintln!("finite differences: worst relative error {worst:.1e}");
