@@ -59,7 +59,7 @@ fn main() -> Result<()> {
         batch: 512,
         seed: 2,
         steps_per_submit: 25,
-        ..TrainConfig::new(MlpShape { dim: 2, hidden_layers: 3, width: 128 }, objective.clone())
+        ..TrainConfig::new(MlpShape::new(2, 3, 128), objective.clone())
     };
     let mut trainer = pollster::block_on(Trainer::new(&gpu, config, &data))?;
     trainer.run(TRAIN_STEPS, TRAIN_STEPS)?;

@@ -101,7 +101,7 @@ impl Engine {
             seed: 1,
             steps_per_submit: 25,
             ..TrainConfig::new(
-                MlpShape { dim: 2, hidden_layers: 3, width: 128 },
+                MlpShape::new(2, 3, 128),
                 Objective::Ncsn { sigma_max: 10.0, sigma_min: 0.1, levels: 10 },
             )
         };

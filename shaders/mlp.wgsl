@@ -10,6 +10,7 @@
 //                           a chunk of its input rows (BACKWARD_WEIGHT)
 //   6  uniform              awin: a chunk of A's rows, when AWIN (the activations of FORWARD,
 //                           dL/dz of BACKWARD_INPUT and BACKWARD_WEIGHT)
+//   7  storage, read        skip: dL/dh of this layer, when SKIP (BACKWARD_INPUT only)
 // Unused bindings get a small dummy buffer.
 //
 // C[m, n] = sum_k A(m, k) B(k, n), with A, B and the epilogue chosen by MODE. A layer maps
@@ -26,6 +27,14 @@
 //       out0[OFF_W + m*N + n] = C  (dL/dW);  out0[OFF_B + m] = sum_k A(m, k)  (dL/db, summed
 //       by the invocations of column 0 from the A values they load anyway: 8 adds per 64
 //       FMAs, where a column of ones would take a 64-column tile of its own)
+//   The residual network (model.rs) changes MODE 0 and MODE 1 by three constants:
+//   CARRY (the embedding columns a hidden row carries after its activations): MODE 0 stores
+//       post-activation rows of N + CARRY columns and copies A's last CARRY columns (the layer
+//       input's embedding) after them; MODE 1 reads W rows of N + CARRY columns and computes the
+//       gradient of the first N only (the embedding's is not needed).
+//   SKIP (a skip connection h = silu(z) + h_below): MODE 0 adds A(m, n) to out1; MODE 1 adds
+//       skip[m*N + n] (dL/dh of this layer) to C before the activation derivative.
+//   KEEP_DH: MODE 1 also stores dL/dh below = C (+ skip) in out1, for the layer below's skip.
 //   The batch reduction of MODE 2 is the K loop: no atomics, a fixed order, bit-reproducible.
 //   With WIN and AWIN it runs chunk by chunk (K = the chunk's rows, operands from uniform
 //   windows), each chunk's dispatch adding to the last (ACCUM): still a fixed order.
@@ -38,7 +47,7 @@
 //   MODE 0: z' = C (no bias);  out0 = z';  if ACT: out1 = silu'(aux[b*N + n]) * z'
 //           (aux: this layer's primal pre-activations)
 //   MODE 1: the adjoint of h' = silu'(z) z':  out0 = C * silu'(aux[b*N + n])  (dL/dz' below),
-//           out1 = C  (dL/dh' below, for the second-order term)
+//           out1 = C  (dL/dh' below, for the second-order term; C + skip with SKIP)
 //   MODE 2: as usual, but no bias gradient: z' has no bias.
 // Entry `second_order` (one invocation per primal element, M = batch, N = features) adds the
 // second-order term of h' = silu'(z) z' to the primal gradient:
@@ -72,6 +81,10 @@ override AWIN: bool = false;
 override ACCUM: bool = false;
 // Tangent directions per primal row; 0 for primal rows (see the header).
 override TANGENTS: u32 = 0u;
+// The residual network's constants (see the header).
+override CARRY: u32 = 0u;
+override SKIP: bool = false;
+override KEEP_DH: bool = false;
 
 // The workgroup's invocations along C's columns and rows (model.rs matmul_workgroup).
 override WG_X: u32 = 8u;
@@ -84,6 +97,7 @@ override WG_Y: u32 = 8u;
 @group(0) @binding(4) var<storage, read_write> out1: array<f32>;
 @group(0) @binding(5) var<uniform> wwin: array<vec4<f32>, 4096>;
 @group(0) @binding(6) var<uniform> awin: array<vec4<f32>, 4096>;
+@group(0) @binding(7) var<storage, read> skip: array<f32>;
 
 fn window(i: u32) -> f32 {
     return wwin[i / 4u][i % 4u];
@@ -131,10 +145,11 @@ fn load_b(k: u32, n: u32) -> f32 {
         return rhs[OFF_W + n * K + k];
     }
     if MODE == 1u {
+        let i = k * (N + CARRY) + n;
         if WIN {
-            return window(k * N + n);
+            return window(i);
         }
-        return rhs[OFF_W + k * N + n];
+        return rhs[OFF_W + i];
     }
     if WIN {
         return window(k * N + n);
@@ -147,22 +162,30 @@ fn store(m: u32, n: u32, c: f32) {
         return;
     }
     if MODE == 0u {
-        if TANGENTS > 0u {
-            out0[m * N + n] = c;
-            if ACT {
-                out1[m * N + n] = silu_grad(aux[primal_row(m) * N + n]) * c;
+        // Tangent rows: z' = C, no bias.
+        var z = c;
+        if TANGENTS == 0u {
+            z = c + rhs[OFF_B + n];
+        }
+        out0[m * N + n] = z;
+        if ACT {
+            var h = silu(z);
+            if TANGENTS > 0u {
+                h = silu_grad(aux[primal_row(m) * N + n]) * c;
             }
-        } else {
-            let z = c + rhs[OFF_B + n];
-            out0[m * N + n] = z;
-            if ACT {
-                out1[m * N + n] = silu(z);
+            if SKIP {
+                h += load_a(m, n);
             }
+            out1[m * (N + CARRY) + n] = h;
         }
     } else if MODE == 1u {
-        out0[m * N + n] = c * silu_grad(aux[primal_row(m) * N + n]);
-        if TANGENTS > 0u {
-            out1[m * N + n] = c;
+        var dh = c;
+        if SKIP {
+            dh += skip[m * N + n];
+        }
+        out0[m * N + n] = dh * silu_grad(aux[primal_row(m) * N + n]);
+        if TANGENTS > 0u || KEEP_DH {
+            out1[m * N + n] = dh;
         }
     } else {
         let i = OFF_W + m * N + n;
@@ -175,6 +198,16 @@ fn store4(m: u32, n: u32, v: vec4<f32>) {
     store(m, n + 1u, v.y);
     store(m, n + 2u, v.z);
     store(m, n + 3u, v.w);
+}
+
+// The embedding columns of row m's input, carried after its activations (MODE 0, CARRY > 0).
+fn carry_row(m: u32) {
+    if m >= M {
+        return;
+    }
+    for (var j = 0u; j < CARRY; j++) {
+        out1[m * (N + CARRY) + N + j] = load_a(m, K - CARRY + j);
+    }
 }
 
 // dL/db of row m of a MODE 2 tile (primal rows only: z' has no bias).
@@ -269,6 +302,11 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     if MODE == 2u && TANGENTS == 0u && c == 0u {
         store_bias4(r, bias_lo);
         store_bias4(r + 4u, bias_hi);
+    }
+    if MODE == 0u && ACT && CARRY > 0u && c == 0u {
+        for (var i = 0u; i < 8u; i++) {
+            carry_row(r + i);
+        }
     }
 }
 

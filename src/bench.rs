@@ -35,8 +35,8 @@ impl Workload {
 
     pub fn shape(&self) -> MlpShape {
         match self {
-            Workload::W1 | Workload::W3 => MlpShape { dim: 2, hidden_layers: 3, width: 128 },
-            Workload::W2 | Workload::W4 => MlpShape { dim: 64, hidden_layers: 3, width: 512 },
+            Workload::W1 | Workload::W3 => MlpShape::new(2, 3, 128),
+            Workload::W2 | Workload::W4 => MlpShape::new(64, 3, 512),
         }
     }
 

@@ -12,6 +12,8 @@
 //!   weight then bias, each row-major).
 //!
 //! Metadata: `scorefield.format` = "1", `shape.dim`, `shape.hidden_layers`, `shape.width`,
+//! `shape.residual` ("1" for the residual network, whose layers above the first take [h, e];
+//! absent or "0": the plain network, as in checkpoints from before it existed),
 //! `step` (steps taken; with the seed this is also the RNG position, since every random number
 //! is a function of (seed, step, index)), plus the caller's entries.
 //!
@@ -94,6 +96,7 @@ impl Checkpoint {
         meta.insert("shape.dim".into(), self.shape.dim.to_string());
         meta.insert("shape.hidden_layers".into(), self.shape.hidden_layers.to_string());
         meta.insert("shape.width".into(), self.shape.width.to_string());
+        meta.insert("shape.residual".into(), u8::from(self.shape.residual).to_string());
         meta.insert("step".into(), self.step.to_string());
         safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))
     }
@@ -110,11 +113,17 @@ impl Checkpoint {
         if get("scorefield.format")? != FORMAT {
             return Err(bad(format!("format {} is not {FORMAT}", meta["scorefield.format"])));
         }
-        let shape = MlpShape {
-            dim: number("shape.dim")? as usize,
-            hidden_layers: number("shape.hidden_layers")? as usize,
-            width: number("shape.width")? as usize,
+        let residual = match meta.get("shape.residual").map(String::as_str) {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(other) => return Err(bad(format!("metadata `shape.residual` = `{other}` is not 0 or 1"))),
         };
+        let shape = MlpShape::new(
+            number("shape.dim")? as usize,
+            number("shape.hidden_layers")? as usize,
+            number("shape.width")? as usize,
+        )
+        .with_residual(residual);
         shape.validate()?;
         let step = number("step")?;
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt tensor data: {e}")))?;

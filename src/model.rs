@@ -4,7 +4,18 @@
 //! Input: x in R^d and the 2F = 32 features sin(c w_k), cos(c w_k) of a conditioning scalar c
 //! (log sigma for VE/NCSN objectives, t for VP/DDPM), with F = 16 fixed frequencies
 //! w_k ~ N(0, 16^2) drawn at initialisation (../shared/WORKLOADS.md). Then `hidden_layers`
-//! dense layers of `width` with SiLU and a linear layer to R^d. The network's output is
+//! dense layers of `width` with SiLU and a linear layer to R^d.
+//!
+//! The residual network (`MlpShape::residual`) feeds the embedding e to every layer, not only the
+//! first, and adds a skip connection around every hidden layer but the first:
+//!   h_0 = silu(W_0 [x, e] + b_0),  h_l = h_{l-1} + silu(W_l [h_{l-1}, e] + b_l),
+//!   output = W_H [h_{H-1}, e] + b_H.
+//! W_l [h, e] is W_l's h columns times h plus a learned projection of the embedding, the way
+//! DDPM's ResNet blocks add a projected time embedding to every block (Ho et al. 2020, and
+//! score_sde's ncsnpp `ResnetBlockDDPM`: `h += Dense(temb)`); issue #20's JAX model that generates
+//! digits is this MLP. Each hidden row stores [h, e], so the next layer's input is one row.
+//!
+//! The network's output is
 //! sigma * score (score parametrisation) or the predicted noise (eps parametrisation); the
 //! division by sigma happens where a score is needed, not inside the network.
 
@@ -31,6 +42,9 @@ pub struct MlpShape {
     pub hidden_layers: usize,
     /// Width W of the hidden layers.
     pub width: usize,
+    /// The embedding fed to every layer and skip connections around the hidden layers (see the
+    /// module docs); false: the embedding enters the first layer only, no skips.
+    pub residual: bool,
 }
 
 /// One dense layer's place in the flat parameter buffer: W is [fan_out, fan_in] row-major at
@@ -44,8 +58,39 @@ pub struct Layer {
 }
 
 impl MlpShape {
+    /// A plain network: the embedding enters the first layer only.
+    pub const fn new(dim: usize, hidden_layers: usize, width: usize) -> Self {
+        Self { dim, hidden_layers, width, residual: false }
+    }
+
+    /// The same shape, residual or plain.
+    pub const fn with_residual(self, residual: bool) -> Self {
+        Self { residual, ..self }
+    }
+
     pub fn input_width(&self) -> usize {
         self.dim + 2 * EMBED_FREQS
+    }
+
+    /// The embedding columns each hidden row carries after its activations (the next layer's
+    /// input is [h, e]): 2F for the residual network, none for the plain one.
+    pub fn carried(&self) -> usize {
+        if self.residual {
+            2 * EMBED_FREQS
+        } else {
+            0
+        }
+    }
+
+    /// Row width of a hidden layer's stored activations [h, e] (the next layer's fan_in).
+    pub fn hidden_row(&self) -> usize {
+        self.width + self.carried()
+    }
+
+    /// Whether hidden layer `l` adds its input (a skip connection): every one but the first,
+    /// in the residual network.
+    pub fn skips(&self, l: usize) -> bool {
+        self.residual && l >= 1 && l < self.hidden_layers
     }
 
     /// Checks the shape is usable.
@@ -57,7 +102,7 @@ impl MlpShape {
             ));
         }
         // Bounded before param_count() multiplies (u128 cannot overflow here).
-        let size = (self.input_width() as u128 + self.dim as u128 + self.width as u128 + 1)
+        let size = (self.input_width() as u128 + self.dim as u128 + self.hidden_row() as u128 + 1)
             * (self.width as u128 + 1)
             * (self.hidden_layers as u128 + 1);
         if size > MAX_PARAMS as u128 {
@@ -69,16 +114,17 @@ impl MlpShape {
         Ok(())
     }
 
-    /// The layout table: `hidden_layers + 1` layers, weights then bias for each, in order.
+    /// The layout table: `hidden_layers + 1` layers, weights then bias for each, in order. A
+    /// layer above the first reads [h, e] (`hidden_row` columns; h alone in the plain network).
     pub fn layers(&self) -> Vec<Layer> {
-        let mut dims = vec![self.input_width()];
-        dims.extend(std::iter::repeat_n(self.width, self.hidden_layers));
-        dims.push(self.dim);
+        let fan_outs = std::iter::repeat_n(self.width, self.hidden_layers).chain([self.dim]);
+        let mut fan_in = self.input_width();
         let mut offset = 0;
-        dims.windows(2)
-            .map(|w| {
-                let layer = Layer { fan_in: w[0], fan_out: w[1], w_offset: offset, b_offset: offset + w[0] * w[1] };
-                offset += w[0] * w[1] + w[1];
+        fan_outs
+            .map(|fan_out| {
+                let layer = Layer { fan_in, fan_out, w_offset: offset, b_offset: offset + fan_in * fan_out };
+                offset += fan_in * fan_out + fan_out;
+                fan_in = self.hidden_row();
                 layer
             })
             .collect()
@@ -165,9 +211,11 @@ pub enum Weights {
 }
 
 /// Per-layer activations of a set of rows: the network input, each layer's pre-activation z and
-/// post-activation silu(z) (hidden layers), and, when training, dL/dz of each layer. Tangent
-/// rows (forward-mode directions, see mlp.wgsl) hold z', h' = silu'(z) z' and dL/dz' in the same
-/// places, and when training also dL/dh' of each hidden layer (`dpost`).
+/// stored hidden row (hidden layers: h, and for the residual network the carried embedding, so
+/// [h, e]), and, when training, dL/dz of each layer. Tangent rows (forward-mode directions, see
+/// mlp.wgsl) hold z', h' = silu'(z) z' and dL/dz' in the same places. When training, `dpost`
+/// holds dL/dh of each hidden layer where something reads it: the second-order term of tangent
+/// rows, and the skip connections of the residual network.
 pub(crate) struct Activations {
     pub input: GpuBuffer<f32>,
     pub pre: Vec<GpuBuffer<f32>>,
@@ -177,7 +225,8 @@ pub(crate) struct Activations {
 }
 
 impl Activations {
-    fn new(gpu: &Gpu, layers: &[Layer], rows: usize, training: bool, tangent: bool) -> Result<Self> {
+    fn new(gpu: &Gpu, shape: &MlpShape, rows: usize, training: bool, tangent: bool) -> Result<Self> {
+        let layers = shape.layers();
         let kind = if tangent { "tangent" } else { "primal" };
         let label = |what: &str| format!("scorefield.mlp.{kind}.{what}");
         let buf = |what: &str, len: usize| GpuBuffer::<f32>::new(gpu, &label(what), len, wgpu::BufferUsages::empty());
@@ -194,12 +243,12 @@ impl Activations {
                 .iter()
                 .map(|l| GpuBuffer::<f32>::new(gpu, &label("pre"), rows * l.fan_out, wgpu::BufferUsages::VERTEX))
                 .collect::<Result<_>>()?,
-            post: hidden.iter().map(|l| windowed("post", rows * l.fan_out)).collect::<Result<_>>()?,
+            post: hidden.iter().map(|_| windowed("post", rows * shape.hidden_row())).collect::<Result<_>>()?,
             dpre: match training {
                 true => layers.iter().map(|l| windowed("dpre", rows * l.fan_out)).collect::<Result<_>>()?,
                 false => Vec::new(),
             },
-            dpost: match training && tangent {
+            dpost: match training && (tangent || shape.residual) {
                 true => hidden.iter().map(|l| buf("dpost", rows * l.fan_out)).collect::<Result<_>>()?,
                 false => Vec::new(),
             },
@@ -349,10 +398,11 @@ impl MlpPass {
             ));
         }
         let training = grads.is_some();
-        let acts = Activations::new(gpu, &layers, batch, training, false)?;
+        let shape = &model.shape;
+        let acts = Activations::new(gpu, shape, batch, training, false)?;
         let tangent = match tangents {
             0 => None,
-            _ => Some(Activations::new(gpu, &layers, tangent_rows, training, true)?),
+            _ => Some(Activations::new(gpu, shape, tangent_rows, training, true)?),
         };
         let none = wgpu::BufferUsages::empty();
         let dummy_read = GpuBuffer::<f32>::new(gpu, "scorefield.mlp.unused_read", 1, none)?;
@@ -386,24 +436,29 @@ impl MlpPass {
         let mut forward = Vec::new();
         for (l, layer) in layers.iter().enumerate() {
             let (n, k) = (layer.fan_out, layer.fan_in);
+            // A hidden row stores the layer's n activations and the carried embedding.
+            let (act, carry) = (l < last, if l < last { shape.carried() } else { 0 });
             for &(side, rows, t) in &sides {
                 // Primal rows may run chunk by chunk with their input through uniform windows;
                 // tangent rows read their primal rows' pre-activations by row, so stay whole.
-                let chunk = if t == 0 { chunk_rows(gpu, &[k], &[n]) } else { None };
+                let chunk = if t == 0 { chunk_rows(gpu, &[k], &[n, n + carry]) } else { None };
                 let variant = Variant {
                     mode: MODE_FORWARD,
-                    act: l < last,
+                    act,
                     window: windowed(layer),
                     a_window: chunk.is_some(),
                     accumulate: false,
                     tangents: t,
+                    carry,
+                    skip: shape.skips(l),
+                    keep_dh: false,
                 };
                 let input = side.layer_input(l);
                 for (start, len) in row_chunks(rows, chunk) {
-                    let rows_of = |b| rows_binding(b, chunk.map(|_| (start * n, len * n)));
+                    let rows_of = |b, width: usize| rows_binding(b, chunk.map(|_| (start * width, len * width)));
                     // Tangent rows read the primal pre-activations of their layer for silu'(z).
                     let aux = if t > 0 { acts.pre[l].binding() } else { dummy_read.binding() };
-                    let out1 = if l < last { rows_of(&side.post[l]) } else { dummy_write.binding() };
+                    let out1 = if act { rows_of(&side.post[l], n + carry) } else { dummy_write.binding() };
                     let a_window = match chunk {
                         Some(_) => uniform_window(input.raw(), (start * k * 4) as u64),
                         None => window(0),
@@ -412,10 +467,11 @@ impl MlpPass {
                         (0, input.binding()),
                         (1, w.binding()),
                         (2, aux),
-                        (3, rows_of(&side.pre[l])),
+                        (3, rows_of(&side.pre[l], n)),
                         (4, out1),
                         (5, window(l)),
                         (6, a_window),
+                        (7, dummy_read.binding()),
                     ];
                     forward.push(dense(gpu, variant, [len, n, k], layer, &entries).await?);
                 }
@@ -435,11 +491,11 @@ impl MlpPass {
                     for (start, k) in row_chunks(rows, chunk) {
                         let variant = Variant {
                             mode: MODE_BACKWARD_WEIGHT,
-                            act: false,
                             window: chunk.is_some(),
                             a_window: chunk.is_some(),
                             accumulate: !first,
                             tangents: t,
+                            ..Variant::default()
                         };
                         first = false;
                         let (b_win, a_win) = match chunk {
@@ -457,6 +513,7 @@ impl MlpPass {
                             (4, dummy_write.binding()),
                             (5, b_win),
                             (6, a_win),
+                            (7, dummy_read.binding()),
                         ];
                         backward.push(dense(gpu, variant, [m, n, k], layer, &entries).await?);
                     }
@@ -465,21 +522,29 @@ impl MlpPass {
                 if l == 0 {
                     continue;
                 }
-                let (n, k) = (layer.fan_in, layer.fan_out);
+                // The gradient of the layer input's h columns (not of the carried embedding).
+                let (carry, k) = (shape.carried(), layer.fan_out);
+                let n = layer.fan_in - carry;
+                // dL/dh below is kept for the second-order term (tangent rows) and for the
+                // skip of the layer below; dL/dh of this layer passes down its own skip.
+                let (skip, keep_dh) = (shape.skips(l), shape.skips(l - 1));
                 for &(side, rows, t) in &sides {
                     // Chunked as the forward pass: primal rows only.
                     let chunk = if t == 0 { chunk_rows(gpu, &[k], &[n]) } else { None };
                     let variant = Variant {
                         mode: MODE_BACKWARD_INPUT,
-                        act: false,
                         window: windowed(layer),
                         a_window: chunk.is_some(),
-                        accumulate: false,
                         tangents: t,
+                        carry,
+                        skip,
+                        keep_dh,
+                        ..Variant::default()
                     };
                     for (start, len) in row_chunks(rows, chunk) {
                         let rows_of = |b| rows_binding(b, chunk.map(|_| (start * n, len * n)));
-                        let out1 = if t > 0 { side.dpost[l - 1].binding() } else { dummy_write.binding() };
+                        let out1 = if t > 0 || keep_dh { rows_of(&side.dpost[l - 1]) } else { dummy_write.binding() };
+                        let skip_in = if skip { rows_of(&side.dpost[l]) } else { dummy_read.binding() };
                         let a_window = match chunk {
                             Some(_) => uniform_window(side.dpre[l].raw(), (start * k * 4) as u64),
                             None => window(0),
@@ -492,12 +557,13 @@ impl MlpPass {
                             (4, out1),
                             (5, window(l)),
                             (6, a_window),
+                            (7, skip_in),
                         ];
                         backward.push(dense(gpu, variant, [len, n, k], layer, &entries).await?);
                     }
                 }
                 if let Some(tan) = &tangent {
-                    let features = layer.fan_in;
+                    let features = shape.width;
                     let constants = [("M", batch as f64), ("N", features as f64), ("TANGENTS", tangents as f64)];
                     let pipeline = gpu.pipeline(&shaders::MLP, "second_order", &constants).await?;
                     let bg = pipeline.bind_group(
@@ -578,7 +644,7 @@ impl MlpPass {
 /// How a dense-layer dispatch is specialised: the mode, the activation, whether W (or, for
 /// the weight gradient, its input chunk) and the A operand's chunk come through uniform
 /// windows, and whether a weight-gradient chunk adds to what earlier chunks wrote.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Variant {
     mode: f64,
     act: bool,
@@ -587,9 +653,13 @@ struct Variant {
     accumulate: bool,
     /// Tangent directions per primal row when these are tangent rows, else 0.
     tangents: usize,
+    /// The residual network's CARRY, SKIP and KEEP_DH (mlp.wgsl's header).
+    carry: usize,
+    skip: bool,
+    keep_dh: bool,
 }
 
-fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 13] {
+fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 16] {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let [wg_x, wg_y] = matmul_workgroup(m, n);
     [
@@ -606,6 +676,9 @@ fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [
         ("K", k as f64),
         ("OFF_W", layer.w_offset as f64),
         ("OFF_B", layer.b_offset as f64),
+        ("CARRY", v.carry as f64),
+        ("SKIP", flag(v.skip)),
+        ("KEEP_DH", flag(v.keep_dh)),
     ]
 }
 

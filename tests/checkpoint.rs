@@ -17,10 +17,7 @@ fn config(seed: u64) -> TrainConfig {
         batch: 128,
         seed,
         steps_per_submit: 7,
-        ..TrainConfig::new(
-            MlpShape { dim: 2, hidden_layers: 2, width: 32 },
-            Objective::Ncsn { sigma_max: 5.0, sigma_min: 0.01, levels: 10 },
-        )
+        ..TrainConfig::new(MlpShape::new(2, 2, 32), Objective::Ncsn { sigma_max: 5.0, sigma_min: 0.01, levels: 10 })
     }
 }
 
@@ -57,7 +54,7 @@ fn stopping_and_resuming_gives_the_weights_of_an_uninterrupted_run() {
 }
 
 fn small_checkpoint() -> Checkpoint {
-    let shape = MlpShape { dim: 3, hidden_layers: 1, width: 4 };
+    let shape = MlpShape::new(3, 1, 4);
     let p = shape.param_count();
     let ramp = |k: f32| (0..p).map(|i| k * i as f32).collect::<Vec<_>>();
     Checkpoint {
@@ -82,6 +79,39 @@ fn a_checkpoint_round_trips_and_names_its_tensors_like_pytorch() {
     assert_eq!(w.shape(), &[4, 3 + 32]);
     assert_eq!(st.tensor("layers.1.bias").unwrap().shape(), &[3]);
     assert!(st.tensor("ema.layers.1.weight").is_ok());
+}
+
+/// The residual network's checkpoint says so, and its layers above the first take [h, e]; a
+/// file from before the residual network existed (no `shape.residual`) is the plain network.
+#[test]
+fn the_residual_network_round_trips_and_older_files_read_as_plain() {
+    let plain = small_checkpoint();
+    let shape = plain.shape.with_residual(true);
+    let p = shape.param_count();
+    assert_eq!(p, plain.shape.param_count() + 3 * 32, "the output layer's embedding columns");
+    let residual = Checkpoint {
+        shape,
+        params: vec![0.5; p],
+        ema: vec![0.25; p],
+        adam_m: vec![0.1; p],
+        adam_v: vec![0.01; p],
+        ..plain.clone()
+    };
+    let bytes = residual.to_bytes().unwrap();
+    assert_eq!(Checkpoint::from_bytes(&bytes).unwrap(), residual);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("layers.1.weight").unwrap().shape(), &[3, 4 + 32]);
+
+    let mut old = plain.to_bytes().unwrap();
+    let header_end = 8 + u64::from_le_bytes(old[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(old[8..header_end].to_vec()).unwrap();
+    // Same length: rename the key so the reader does not know it.
+    let changed = header.replace("\"shape.residual\":\"0\"", "\"note.xxxxxxxxx\":\"0\"");
+    assert_ne!(header, changed, "the header should hold shape.residual");
+    old[8..header_end].copy_from_slice(changed.as_bytes());
+    let read = Checkpoint::from_bytes(&old).unwrap();
+    assert!(!read.shape.residual);
+    assert_eq!(read.params, plain.params);
 }
 
 #[test]

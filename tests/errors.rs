@@ -53,7 +53,7 @@ fn a_lost_device_ends_training_with_an_error() {
         batch: 32,
         seed: 1,
         steps_per_submit: 5,
-        ..TrainConfig::new(MlpShape { dim: 2, hidden_layers: 1, width: 16 }, Objective::Dsm { sigma: 0.1 })
+        ..TrainConfig::new(MlpShape::new(2, 1, 16), Objective::Dsm { sigma: 0.1 })
     };
     let data: Vec<f32> = (0..64).map(|i| i as f32 / 64.0).collect();
     let mut trainer = pollster::block_on(Trainer::new(&gpu, config, &data)).unwrap();
@@ -98,7 +98,7 @@ fn small_device_limits_are_named_or_worked_around() {
     )
     .expect("a device with small limits");
     let gpu = Gpu::from_device(device, queue).expect("the least limits the engine accepts");
-    let shape = MlpShape { dim: 2, hidden_layers: 1, width: 16 };
+    let shape = MlpShape::new(2, 1, 16);
     // One more batch row than 1024 workgroups of 64 rows.
     let config = TrainConfig {
         batch: 1024 * 64 + 1,

@@ -123,7 +123,7 @@ fn every_method_matches_the_reference_with_an_exact_score() {
 fn network_scores_match_the_reference_on_both_paths() {
     let gpu = gpu();
     let mut r = TestRng(test_seed());
-    let shape = MlpShape { dim: 2, hidden_layers: 2, width: 24 };
+    let shape = MlpShape::new(2, 2, 24);
     let model = ScoreMlp::new(&gpu, shape, r.next_u64()).unwrap();
     let params: Vec<f64> = pollster::block_on(model.params.read(&gpu)).unwrap().iter().map(|&v| v as f64).collect();
     let freqs: Vec<f64> = pollster::block_on(model.freqs.read(&gpu)).unwrap().iter().map(|&v| v as f64).collect();
@@ -169,7 +169,7 @@ fn network_scores_match_the_reference_on_both_paths() {
 fn several_particles_per_fused_invocation_give_the_same_particles() {
     let gpu = gpu();
     let mut r = TestRng(test_seed());
-    let shape = MlpShape { dim: 3, hidden_layers: 2, width: 24 };
+    let shape = MlpShape::new(3, 2, 24);
     let model = ScoreMlp::new(&gpu, shape, r.next_u64()).unwrap();
     let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: Parametrisation::Score };
     let method = Method::ProbabilityFlow { sde: Sde::vp_default(), steps: 4, heun: true };
@@ -374,7 +374,7 @@ fn recording_everything_into_an_app_encoder_gives_the_same_particles() {
 fn a_long_fused_run_matches_the_staged_path_and_the_reference() {
     let gpu = gpu();
     let mut r = TestRng(test_seed());
-    let shape = MlpShape { dim: 2, hidden_layers: 3, width: 128 };
+    let shape = MlpShape::new(2, 3, 128);
     let model = ScoreMlp::new(&gpu, shape, r.next_u64()).unwrap();
     let params: Vec<f64> = pollster::block_on(model.params.read(&gpu)).unwrap().iter().map(|&v| v as f64).collect();
     let freqs: Vec<f64> = pollster::block_on(model.freqs.read(&gpu)).unwrap().iter().map(|&v| v as f64).collect();

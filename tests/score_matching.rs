@@ -31,8 +31,13 @@ fn small_case(r: &mut TestRng, shape: MlpShape, batch: usize) -> (Vec<f64>, Vec<
 
 #[test]
 fn reference_tangent_pass_is_the_input_jacobian() {
+    for shape in [MlpShape::new(3, 3, 10), MlpShape::new(3, 3, 10).with_residual(true)] {
+        tangent_pass_is_the_input_jacobian(shape);
+    }
+}
+
+fn tangent_pass_is_the_input_jacobian(shape: MlpShape) {
     let mut r = TestRng(test_seed());
-    let shape = MlpShape { dim: 3, hidden_layers: 3, width: 10 };
     let (batch, t) = (5, 4);
     let (params, input) = small_case(&mut r, shape, batch);
     let dirs: Vec<f64> = (0..batch * t * shape.dim).map(|_| r.normal()).collect();
@@ -56,15 +61,20 @@ fn reference_tangent_pass_is_the_input_jacobian() {
             }
         }
     }
-    eprintln!("tangent pass vs central differences in x: worst relative error {worst_err:.1e}");
+    eprintln!("{shape:?}: tangent pass vs central differences in x: worst relative error {worst_err:.1e}");
     // Central differences: truncation O(h^2) ~ 1e-10, rounding ~ 1e-16 / h ~ 1e-11.
-    assert!(worst_err < 1e-7, "J v disagrees with finite differences: {worst_err:.2e}");
+    assert!(worst_err < 1e-7, "{shape:?}: J v disagrees with finite differences: {worst_err:.2e}");
 }
 
 #[test]
 fn reference_score_matching_gradient_matches_finite_differences() {
+    for shape in [MlpShape::new(3, 2, 8), MlpShape::new(3, 3, 8).with_residual(true)] {
+        score_matching_gradient_matches_finite_differences(shape);
+    }
+}
+
+fn score_matching_gradient_matches_finite_differences(shape: MlpShape) {
     let mut r = TestRng(test_seed());
-    let shape = MlpShape { dim: 3, hidden_layers: 2, width: 8 };
     let batch = 6;
     let sliced = |projections, projection, variance_reduced| Objective::Sliced {
         sigma: 0.0,
@@ -92,7 +102,7 @@ fn reference_score_matching_gradient_matches_finite_differences() {
         let (_, dout, dtan) = robj::trace_loss_grad(&objective, fwd.output(), tan.output(), &dirs, shape.dim);
         let grads = mlp::tangent_backward(&shape, &params, &fwd, &tan, &dout, &dtan);
         let worst_err = finite_difference_error(&params, &grads, loss);
-        eprintln!("{objective:?}: finite differences, worst relative error {worst_err:.1e}");
+        eprintln!("{shape:?} {objective:?}: finite differences, worst relative error {worst_err:.1e}");
         // As the denoising objectives' check in tests/train.rs: f64 central differences.
         assert!(worst_err < 1e-6, "{objective:?}: gradient disagrees with finite differences: {worst_err:.2e}");
     }
@@ -115,7 +125,7 @@ fn first_losses(gpu: &Gpu, objective: Objective, shape: MlpShape, data: &[f32], 
 fn sliced_estimate_converges_to_the_trace_with_the_predicted_variance() {
     let gpu = gpu();
     let mut r = TestRng(test_seed());
-    let shape = MlpShape { dim: 3, hidden_layers: 2, width: 32 };
+    let shape = MlpShape::new(3, 2, 32);
     let (batch, seed) = (4096, r.next_u64());
     let data: Vec<f32> = (0..2048 * shape.dim).map(|_| r.normal() as f32).collect();
     let exact = Objective::Exact { sigma: 0.0 };
@@ -203,7 +213,7 @@ fn learn(gpu: &Gpu, mix: &GaussianMixture, steps: u64, seed: u64) -> Vec<(&'stat
                 batch: 256,
                 seed,
                 steps_per_submit: 50,
-                ..TrainConfig::new(MlpShape { dim: 2, hidden_layers: 2, width: 64 }, objective)
+                ..TrainConfig::new(MlpShape::new(2, 2, 64), objective)
             };
             let mut trainer = pollster::block_on(Trainer::new(gpu, config, &data)).unwrap();
             let before = data_score_error(gpu, trainer.model(), mix, seed ^ 7);

@@ -48,8 +48,11 @@ fn forward_matches_reference() {
     // the operand chunks (256 rows of the 34-wide input, 128 of the 128-wide layers).
     for ((path, gpu), (shape, batch)) in both_operand_paths().into_iter().flat_map(|g| {
         [
-            (g.clone(), (MlpShape { dim: 2, hidden_layers: 3, width: 128 }, 300)),
-            (g, (MlpShape { dim: 64, hidden_layers: 2, width: 96 }, 70)),
+            (g.clone(), (MlpShape::new(2, 3, 128), 300)),
+            (g.clone(), (MlpShape::new(64, 2, 96), 70)),
+            // The residual network: two skips, the embedding carried through three layers.
+            (g.clone(), (MlpShape::new(2, 3, 128).with_residual(true), 300)),
+            (g, (MlpShape::new(64, 3, 96).with_residual(true), 70)),
         ]
     }) {
         let model = ScoreMlp::new(&gpu, shape, r.next_u64()).unwrap();
@@ -63,10 +66,11 @@ fn forward_matches_reference() {
         let input = mlp::embed(&shape, &freqs, &to64(&x), &to64(&cond));
         let want = mlp::forward(&shape, &params, &input);
         let err = normwise(&got, want.output());
-        eprintln!("forward d={}, {path}: normwise relative error {err:.2e}", shape.dim);
+        eprintln!("forward {shape:?}, {path}: normwise relative error {err:.2e}");
         // The embedding's sin/cos of arguments up to ~|log sigma| * 4 * 16 ~ 300 carry f32
-        // argument rounding (~300 * 6e-8 = 2e-5 absolute) into the first layer.
-        assert!(err < 1e-4, "forward d={}, {path}: normwise relative error {err:.2e}", shape.dim);
+        // argument rounding (~300 * 6e-8 = 2e-5 absolute) into the first layer (every layer in
+        // the residual network).
+        assert!(err < 1e-4, "forward {shape:?}, {path}: normwise relative error {err:.2e}");
     }
 }
 
@@ -148,36 +152,26 @@ fn check_one_step(
 #[test]
 fn training_step_matches_reference_for_every_objective() {
     let seed = test_seed();
-    let small = MlpShape { dim: 2, hidden_layers: 2, width: 48 };
+    let small = MlpShape::new(2, 2, 48);
     let cases = [
         (
             "ncsn d=2 (W1 shape)",
             Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 },
-            MlpShape { dim: 2, hidden_layers: 3, width: 128 },
+            MlpShape::new(2, 3, 128),
             300,
         ),
-        (
-            "ncsn d=64",
-            Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 },
-            MlpShape { dim: 64, hidden_layers: 2, width: 96 },
-            130,
-        ),
+        ("ncsn d=64", Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 }, MlpShape::new(64, 2, 96), 130),
         ("dsm", Objective::Dsm { sigma: 0.3 }, small, 257),
         ("ddpm", Objective::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000 }, small, 257),
         ("ve sde", Objective::VeSde { sigma_min: 0.01, sigma_max: 8.0 }, small, 257),
         ("vp sde", Objective::VpSde { beta_min: 0.1, beta_max: 20.0 }, small, 257),
         ("exact sm d=2", Objective::Exact { sigma: 0.0 }, small, 257),
-        (
-            "exact sm d=5, sigma 0.1",
-            Objective::Exact { sigma: 0.1 },
-            MlpShape { dim: 5, hidden_layers: 3, width: 40 },
-            70,
-        ),
-        ("exact sm d=64", Objective::Exact { sigma: 0.0 }, MlpShape { dim: 64, hidden_layers: 2, width: 96 }, 12),
+        ("exact sm d=5, sigma 0.1", Objective::Exact { sigma: 0.1 }, MlpShape::new(5, 3, 40), 70),
+        ("exact sm d=64", Objective::Exact { sigma: 0.0 }, MlpShape::new(64, 2, 96), 12),
         (
             "sliced sm, Gaussian, M=3",
             Objective::Sliced { sigma: 0.0, projections: 3, projection: Projection::Gaussian, variance_reduced: false },
-            MlpShape { dim: 5, hidden_layers: 2, width: 48 },
+            MlpShape::new(5, 2, 48),
             100,
         ),
         (
@@ -191,16 +185,24 @@ fn training_step_matches_reference_for_every_objective() {
             small,
             129,
         ),
+        // The residual network (three hidden layers: two skips, dL/dh kept for the second): a
+        // denoising objective over several operand chunks, and the tangent rows with their
+        // second-order term through the skips.
+        (
+            "ddpm, residual W1 shape",
+            Objective::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000 },
+            MlpShape::new(2, 3, 128).with_residual(true),
+            300,
+        ),
+        ("exact sm d=5, residual", Objective::Exact { sigma: 0.1 }, MlpShape::new(5, 3, 40).with_residual(true), 70),
     ];
     // Every case on the adapter's own operand path; the W1 shape (several chunks, a partial
-    // last one), d = 64 and a tangent-row case also on the other path.
+    // last one), d = 64, a tangent-row case and the residual network also on the other path.
     let own = gpu();
     let other = own.clone().with_tuning(Tuning { chunked_operands: !own.tuning().chunked_operands, ..own.tuning() });
-    let runs = cases
-        .iter()
-        .enumerate()
-        .map(|(i, case)| (i, case, &own))
-        .chain(cases.iter().enumerate().filter(|(i, _)| [0, 1, 7].contains(i)).map(|(i, case)| (i, case, &other)));
+    let runs = cases.iter().enumerate().map(|(i, case)| (i, case, &own)).chain(
+        cases.iter().enumerate().filter(|(i, _)| [0, 1, 7, 11, 12].contains(i)).map(|(i, case)| (i, case, &other)),
+    );
     for (i, (name, objective, shape, batch), gpu) in runs {
         let (name, shape, batch) = (format!("{name}, {} operands", gpu.tuning().operands()), *shape, *batch);
         let c =
@@ -226,7 +228,7 @@ fn training_step_matches_reference_for_every_objective() {
 fn min_snr_weighted_steps_match_the_reference() {
     let gpu = gpu();
     let seed = test_seed();
-    let small = MlpShape { dim: 3, hidden_layers: 2, width: 48 };
+    let small = MlpShape::new(3, 2, 48);
     let cases = [
         ("ddpm", Objective::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000 }),
         ("ncsn", Objective::Ncsn { sigma_max: 5.0, sigma_min: 0.01, levels: 10 }),
@@ -254,7 +256,7 @@ fn adam_carries_its_moments_over_several_steps() {
     const STEPS: u64 = 5;
     let gpu = gpu();
     let mut r = TestRng(test_seed());
-    let shape = MlpShape { dim: 2, hidden_layers: 2, width: 48 };
+    let shape = MlpShape::new(2, 2, 48);
     let objective = Objective::Dsm { sigma: 0.3 };
     let data = random_data(&mut r, 50, shape.dim);
     let (batch, seed) = (257, r.next_u64());
@@ -315,8 +317,13 @@ fn adam_carries_its_moments_over_several_steps() {
 
 #[test]
 fn reference_backward_matches_finite_differences() {
+    for shape in [MlpShape::new(3, 2, 8), MlpShape::new(3, 3, 8).with_residual(true)] {
+        backward_matches_finite_differences(shape);
+    }
+}
+
+fn backward_matches_finite_differences(shape: MlpShape) {
     let mut r = TestRng(test_seed());
-    let shape = MlpShape { dim: 3, hidden_layers: 2, width: 8 };
     let objective = Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 };
     let (params, freqs) = init_params(&shape, r.next_u64());
     let (params, freqs) = (to64(&params), to64(&freqs));
@@ -343,8 +350,8 @@ fn reference_backward_matches_finite_differences() {
     );
     let (grads, _) = mlp::backward(&shape, &params, &fwd, &dout);
     let worst = finite_difference_error(&params, &grads, loss);
-    eprintln!("finite differences: worst relative error {worst:.1e}");
-    assert!(worst < 1e-6, "reference backward disagrees with finite differences: {worst:.2e}");
+    eprintln!("{shape:?}: finite differences, worst relative error {worst:.1e}");
+    assert!(worst < 1e-6, "{shape:?}: reference backward disagrees with finite differences: {worst:.2e}");
 }
 
 /// NCSN on a 2 x 32 network over 2-D data.
@@ -354,10 +361,7 @@ fn small_config(seed: u64, batch: usize, steps_per_submit: usize, on_nonfinite: 
         seed,
         steps_per_submit,
         on_nonfinite,
-        ..TrainConfig::new(
-            MlpShape { dim: 2, hidden_layers: 2, width: 32 },
-            Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 },
-        )
+        ..TrainConfig::new(MlpShape::new(2, 2, 32), Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 })
     }
 }
 
@@ -411,7 +415,7 @@ fn learns_the_noised_score_of_a_gaussian_mixture() {
         batch: 512,
         seed,
         steps_per_submit: 50,
-        ..TrainConfig::new(MlpShape { dim: 2, hidden_layers: 2, width: 64 }, objective.clone())
+        ..TrainConfig::new(MlpShape::new(2, 2, 64), objective.clone())
     };
     let mut trainer = pollster::block_on(Trainer::new(&gpu, config, &data)).unwrap();
     let sigmas: Vec<f64> = objective.levels().iter().map(|l| l.sigma).collect();
@@ -530,7 +534,7 @@ fn steps_recorded_into_an_app_encoder_before_one_submit_match_run() {
 fn a_score_field_recorded_into_an_app_encoder_is_a_vertex_buffer() {
     use scorefield::gpu::PendingRead;
     let gpu = gpu();
-    let model = ScoreMlp::new(&gpu, MlpShape { dim: 2, hidden_layers: 2, width: 32 }, test_seed()).unwrap();
+    let model = ScoreMlp::new(&gpu, MlpShape::new(2, 2, 32), test_seed()).unwrap();
     let eval = pollster::block_on(Evaluator::new(&gpu, &model, Weights::Ema, 64)).unwrap();
     // An 8 x 8 grid at sigma = 0.5.
     let x: Vec<f32> = (0..64).flat_map(|i| [(i % 8) as f32 - 3.5, (i / 8) as f32 - 3.5]).collect();

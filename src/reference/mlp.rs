@@ -80,6 +80,33 @@ fn dense_backward(layer: &Layer, params: &[f64], x: &[f64], dz: &[f64], bias: bo
     dx
 }
 
+/// A hidden layer's stored row from its pre-activations `z` and activation `act` (silu or, for
+/// tangent rows, silu'(z) z'): h = act, plus the layer's input h_below where it skips, then the
+/// embedding columns the input carries (the residual network; see model.rs).
+fn hidden_rows(shape: &MlpShape, l: usize, x: &[f64], fan_in: usize, act: &[f64]) -> Vec<f64> {
+    let (w, carried) = (shape.width, shape.carried());
+    let mut h = Vec::with_capacity(act.len() / w * shape.hidden_row());
+    for (row, a) in x.chunks(fan_in).zip(act.chunks(w)) {
+        match shape.skips(l) {
+            true => h.extend(a.iter().zip(row).map(|(a, below)| a + below)),
+            false => h.extend_from_slice(a),
+        }
+        h.extend_from_slice(&row[fan_in - carried..]);
+    }
+    h
+}
+
+/// dL/dh_below from dL/d(layer input) `dx` (the h columns; the carried embedding's gradient is
+/// not needed) plus, where layer `l` skips, dL/dh of the layer itself `dh_above`.
+fn below_grad(shape: &MlpShape, l: usize, dx: &[f64], fan_in: usize, dh_above: &[f64]) -> Vec<f64> {
+    let w = shape.width;
+    let mut dh: Vec<f64> = dx.chunks(fan_in).flat_map(|row| row[..w].iter().copied()).collect();
+    if shape.skips(l) {
+        dh.iter_mut().zip(dh_above).for_each(|(g, a)| *g += a);
+    }
+    dh
+}
+
 pub fn forward(shape: &MlpShape, params: &[f64], input: &[f64]) -> Forward {
     let layers = shape.layers();
     let batch = input.len() / shape.input_width();
@@ -89,7 +116,8 @@ pub fn forward(shape: &MlpShape, params: &[f64], input: &[f64]) -> Forward {
         let x = if l == 0 { input } else { &post[l - 1] };
         let z = dense(layer, params, x, true);
         if l + 1 < layers.len() {
-            post.push(z.iter().map(|&v| silu(v)).collect());
+            let act: Vec<f64> = z.iter().map(|&v| silu(v)).collect();
+            post.push(hidden_rows(shape, l, x, layer.fan_in, &act));
         }
         pre.push(z);
     }
@@ -102,20 +130,23 @@ pub fn backward(shape: &MlpShape, params: &[f64], fwd: &Forward, dout: &[f64]) -
     let layers = shape.layers();
     let mut grads = vec![0.0; shape.param_count()];
     let mut dz = dout.to_vec();
+    let mut dh = Vec::new();
     for (l, layer) in layers.iter().enumerate().rev() {
         let x = if l == 0 { &fwd.input } else { &fwd.post[l - 1] };
         let dx = dense_backward(layer, params, x, &dz, true, &mut grads);
         if l == 0 {
             return (grads, dx);
         }
-        dz = dx.iter().zip(&fwd.pre[l - 1]).map(|(g, &z)| g * silu_grad(z)).collect();
+        dh = below_grad(shape, l, &dx, layer.fan_in, &dh);
+        dz = dh.iter().zip(&fwd.pre[l - 1]).map(|(g, &z)| g * silu_grad(z)).collect();
     }
     (grads, Vec::new())
 }
 
 /// The forward-mode pass along `tangents` input directions per example: `dirs` [batch * T, d],
 /// row b*T + t. Each layer's z' = W h'_below (no bias) and, for hidden layers,
-/// h' = silu'(z) z' with z the primal pre-activation of example b; the output is J v.
+/// h' = silu'(z) z' (+ h'_below where the layer skips) with z the primal pre-activation of
+/// example b; the embedding's tangent is zero. The output is J v.
 pub struct Tangent {
     pub tangents: usize,
     pub input: Vec<f64>,
@@ -145,7 +176,9 @@ pub fn tangent_forward(shape: &MlpShape, params: &[f64], fwd: &Forward, dirs: &[
         let z = dense(layer, params, x, false);
         if l + 1 < layers.len() {
             let n = layer.fan_out;
-            post.push((0..z.len()).map(|i| silu_grad(fwd.pre[l][(i / n / tangents) * n + i % n]) * z[i]).collect());
+            let act: Vec<f64> =
+                (0..z.len()).map(|i| silu_grad(fwd.pre[l][(i / n / tangents) * n + i % n]) * z[i]).collect();
+            post.push(hidden_rows(shape, l, x, layer.fan_in, &act));
         }
         pre.push(z);
     }
@@ -154,7 +187,8 @@ pub fn tangent_forward(shape: &MlpShape, params: &[f64], fwd: &Forward, dirs: &[
 
 /// Parameter gradients of a loss of the output and the tangent outputs, given dL/d(output)
 /// `dout` [batch, d] and dL/d(J v) `dtan` [batch * T, d]. Through h' = silu'(z) z':
-/// dL/dz' = silu'(z) dL/dh', and the primal dL/dz gains silu''(z) sum_t z'_t dL/dh'_t.
+/// dL/dz' = silu'(z) dL/dh', and the primal dL/dz gains silu''(z) sum_t z'_t dL/dh'_t; a skip
+/// passes dL/dh and dL/dh' down unchanged beside them.
 pub fn tangent_backward(
     shape: &MlpShape,
     params: &[f64],
@@ -167,14 +201,17 @@ pub fn tangent_backward(
     let t = tan.tangents;
     let mut grads = vec![0.0; shape.param_count()];
     let (mut dz, mut dzt) = (dout.to_vec(), dtan.to_vec());
+    let (mut dh, mut dht) = (Vec::new(), Vec::new());
     for (l, layer) in layers.iter().enumerate().rev() {
         let (x, xt) = if l == 0 { (&fwd.input, &tan.input) } else { (&fwd.post[l - 1], &tan.post[l - 1]) };
-        let dh = dense_backward(layer, params, x, &dz, true, &mut grads);
-        let dht = dense_backward(layer, params, xt, &dzt, false, &mut grads);
+        let dx = dense_backward(layer, params, x, &dz, true, &mut grads);
+        let dxt = dense_backward(layer, params, xt, &dzt, false, &mut grads);
         if l == 0 {
             break;
         }
-        let (z, zt, n) = (&fwd.pre[l - 1], &tan.pre[l - 1], layer.fan_in);
+        dh = below_grad(shape, l, &dx, layer.fan_in, &dh);
+        dht = below_grad(shape, l, &dxt, layer.fan_in, &dht);
+        let (z, zt, n) = (&fwd.pre[l - 1], &tan.pre[l - 1], shape.width);
         dz = (0..dh.len())
             .map(|i| {
                 let (b, j) = (i / n, i % n);

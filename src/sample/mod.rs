@@ -596,8 +596,10 @@ fn choose_path(gpu: &Gpu, source: &ScoreSource<'_>, fusable: bool, config: &Samp
     let fused_ok = fusable
         && match *source {
             ScoreSource::Mixture(m) => m.dim <= MAX_FUSED_DIM,
+            // The fused kernel computes the plain network; the residual one runs staged.
             ScoreSource::Network { model, .. } => {
-                model.shape.dim <= MAX_FUSED_DIM
+                !model.shape.residual
+                    && model.shape.dim <= MAX_FUSED_DIM
                     && model.shape.width <= MAX_FUSED_WIDTH
                     && model.shape.width.is_multiple_of(4)
                     && model.shape.hidden_layers < MAX_FUSED_LAYERS
@@ -621,8 +623,8 @@ fn choose_path(gpu: &Gpu, source: &ScoreSource<'_>, fusable: bool, config: &Samp
                 "sampler path",
                 format!(
                     "the fused path needs an uncoupled method (not predictor-corrector), d <= {MAX_FUSED_DIM} \
-                     and a network of at most {} hidden layers no wider than {MAX_FUSED_WIDTH} (a multiple \
-                     of 4); use the staged path",
+                     and a plain (not residual) network of at most {} hidden layers no wider than \
+                     {MAX_FUSED_WIDTH} (a multiple of 4); use the staged path",
                     MAX_FUSED_LAYERS - 1
                 ),
             ))

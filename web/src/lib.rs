@@ -311,7 +311,7 @@ impl Engine {
             steps_per_submit: options.steps_per_frame.max(1) as usize,
             on_nonfinite: NonFinite::Backoff { factor: 0.1, times: 3 },
             ..TrainConfig::new(
-                MlpShape { dim: 2, hidden_layers: 3, width: 128 },
+                MlpShape::new(2, 3, 128),
                 Objective::Ncsn { sigma_max: SIGMA_MAX, sigma_min: SIGMA_MIN, levels: LEVELS },
             )
         };

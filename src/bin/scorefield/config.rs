@@ -89,12 +89,14 @@ impl Default for DataConfig {
 pub struct ModelConfig {
     pub hidden_layers: usize,
     pub width: usize,
+    /// The noise embedding fed to every layer and skip connections (model.rs).
+    pub residual: bool,
 }
 
 impl Default for ModelConfig {
     /// W1 (../shared/WORKLOADS.md).
     fn default() -> Self {
-        Self { hidden_layers: 3, width: 128 }
+        Self { hidden_layers: 3, width: 128, residual: false }
     }
 }
 
@@ -399,7 +401,7 @@ impl RunConfig {
         if t.min_snr > 0.0 && objective.tangents(dim) > 0 {
             bail!("train.min_snr weights noise levels, which objective.kind = \"{}\" has none of", self.objective.kind);
         }
-        let shape = MlpShape { dim, hidden_layers: self.model.hidden_layers, width: self.model.width };
+        let shape = MlpShape::new(dim, self.model.hidden_layers, self.model.width).with_residual(self.model.residual);
         shape.validate().context("in [model]")?;
         Ok(TrainConfig {
             adam: AdamConfig {
@@ -622,6 +624,7 @@ mod tests {
         ("data", "stds"),
         ("model", "hidden_layers"),
         ("model", "width"),
+        ("model", "residual"),
         ("objective", "kind"),
         ("objective", "sigma"),
         ("objective", "sigma_min"),

@@ -58,6 +58,10 @@ struct Overrides {
     width: Option<usize>,
     #[arg(long)]
     hidden_layers: Option<usize>,
+    /// The residual network: the noise embedding fed to every layer, skip connections around
+    /// the hidden layers (for images; see README's digits recipe).
+    #[arg(long)]
+    residual: bool,
     /// Training steps.
     #[arg(long)]
     steps: Option<u64>,
@@ -120,6 +124,9 @@ impl Overrides {
         }
         if let Some(v) = self.hidden_layers {
             c.model.hidden_layers = v;
+        }
+        if self.residual {
+            c.model.residual = true;
         }
         if let Some(v) = self.steps {
             c.train.steps = v;
