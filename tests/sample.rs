@@ -121,9 +121,27 @@ fn every_method_matches_the_reference_with_an_exact_score() {
 
 #[test]
 fn network_scores_match_the_reference_on_both_paths() {
+    network_scores_match_the_reference(MlpShape::new(2, 2, 24), &[Path::Fused, Path::Staged]);
+}
+
+/// The residual network runs staged: the fused kernel computes the plain network, so `auto`
+/// picks staged and asking for fused is refused with a message.
+#[test]
+fn the_residual_network_samples_staged() {
+    let shape = MlpShape::new(2, 3, 24).with_residual(true);
+    network_scores_match_the_reference(shape, &[Path::Auto]);
+    let gpu = gpu();
+    let model = ScoreMlp::new(&gpu, shape, test_seed()).unwrap();
+    let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: Parametrisation::Eps };
+    let method = Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 5, clip: false };
+    let config = with_path(SamplerConfig::new(10, 1), Path::Fused);
+    let err = pollster::block_on(Sampler::new(&gpu, source, &method, config)).err().expect("fused refused");
+    assert!(err.to_string().contains("plain (not residual) network"), "{err}");
+}
+
+fn network_scores_match_the_reference(shape: MlpShape, paths: &[Path]) {
     let gpu = gpu();
     let mut r = TestRng(test_seed());
-    let shape = MlpShape::new(2, 2, 24);
     let model = ScoreMlp::new(&gpu, shape, r.next_u64()).unwrap();
     let params: Vec<f64> = pollster::block_on(model.params.read(&gpu)).unwrap().iter().map(|&v| v as f64).collect();
     let freqs: Vec<f64> = pollster::block_on(model.freqs.read(&gpu)).unwrap().iter().map(|&v| v as f64).collect();
@@ -145,7 +163,7 @@ fn network_scores_match_the_reference_on_both_paths() {
         });
         let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: param };
         let mut results = Vec::new();
-        for path in [Path::Fused, Path::Staged] {
+        for &path in paths {
             let (got, fused) = run_sampler(&gpu, source, &method, with_path(SamplerConfig::new(n, seed), path));
             assert_eq!(fused, path == Path::Fused);
             let err = max_err(&got, &want);
@@ -155,13 +173,15 @@ fn network_scores_match_the_reference_on_both_paths() {
             assert!(err < 1e-4, "network {} {path:?}: max error {err:.2e}", method.name());
             results.push(got);
         }
-        let diff = worst(results[0].iter().zip(&results[1]).map(|(&a, &b)| ((a - b).abs() / (1.0 + b.abs())) as f64));
-        eprintln!(
-            "network {}: fused vs staged max difference {diff:.2e} (bit-identical: {})",
-            method.name(),
-            diff == 0.0
-        );
-        assert!(diff < 1e-5, "fused and staged paths differ by {diff:.2e}");
+        if let [fused, staged] = &results[..] {
+            let diff = worst(fused.iter().zip(staged).map(|(&a, &b)| ((a - b).abs() / (1.0 + b.abs())) as f64));
+            eprintln!(
+                "network {}: fused vs staged max difference {diff:.2e} (bit-identical: {})",
+                method.name(),
+                diff == 0.0
+            );
+            assert!(diff < 1e-5, "fused and staged paths differ by {diff:.2e}");
+        }
     }
 }
 
