@@ -81,6 +81,21 @@ fn a_checkpoint_round_trips_and_names_its_tensors_like_pytorch() {
     assert!(st.tensor("ema.layers.1.weight").is_ok());
 }
 
+/// The safetensors file `bytes` with its JSON header's `from` replaced by `to` (the same length,
+/// so the file stays well-formed); the header must hold `from`.
+fn edit_header(bytes: &[u8], edits: &[(&str, &str)]) -> Vec<u8> {
+    let mut bytes = bytes.to_vec();
+    let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header = String::from_utf8(bytes[8..header_end].to_vec()).unwrap();
+    for (from, to) in edits {
+        assert_eq!(from.len(), to.len());
+        assert!(header.contains(from), "the header should hold {from}: {header}");
+        header = header.replace(from, to);
+    }
+    bytes[8..header_end].copy_from_slice(header.as_bytes());
+    bytes
+}
+
 /// The residual network's checkpoint says so, and its layers above the first take [h, e]; a
 /// file from before the residual network existed (no `shape.residual`) is the plain network.
 #[test]
@@ -102,13 +117,8 @@ fn the_residual_network_round_trips_and_older_files_read_as_plain() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.tensor("layers.1.weight").unwrap().shape(), &[3, 4 + 32]);
 
-    let mut old = plain.to_bytes().unwrap();
-    let header_end = 8 + u64::from_le_bytes(old[..8].try_into().unwrap()) as usize;
-    let header = String::from_utf8(old[8..header_end].to_vec()).unwrap();
-    // Same length: rename the key so the reader does not know it.
-    let changed = header.replace("\"shape.residual\":\"0\"", "\"note.xxxxxxxxx\":\"0\"");
-    assert_ne!(header, changed, "the header should hold shape.residual");
-    old[8..header_end].copy_from_slice(changed.as_bytes());
+    // A file without the key (renamed so that the reader does not know it).
+    let old = edit_header(&plain.to_bytes().unwrap(), &[("\"shape.residual\":\"0\"", "\"note.xxxxxxxxx\":\"0\"")]);
     let read = Checkpoint::from_bytes(&old).unwrap();
     assert!(!read.shape.residual);
     assert_eq!(read.params, plain.params);
@@ -126,13 +136,8 @@ fn damaged_checkpoints_get_clear_errors() {
     assert!(nan.to_bytes().unwrap_err().to_string().contains("params[3]"), "a NaN must never be written");
     let mut other = ckpt.clone();
     other.metadata.clear();
-    let mut wrong_shape = other.to_bytes().unwrap();
     // Claim another width in the header: the tensors no longer fit it.
-    let header_end = 8 + u64::from_le_bytes(wrong_shape[..8].try_into().unwrap()) as usize;
-    let header = String::from_utf8(wrong_shape[8..header_end].to_vec()).unwrap();
-    let changed = header.replace("\"shape.width\":\"4\"", "\"shape.width\":\"5\"");
-    assert_ne!(header, changed, "the header should hold shape.width");
-    wrong_shape[8..header_end].copy_from_slice(changed.as_bytes());
+    let wrong_shape = edit_header(&other.to_bytes().unwrap(), &[("\"shape.width\":\"4\"", "\"shape.width\":\"5\"")]);
     assert!(msg(&wrong_shape).contains("has shape"), "{}", msg(&wrong_shape));
 }
 
@@ -140,14 +145,14 @@ fn damaged_checkpoints_get_clear_errors() {
 fn a_header_claiming_a_huge_network_is_refused_before_allocating() {
     let mut other = small_checkpoint();
     other.metadata.clear();
-    let mut bytes = other.to_bytes().unwrap();
-    let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header = String::from_utf8(bytes[8..header_end].to_vec()).unwrap();
-    // Same length, so the file stays well-formed: width 4 -> 9, hidden layers 1 -> 9.
-    let changed = header
-        .replace("\"shape.width\":\"4\"", "\"shape.width\":\"9\"")
-        .replace("\"shape.hidden_layers\":\"1\"", "\"shape.hidden_layers\":\"9\"");
-    bytes[8..header_end].copy_from_slice(changed.as_bytes());
+    // Width 4 -> 9, hidden layers 1 -> 9.
+    let bytes = edit_header(
+        &other.to_bytes().unwrap(),
+        &[
+            ("\"shape.width\":\"4\"", "\"shape.width\":\"9\""),
+            ("\"shape.hidden_layers\":\"1\"", "\"shape.hidden_layers\":\"9\""),
+        ],
+    );
     let err = Checkpoint::from_bytes(&bytes).unwrap_err().to_string();
     assert!(err.contains("claims shape") && err.contains("truncated"), "{err}");
 }
