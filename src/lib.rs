@@ -67,6 +67,7 @@ pub mod checkpoint;
 pub mod data;
 mod error;
 pub mod gpu;
+pub mod health;
 pub mod mixture;
 pub mod model;
 pub mod noise;
@@ -78,6 +79,7 @@ pub mod rng;
 pub mod sample;
 pub mod schedule;
 pub mod shaders;
+pub mod step;
 pub mod train;
 
 pub use error::{Error, Result};

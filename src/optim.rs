@@ -1,4 +1,12 @@
-//! Adam over the flat parameter buffer, with an EMA of the weights for sampling.
+//! Adam over the flat parameter buffer, with an EMA of the weights for sampling: its settings,
+//! and the host twin of shaders/adam.wgsl (`Optimizer`: the moments, the update, and the copy of
+//! the last healthy state that a blow-up restores).
+
+use crate::error::Result;
+use crate::gpu::{Gpu, GpuBuffer, Pipeline};
+use crate::model::ScoreMlp;
+use crate::shaders;
+use crate::step::StepRing;
 
 /// Adam's settings and the EMA decay. Defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8
 /// (../shared/WORKLOADS.md), EMA 0.999 (score-model practice; ncsnv2 and score_sde use
@@ -49,6 +57,135 @@ impl AdamConfig {
     pub fn bias_corrections(&self, t: u64) -> (f64, f64) {
         let t = t.min(i32::MAX as u64) as i32;
         (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t))
+    }
+}
+
+/// Invocations per workgroup of adam.wgsl's entry points.
+const WG_ADAM: u32 = 256;
+
+/// Adam's moments and dispatches over a network's flat parameters, and the last healthy state
+/// (params, m, v, EMA: `param_count` floats each) with the step it belongs to.
+pub(crate) struct Optimizer {
+    pub m: GpuBuffer<f32>,
+    pub v: GpuBuffer<f32>,
+    /// `main` per ring slot: the update of params, m, v and the EMA from the gradients.
+    adam: (Pipeline, Vec<wgpu::BindGroup>),
+    /// Copies (params, m, v, EMA) into `kept` while no health flag is raised.
+    snapshot: (Pipeline, wgpu::BindGroup),
+    kept: GpuBuffer<f32>,
+    kept_step: u64,
+    params: usize,
+}
+
+impl Optimizer {
+    pub async fn new(
+        gpu: &Gpu,
+        model: &ScoreMlp,
+        grads: &GpuBuffer<f32>,
+        health: &GpuBuffer<u32>,
+        ring: &StepRing,
+    ) -> Result<Self> {
+        let p = model.shape.param_count();
+        let none = wgpu::BufferUsages::empty();
+        let m = GpuBuffer::<f32>::new(gpu, "scorefield.train.adam_m", p, none)?;
+        let v = GpuBuffer::<f32>::new(gpu, "scorefield.train.adam_v", p, none)?;
+        let kept = GpuBuffer::<f32>::new(gpu, "scorefield.train.good_state", 4 * p, none)?;
+        let constants = [("P", p as f64), ("WG", WG_ADAM as f64)];
+        let adam = gpu.pipeline(&shaders::ADAM, "main", &constants).await?;
+        let adam_groups = (0..ring.slots())
+            .map(|i| {
+                adam.bind_group(
+                    gpu,
+                    &[
+                        (0, ring.slot(i)),
+                        (1, grads.binding()),
+                        (2, model.params.binding()),
+                        (3, m.binding()),
+                        (4, v.binding()),
+                        (5, model.ema.binding()),
+                        (6, health.binding()),
+                    ],
+                )
+            })
+            .collect();
+        let snapshot = gpu.pipeline(&shaders::ADAM, "snapshot", &constants).await?;
+        let snapshot_group = snapshot.bind_group(
+            gpu,
+            &[
+                (2, model.params.binding()),
+                (3, m.binding()),
+                (4, v.binding()),
+                (5, model.ema.binding()),
+                (6, health.binding()),
+                (7, kept.binding()),
+            ],
+        );
+        Ok(Self {
+            m,
+            v,
+            adam: (adam, adam_groups),
+            snapshot: (snapshot, snapshot_group),
+            kept,
+            kept_step: 0,
+            params: p,
+        })
+    }
+
+    fn grid(&self, gpu: &Gpu) -> [u32; 2] {
+        gpu.grid((self.params as u32).div_ceil(WG_ADAM))
+    }
+
+    /// The update with the step parameters of ring slot `slot`.
+    pub fn record_update(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>, slot: usize) {
+        self.adam.0.dispatch(pass, &self.adam.1[slot], &[], self.grid(gpu));
+    }
+
+    /// Keeps the state as it is after the work recorded before, if no health flag is raised by
+    /// then; it belongs to `step` (see [`Optimizer::healthy_step`]).
+    pub fn record_snapshot(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("scorefield.train.snapshot"),
+            timestamp_writes: None,
+        });
+        self.snapshot.0.dispatch(&mut pass, &self.snapshot.1, &[], self.grid(gpu));
+    }
+
+    /// The step of the last healthy state kept on the device.
+    pub fn healthy_step(&self) -> u64 {
+        self.kept_step
+    }
+
+    /// Records that a snapshot whose flags came back clean holds `step`.
+    pub fn kept_healthy(&mut self, step: u64) {
+        self.kept_step = step;
+    }
+
+    /// Copies the live state into the kept one now (unconditionally: a fresh or resumed state
+    /// is healthy); it belongs to `step`.
+    pub fn keep(&mut self, gpu: &Gpu, model: &ScoreMlp, step: u64) {
+        gpu.submit(self.copies(gpu, model, true));
+        self.kept_step = step;
+    }
+
+    /// Copies the kept state back into the live one (submitted with the next work); returns
+    /// its step.
+    pub fn restore(&self, gpu: &Gpu, model: &ScoreMlp) -> u64 {
+        gpu.submit(self.copies(gpu, model, false));
+        self.kept_step
+    }
+
+    /// An encoder with the copies of params, m, v and EMA into the kept state (`keep`) or back.
+    fn copies(&self, gpu: &Gpu, model: &ScoreMlp, keep: bool) -> wgpu::CommandEncoder {
+        let mut encoder = gpu.encoder("scorefield.train.copy_state");
+        let bytes = model.params.raw().size();
+        for (i, live) in [&model.params, &self.m, &self.v, &model.ema].into_iter().enumerate() {
+            let at = i as u64 * bytes;
+            match keep {
+                true => encoder.copy_buffer_to_buffer(live.raw(), 0, self.kept.raw(), at, bytes),
+                false => encoder.copy_buffer_to_buffer(self.kept.raw(), at, live.raw(), 0, bytes),
+            }
+        }
+        encoder
     }
 }
 

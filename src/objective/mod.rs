@@ -15,7 +15,10 @@
 
 use crate::error::{non_negative, positive, Error, Result};
 pub use crate::schedule::NoiseLevel;
+
+mod kernels;
 use crate::schedule::Sde;
+pub(crate) use kernels::ObjectiveKernels;
 
 /// Continuous-time objectives draw t ~ U(T_MIN, 1): `eps=1e-5` in score_sde's
 /// `get_sde_loss_fn` (losses.py), which avoids the singular sigma(0) of the VP SDE.
