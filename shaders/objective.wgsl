@@ -1,5 +1,5 @@
 // objective.wgsl: noise injection, the network input (x with its noise-level embedding), and the
-// loss with its gradient at the network output. Composed after rng.wgsl and step.wgsl.
+// loss with its gradient at the network output. Composed after rng.wgsl, step.wgsl and embed.wgsl.
 //
 // Bindings (group 0), by entry point:
 //   perturb:   0 uniform step: StepParams (this step's ring slot)  1 read data [n_data, D]
@@ -90,10 +90,8 @@ fn row_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 fn write_embedding(b: u32, cond: f32) {
     let base = b * (D + 2u * F) + D;
-    for (var k = 0u; k < F; k++) {
-        let arg = cond * freqs[k];
-        input[base + k] = sin(arg);
-        input[base + F + k] = cos(arg);
+    for (var k = 0u; k < 2u * F; k++) {
+        input[base + k] = embedding(cond, k);
     }
 }
 

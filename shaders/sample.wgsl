@@ -1,5 +1,5 @@
 // sample.wgsl: sampler steps over N particles, one invocation per particle. Composed after
-// rng.wgsl.
+// rng.wgsl and embed.wgsl.
 //
 // Bindings (group 0), by entry point:
 //   all:           0 uniform cursor: SampleCursor (seed; the schedule entries this dispatch runs)
@@ -253,10 +253,8 @@ fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32
         var v = vec4<f32>(0.0);
         for (var t = 0u; t < 4u; t++) {
             let i = 4u * k + t;
-            if i >= D && i < D + F {
-                v[t] = sin(st.cond * freqs[i - D]);
-            } else if i >= D + F && i < D + 2u * F {
-                v[t] = cos(st.cond * freqs[i - D - F]);
+            if i >= D && i < D + 2u * F {
+                v[t] = embedding(st.cond, i - D);
             }
         }
         for (var q = 0u; q < PPI; q++) {
@@ -380,10 +378,8 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     for (var j = 0u; j < D; j++) {
         net_input[base + j] = particles[n * D + j];
     }
-    for (var k = 0u; k < F; k++) {
-        let arg = cond * freqs[k];
-        net_input[base + D + k] = sin(arg);
-        net_input[base + D + F + k] = cos(arg);
+    for (var k = 0u; k < 2u * F; k++) {
+        net_input[base + D + k] = embedding(cond, k);
     }
 }
 

@@ -6,6 +6,7 @@ pub const RNG_WGSL: &str = include_str!("../shaders/rng.wgsl");
 pub const NOISE_WGSL: &str = include_str!("../shaders/noise.wgsl");
 pub const FMA_WGSL: &str = include_str!("../shaders/fma.wgsl");
 pub const STEP_WGSL: &str = include_str!("../shaders/step.wgsl");
+pub const EMBED_WGSL: &str = include_str!("../shaders/embed.wgsl");
 pub const MLP_WGSL: &str = include_str!("../shaders/mlp.wgsl");
 pub const OBJECTIVE_WGSL: &str = include_str!("../shaders/objective.wgsl");
 pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
@@ -19,12 +20,13 @@ pub const FMA: KernelSource = KernelSource { name: "fma", parts: &[FMA_WGSL] };
 /// Dense layers: forward, backward to the input, backward to the weights.
 pub const MLP: KernelSource = KernelSource { name: "mlp", parts: &[MLP_WGSL] };
 /// Noise injection, input embedding, loss and its gradient.
-pub const OBJECTIVE: KernelSource = KernelSource { name: "objective", parts: &[RNG_WGSL, STEP_WGSL, OBJECTIVE_WGSL] };
+pub const OBJECTIVE: KernelSource =
+    KernelSource { name: "objective", parts: &[RNG_WGSL, STEP_WGSL, EMBED_WGSL, OBJECTIVE_WGSL] };
 /// Adam and the EMA of the weights.
 pub const ADAM: KernelSource = KernelSource { name: "adam", parts: &[STEP_WGSL, ADAM_WGSL] };
 
 /// Sampler steps: exact mixture scores, the per-particle network, updates, the corrector's norms.
-pub const SAMPLE: KernelSource = KernelSource { name: "sample", parts: &[RNG_WGSL, SAMPLE_WGSL] };
+pub const SAMPLE: KernelSource = KernelSource { name: "sample", parts: &[RNG_WGSL, EMBED_WGSL, SAMPLE_WGSL] };
 
 /// Every kernel, for the validation test and for warming the pipeline cache.
 pub const ALL: &[KernelSource] = &[NOISE, FMA, MLP, OBJECTIVE, ADAM, SAMPLE];
