@@ -538,6 +538,10 @@ fn digit_samples_are_judged_against_real_ones() {
     for row in ["| samples | 50 |", "| real held-out digits |", "| Gaussian fit to the data |"] {
         assert!(table.contains(row), "no `{row}` row: {table}");
     }
+    // Image samples are pixels: clamped to [-1, 1], with a line saying how many were outside.
+    assert!(table.contains("were outside [-1, 1] and are clamped"), "{table}");
+    let (_, x) = read_npy(&dir.join("d/x.npy"));
+    assert!(x.iter().all(|v| (-1.0..=1.0).contains(v)), "a sample pixel outside [-1, 1]");
     let out = scorefield(&dir, &["eval", "--samples", "d/x.npy"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("| samples | 50 |"));

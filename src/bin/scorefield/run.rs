@@ -380,6 +380,10 @@ pub fn sample(run: &Run, source: Source, dir: &Path, out: &Path) -> Result<()> {
             x.len()
         );
     }
+    let mut x = x;
+    if dataset.images().is_some() {
+        clamp_to_pixels(&mut x);
+    }
     write_atomic(out, &npy_bytes(&x, dim)?)?;
     let data = dataset.sample(s.particles, config.train.seed ^ Stream::Data.at(1));
     if let Some(set) = dataset.images() {
@@ -546,6 +550,18 @@ pub fn fields(checkpoints: &[PathBuf], sigma: Option<f64>, out: &Path) -> Result
     picture::score_fields(out, &grid.data, &fields, &titles, FIELD_GRID, grid.extent, fields.len())?;
     println!("-> {}", out.display());
     Ok(())
+}
+
+/// Samples of an image set are images: each value is clamped to the pixel range [-1, 1], as
+/// DDPM's and score_sde's image outputs are when they become pixels. Says how many were outside.
+fn clamp_to_pixels(x: &mut [f32]) {
+    let outside = x.iter().filter(|v| v.abs() > 1.0).count();
+    x.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
+    println!(
+        "{outside} of {} pixel values ({:.1}%) were outside [-1, 1] and are clamped to it",
+        x.len(),
+        100.0 * outside as f64 / x.len().max(1) as f64
+    );
 }
 
 /// `eval`: the quality of digit samples in a .npy file, beside the real and Gaussian baselines.
