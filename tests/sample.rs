@@ -10,7 +10,7 @@ use scorefield::mixture::GaussianMixture;
 use scorefield::model::{MlpShape, ScoreMlp, Weights};
 use scorefield::objective::Parametrisation;
 use scorefield::reference::{mlp, sample as rsample};
-use scorefield::sample::{Method, Path, Sampler, SamplerConfig, ScoreSource};
+use scorefield::sample::{Churn, Method, Path, Sampler, SamplerConfig, ScoreSource};
 use scorefield::schedule::{NoiseLevel, Sde};
 
 fn run_sampler(gpu: &Gpu, source: ScoreSource<'_>, method: &Method, config: SamplerConfig) -> (Vec<f32>, bool) {
@@ -44,7 +44,110 @@ fn short_methods() -> Vec<Method> {
         Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 6, clip: false },
         // Clipped to [-1, 1] through x0: the mixture's means lie out to 3, so clipping acts.
         Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 6, clip: true },
+        Method::Edm { sigma_min: 0.01, sigma_max: 4.0, steps: 4, rho: 7.0, churn: Churn::NONE },
+        Method::Edm {
+            sigma_min: 0.01,
+            sigma_max: 4.0,
+            steps: 4,
+            rho: 7.0,
+            churn: Churn { s_churn: 2.0, s_tmin: 0.05, s_tmax: 2.0, s_noise: 1.007 },
+        },
+        Method::DpmSolver2M { sde: ve, steps: 5 },
+        Method::DpmSolver2M { sde: vp, steps: 5 },
     ]
+}
+
+/// EDM and DPM-Solver++(2M) against transcriptions of their algorithms, in f64 with the exact
+/// score of a 1-D Gaussian N(mu, sd^2): run through the reference sampler, each plan's
+/// coefficients give the particles the algorithm gives. EDM: Karras et al. (2022) Algorithm 2
+/// without churn (k-diffusion `sample_heun`). DPM-Solver++(2M): Lu et al. (2022) Algorithm 2,
+/// on the plan's own times, which must be uniform in lambda = log(a / sigma).
+#[test]
+fn edm_and_dpm_solver_plans_are_their_algorithms() {
+    let (mu, sd) = (0.7, 0.4);
+    // The noised score at level (a, sigma): x_t = a x0 + sigma z.
+    let score = |x: f64, a: f64, sigma: f64| -(x - a * mu) / (a * a * sd * sd + sigma * sigma);
+    let starts = [-3.0, 0.5, 4.0];
+    let run_plan = |method: &Method| {
+        let plan = method.plan().unwrap();
+        let (mut x, mut p) = (starts.to_vec(), vec![0.0; starts.len()]);
+        rsample::run(&plan, 1..plan.len(), 0, 1, &mut x, &mut p, |pts, l| {
+            pts.iter().map(|&v| score(v, l.a, l.sigma)).collect()
+        });
+        (plan, x)
+    };
+    // The plan stores its coefficients in f32 (SampleStep): about 6e-8 relative each, over a
+    // dozen steps; a wrong coefficient or rule errs by 1e-3 or more.
+    let close = |got: &[f64], want: &[f64], what: &str| {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6 * (1.0 + w.abs()), "{what}: {got:?} vs {want:?}");
+        }
+    };
+
+    let (sigma_min, sigma_max, n, rho) = (0.01, 5.0, 7, 7.0);
+    let (_, got) = run_plan(&Method::Edm { sigma_min, sigma_max, steps: n, rho, churn: Churn::NONE });
+    let t: Vec<f64> = (0..n)
+        .map(|i| {
+            let (hi, lo) = (sigma_max.powf(1.0 / rho), sigma_min.powf(1.0 / rho));
+            (hi + i as f64 / (n - 1) as f64 * (lo - hi)).powf(rho)
+        })
+        .chain([0.0])
+        .collect();
+    let denoise = |x: f64, sigma: f64| x + sigma * sigma * score(x, 1.0, sigma);
+    let want: Vec<f64> = starts
+        .iter()
+        .map(|&x0| {
+            let mut x = x0;
+            for i in 0..n {
+                let d = (x - denoise(x, t[i])) / t[i];
+                let mut next = x + (t[i + 1] - t[i]) * d;
+                if t[i + 1] != 0.0 {
+                    let d2 = (next - denoise(next, t[i + 1])) / t[i + 1];
+                    next = x + (t[i + 1] - t[i]) * 0.5 * (d + d2);
+                }
+                x = next;
+            }
+            x
+        })
+        .collect();
+    close(&got, &want, "edm");
+
+    for sde in [Sde::ve(0.01, 5.0), Sde::vp_default()] {
+        let steps = 6;
+        let (plan, got) = run_plan(&Method::DpmSolver2M { sde, steps });
+        // The levels of the solver's steps: one per time, the last twice (the final denoising).
+        let levels: Vec<_> =
+            plan[1..plan.len() - 1].iter().map(|p| p.level).chain([plan[plan.len() - 1].level]).collect();
+        assert_eq!(levels.len(), steps);
+        let lambda: Vec<f64> = levels.iter().map(|l| (l.a / l.sigma).ln()).collect();
+        let h: Vec<f64> = lambda.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(h.iter().all(|&hi| (hi - h[0]).abs() < 1e-9 * h[0].abs()), "lambda steps {h:?}");
+        assert!((plan[1].level.a - sde.marginal(1.0).a).abs() < 1e-12, "starts at t = 1");
+        let data =
+            |x: f64, l: &scorefield::schedule::NoiseLevel| (x + l.sigma * l.sigma * score(x, l.a, l.sigma)) / l.a;
+        let want: Vec<f64> = starts
+            .iter()
+            .map(|&x0| {
+                let mut x = x0;
+                let mut previous: Option<f64> = None;
+                for i in 1..steps {
+                    let (here, next) = (&levels[i - 1], &levels[i]);
+                    let d = data(x, here);
+                    let d_i = match previous {
+                        None => d,
+                        Some(prev) => {
+                            let r = h[i - 2] / h[i - 1];
+                            (1.0 + 1.0 / (2.0 * r)) * d - prev / (2.0 * r)
+                        }
+                    };
+                    x = next.sigma / here.sigma * x - next.a * ((-h[i - 1]).exp() - 1.0) * d_i;
+                    previous = Some(d);
+                }
+                data(x, &levels[steps - 1])
+            })
+            .collect();
+        close(&got, &want, &format!("dpm-solver++ {sde:?}"));
+    }
 }
 
 /// |a - b| / (1 + |b|) elementwise, sorted ascending.
@@ -337,6 +440,17 @@ fn every_sampler_matches_the_eight_gaussians() {
         Method::ProbabilityFlow { sde: ve, steps: 2000, heun: false },
         Method::ProbabilityFlow { sde: vp, steps: 200, heun: true },
         Method::ddpm(),
+        // Issue #22: the few-step samplers, at 35 and 25 score evaluations.
+        Method::edm(0.01, 10.0),
+        Method::Edm {
+            sigma_min: 0.01,
+            sigma_max: 10.0,
+            steps: 18,
+            rho: 7.0,
+            churn: Churn { s_churn: 10.0, s_tmin: 0.05, s_tmax: 10.0, s_noise: 1.0 },
+        },
+        Method::DpmSolver2M { sde: ve, steps: 25 },
+        Method::DpmSolver2M { sde: vp, steps: 25 },
     ];
     let mut failures = Vec::new();
     for method in &methods {
@@ -353,10 +467,12 @@ fn method_sde(method: &Method) -> &'static str {
     match method {
         Method::ReverseSde { sde, .. }
         | Method::PredictorCorrector { sde, .. }
-        | Method::ProbabilityFlow { sde, .. } => match sde {
+        | Method::ProbabilityFlow { sde, .. }
+        | Method::DpmSolver2M { sde, .. } => match sde {
             Sde::Ve { .. } => "VE",
             Sde::Vp { .. } => "VP",
         },
+        Method::Edm { churn, .. } if churn.s_churn > 0.0 => "churn",
         _ => "",
     }
 }

@@ -77,6 +77,44 @@ pub enum Method {
     /// sqrt(alpha_t) / (1 - abar_t) (Ho et al.'s `p_mean_variance` with `clip_denoised`,
     /// diffusion_utils_2.py); without clipping it is the same step.
     Ddpm { beta_min: f64, beta_max: f64, steps: usize, clip: bool },
+    /// EDM (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative
+    /// Models", Algorithm 2; k-diffusion `sample_heun`) for a VE model, whose network is
+    /// conditioned on log sigma: `steps` levels sigma_i = (sigma_max^(1/rho) + i / (steps - 1)
+    /// (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho and then 0, a Heun step between
+    /// neighbouring levels and an Euler step to 0 (2 steps - 1 score evaluations), with the
+    /// optional stochastic churn.
+    Edm { sigma_min: f64, sigma_max: f64, steps: usize, rho: f64, churn: Churn },
+    /// DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of
+    /// Diffusion Probabilistic Models", Algorithm 2, the data-prediction multistep form;
+    /// k-diffusion `sample_dpmpp_2m`) on an SDE's marginals (VE, VP, and DDPM models through
+    /// their VP SDE): `steps - 1` steps from t = 1 to the SDE's sampling eps, uniform in
+    /// lambda = log(a / sigma) as Lu et al. advise for small images, the first of first order,
+    /// then the denoised estimate at the last time (`steps` score evaluations).
+    DpmSolver2M { sde: Sde, steps: usize },
+}
+
+/// EDM's stochastic churn (Karras et al. 2022, Algorithm 2): at each level sigma_i in
+/// [t_min, t_max], noise of S_noise sqrt(sigma_hat^2 - sigma_i^2) lifts the particles to
+/// sigma_hat = (1 + gamma) sigma_i, gamma = min(S_churn / steps, sqrt(2) - 1), before the step.
+/// `Churn::NONE` (S_churn = 0) is their deterministic sampler (Algorithm 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Churn {
+    pub s_churn: f64,
+    pub s_tmin: f64,
+    pub s_tmax: f64,
+    pub s_noise: f64,
+}
+
+impl Churn {
+    pub const NONE: Churn = Churn { s_churn: 0.0, s_tmin: 0.0, s_tmax: f64::INFINITY, s_noise: 1.0 };
+
+    /// gamma_i of the level `sigma` in a run of `steps` levels.
+    fn gamma(&self, sigma: f64, steps: usize) -> f64 {
+        match (self.s_tmin..=self.s_tmax).contains(&sigma) {
+            true => (self.s_churn / steps as f64).min(std::f64::consts::SQRT_2 - 1.0),
+            false => 0.0,
+        }
+    }
 }
 
 /// The most steps (score evaluations) one sampler run may plan.
@@ -116,6 +154,46 @@ impl Method {
         Method::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000, clip: false }
     }
 
+    /// EDM's deterministic sampler with Karras et al.'s rho = 7 and 18 levels (35 score
+    /// evaluations, their CIFAR-10 setting) between a VE model's sigmas.
+    pub fn edm(sigma_min: f64, sigma_max: f64) -> Self {
+        Method::Edm { sigma_min, sigma_max, steps: 18, rho: 7.0, churn: Churn::NONE }
+    }
+
+    /// EDM's levels: `steps` from sigma_max down to sigma_min, spaced by rho, then 0.
+    fn edm_sigmas(sigma_min: f64, sigma_max: f64, steps: usize, rho: f64) -> Vec<f64> {
+        let (hi, lo) = (sigma_max.powf(1.0 / rho), sigma_min.powf(1.0 / rho));
+        let last = (steps - 1).max(1) as f64;
+        (0..steps).map(|i| (hi + i as f64 / last * (lo - hi)).powf(rho)).chain([0.0]).collect()
+    }
+
+    /// DPM-Solver++'s times: `count` from 1 down to the SDE's sampling eps, uniform in
+    /// lambda = log(a / sigma) (bisection in t: lambda falls monotonically).
+    fn lambda_uniform_times(sde: &Sde, count: usize) -> Vec<f64> {
+        let lambda = |t: f64| {
+            let l = sde.marginal(t);
+            (l.a / l.sigma).ln()
+        };
+        let (t_end, l_start) = (sde.sampling_eps(), lambda(1.0));
+        let l_end = lambda(t_end);
+        let last = (count - 1).max(1) as f64;
+        (0..count)
+            .map(|k| {
+                let target = l_start + k as f64 / last * (l_end - l_start);
+                let (mut lo, mut hi) = (t_end, 1.0);
+                for _ in 0..100 {
+                    let mid = 0.5 * (lo + hi);
+                    if lambda(mid) > target {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                0.5 * (lo + hi)
+            })
+            .collect()
+    }
+
     /// The method's name as the CLI spells it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -126,6 +204,8 @@ impl Method {
             Method::ProbabilityFlow { heun: false, .. } => "ode-euler",
             Method::ProbabilityFlow { heun: true, .. } => "ode-heun",
             Method::Ddpm { .. } => "ddpm",
+            Method::Edm { .. } => "edm",
+            Method::DpmSolver2M { .. } => "dpm-solver++",
         }
     }
 
@@ -144,7 +224,8 @@ impl Method {
             Method::PredictorCorrector { steps, corrector_steps, .. } => {
                 *steps as u128 * (1 + *corrector_steps as u128)
             }
-            Method::ProbabilityFlow { steps, .. } => 2 * *steps as u128,
+            Method::ProbabilityFlow { steps, .. } | Method::Edm { steps, .. } => 2 * *steps as u128,
+            Method::DpmSolver2M { steps, .. } => *steps as u128,
         };
         if steps > MAX_SAMPLER_STEPS as u128 {
             return Err(Error::invalid(
@@ -204,6 +285,26 @@ impl Method {
             Method::Ddpm { beta_min, beta_max, steps, .. } => {
                 Objective::Ddpm { beta_min: *beta_min, beta_max: *beta_max, steps: *steps }.validate()
             }
+            Method::Edm { sigma_min, sigma_max, steps, rho, churn } => {
+                positive("edm sigma_min", *sigma_min)?;
+                positive("edm rho", *rho)?;
+                crate::error::non_negative("edm churn", churn.s_churn)?;
+                positive("edm churn noise", churn.s_noise)?;
+                at_least("sampler steps", *steps, 2)?;
+                if sigma_max <= sigma_min || churn.s_tmin.is_nan() || churn.s_tmax.is_nan() {
+                    return Err(Error::invalid(
+                        "edm sigmas",
+                        format!(
+                            "sigma_max {sigma_max} must exceed sigma_min {sigma_min}, and the churn's range be numbers"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            Method::DpmSolver2M { sde, steps } => {
+                sde.validate()?;
+                at_least("sampler steps", *steps, 2)
+            }
         }
     }
 
@@ -217,6 +318,13 @@ impl Method {
             | Method::PredictorCorrector { sde, .. }
             | Method::ProbabilityFlow { sde, .. } => sde.prior_std(),
             Method::Ddpm { .. } => 1.0,
+            Method::DpmSolver2M { sde, .. } => sde.prior_std(),
+            // N(0, sigma_0^2) lifted by the first level's churn (Algorithm 2, line 5).
+            Method::Edm { sigma_max, steps, churn, .. } => {
+                let lift = churn.gamma(*sigma_max, *steps) * sigma_max;
+                let hat = sigma_max + lift;
+                (sigma_max * sigma_max + churn.s_noise.powi(2) * (hat * hat - sigma_max * sigma_max)).sqrt()
+            }
         }
     }
 
@@ -363,6 +471,73 @@ impl Method {
                     };
                     push(levels[t], c, true)?;
                 }
+            }
+            Method::Edm { sigma_min, sigma_max, steps, rho, churn } => {
+                // Per level i, from x_hat at sigma_hat = (1 + gamma_i) sigma_i (the churn noise
+                // that lifts x_i there is added by the step before, or the initial draw):
+                // d = (x_hat - D(x_hat)) / sigma_hat = -sigma_hat s with D = x + sigma^2 s, and
+                // h = sigma_{i+1} - sigma_hat. Euler: x~ = x_hat + h d. Heun, where
+                // sigma_{i+1} > 0: x_{i+1} = x_hat + h/2 (d + d(x~, sigma_{i+1})), as
+                // ProbabilityFlow's Heun: the first evaluation keeps p = x_hat + h/2 d.
+                let sigmas = Self::edm_sigmas(*sigma_min, *sigma_max, *steps, *rho);
+                let hat = |i: usize| sigmas[i] * (1.0 + churn.gamma(sigmas[i], *steps));
+                for i in 0..*steps {
+                    let (sigma_hat, next) = (hat(i), sigmas[i + 1]);
+                    let h = next - sigma_hat;
+                    let euler = Coefficients { s: -h * sigma_hat, ..Coefficients::IDENTITY };
+                    if next == 0.0 {
+                        push(NoiseLevel::ve(sigma_hat), euler, true)?;
+                        continue;
+                    }
+                    let predict = Coefficients { k_x: 1.0, k_s: -0.5 * h * sigma_hat, flags: FLAG_SAVE, ..euler };
+                    push(NoiseLevel::ve(sigma_hat), predict, false)?;
+                    // The churn of the next level: S_noise sqrt(sigma_hat'^2 - sigma'^2) z.
+                    let lift = (hat(i + 1).powi(2) - next * next).max(0.0).sqrt();
+                    let correct = Coefficients {
+                        x: 0.0,
+                        s: -0.5 * h * next,
+                        p: 1.0,
+                        z: churn.s_noise * lift,
+                        ..Coefficients::IDENTITY
+                    };
+                    push(NoiseLevel::ve(next), correct, true)?;
+                }
+            }
+            Method::DpmSolver2M { sde, steps } => {
+                // At x_{i-1} (level l = (a, sigma) at t_{i-1}): the denoised estimate
+                // D = (x + sigma^2 s) / a; with h_i = lambda_i - lambda_{i-1} and
+                // A = a_i (1 - e^{-h_i}), x_i = (sigma_i / sigma_{i-1}) x + A D_i, where D_i = D
+                // (first step) or (1 + 1/(2 r)) D - 1/(2 r) D_prev with r = h_{i-1} / h_i. D_prev
+                // is the partial sum p, saved by each step for the next.
+                let times = Self::lambda_uniform_times(sde, *steps);
+                let levels: Vec<NoiseLevel> = times.iter().map(|&t| sde.marginal(t)).collect();
+                let lambda = |l: &NoiseLevel| (l.a / l.sigma).ln();
+                for i in 1..levels.len() {
+                    let (here, next) = (levels[i - 1], levels[i]);
+                    let h = lambda(&next) - lambda(&here);
+                    let big_a = next.a * -(-h).exp_m1();
+                    let (w, w_prev) = match i {
+                        1 => (1.0, 0.0),
+                        _ => {
+                            let r = (lambda(&here) - lambda(&levels[i - 2])) / h;
+                            (1.0 + 0.5 / r, -0.5 / r)
+                        }
+                    };
+                    let c = Coefficients {
+                        x: next.sigma / here.sigma + big_a * w / here.a,
+                        s: big_a * w * here.sigma * here.sigma / here.a,
+                        p: big_a * w_prev,
+                        k_x: 1.0 / here.a,
+                        k_s: here.sigma * here.sigma / here.a,
+                        flags: FLAG_SAVE,
+                        ..Coefficients::IDENTITY
+                    };
+                    push(here, c, true)?;
+                }
+                // The denoised estimate at the last time (Lu et al.'s `denoise_to_zero`).
+                let last = levels[levels.len() - 1];
+                let c = Coefficients { x: 1.0 / last.a, s: last.sigma * last.sigma / last.a, ..Coefficients::IDENTITY };
+                push(last, c, true)?;
             }
         }
         Ok(plan)

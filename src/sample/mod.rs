@@ -9,7 +9,7 @@
 
 pub mod method;
 
-pub use method::{Method, PlannedStep, SampleCursor, SampleStep};
+pub use method::{Churn, Method, PlannedStep, SampleCursor, SampleStep};
 
 use crate::error::{Error, Result};
 use crate::gpu::{uniform_window, Gpu, GpuBuffer, Pipeline, UNIFORM_WINDOW_BYTES};

@@ -10,7 +10,7 @@ use scorefield::mixture::GaussianMixture;
 use scorefield::model::MlpShape;
 use scorefield::objective::{Objective, Projection};
 use scorefield::optim::{AdamConfig, LrSchedule};
-use scorefield::sample::Method;
+use scorefield::sample::{Churn, Method};
 use scorefield::schedule::{NoiseLevel, Sde};
 use scorefield::train::{LossWeight, NonFinite, TrainConfig};
 
@@ -206,13 +206,14 @@ impl Default for TrainSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct SampleConfig {
     /// "auto" (the objective's own, see [`RunConfig::sampler`]), "langevin", "annealed",
-    /// "euler-maruyama", "pc", "ode-euler", "ode-heun" or "ddpm".
+    /// "euler-maruyama", "pc", "ode-euler", "ode-heun", "ddpm", "edm" or "dpm-solver++".
     pub sampler: String,
     pub particles: usize,
     pub seed: u64,
     /// Sampler steps: per level for annealed Langevin, in total for the others. Unset: 100
-    /// for annealed Langevin and Langevin, 1000 for the SDE and ODE samplers (score_sde's N);
-    /// ddpm takes the objective's steps.
+    /// for annealed Langevin and Langevin, 1000 for the SDE and ODE samplers (score_sde's N),
+    /// 18 levels for edm (35 score evaluations), 25 for dpm-solver++; ddpm takes the
+    /// objective's steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<usize>,
     /// Annealed Langevin's eps, or Langevin's step size.
@@ -229,6 +230,14 @@ pub struct SampleConfig {
     /// The ddpm sampler: each step through the denoised estimate clipped to [-1, 1], the range
     /// of image data (Ho et al.'s `clip_denoised`).
     pub clip: bool,
+    /// The edm sampler's spacing of levels (Karras et al.: 7) and its stochastic churn:
+    /// S_churn (0: deterministic), applied at levels in [churn_tmin, churn_tmax], with noise
+    /// scaled by churn_noise (S_noise).
+    pub rho: f64,
+    pub churn: f64,
+    pub churn_tmin: f64,
+    pub churn_tmax: f64,
+    pub churn_noise: f64,
 }
 
 impl Default for SampleConfig {
@@ -249,6 +258,11 @@ impl Default for SampleConfig {
             snapshot_every: 20,
             field_sigmas: vec![],
             clip: false,
+            rho: 7.0,
+            churn: 0.0,
+            churn_tmin: 0.0,
+            churn_tmax: f64::INFINITY,
+            churn_noise: 1.0,
         }
     }
 }
@@ -467,7 +481,12 @@ impl RunConfig {
         if sampler == "pc" && !(s.snr.is_finite() && s.snr > 0.0) {
             bail!("sample.snr = {} must be a positive number", s.snr);
         }
-        let steps = s.steps.unwrap_or(if uses_step_size { 100 } else { 1000 });
+        let steps = s.steps.unwrap_or(match sampler {
+            "annealed" | "langevin" => 100,
+            "edm" => 18,
+            "dpm-solver++" => 25,
+            _ => 1000,
+        });
         if steps == 0 {
             bail!("sample.steps = 0; use at least 1 (2 for the SDE and ODE samplers)");
         }
@@ -517,9 +536,16 @@ impl RunConfig {
                 // Ho et al.'s schedule on an exact score of another objective's config.
                 _ => Method::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000, clip: s.clip },
             },
+            "edm" => {
+                // The VE-equivalent levels sigma / a of the schedule's ends (a = 1 for VE).
+                let level = |t: f64| sde.marginal(t).sigma / sde.marginal(t).a;
+                let churn = Churn { s_churn: s.churn, s_tmin: s.churn_tmin, s_tmax: s.churn_tmax, s_noise: s.churn_noise };
+                Method::Edm { sigma_min: level(sde.sampling_eps()), sigma_max: level(1.0), steps, rho: s.rho, churn }
+            }
+            "dpm-solver++" => Method::DpmSolver2M { sde, steps },
             other => bail!(
-                "sample.sampler = \"{other}\"; choose auto, annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun \
-                 or ddpm"
+                "sample.sampler = \"{other}\"; choose auto, annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun, \
+                 ddpm, edm or dpm-solver++"
             ),
         };
         method.validate().context("in [sample]")?;
@@ -549,14 +575,15 @@ impl RunConfig {
                 | Objective::Exact { .. }
                 | Objective::Sliced { .. }
         );
-        let ve_sampler = matches!(method, Method::Langevin { .. } | Method::AnnealedLangevin { .. });
+        let ve_sampler =
+            matches!(method, Method::Langevin { .. } | Method::AnnealedLangevin { .. } | Method::Edm { .. });
         let ddpm_sampler = matches!(method, Method::Ddpm { .. });
         if (ve_sampler && !ve_model) || (ddpm_sampler && ve_model) {
             bail!(
-                "sample.sampler = \"{sampler}\" does not match objective.kind = \"{}\": Langevin and annealed \
-                 Langevin sample dsm, ncsn and ve models; ddpm samples ddpm and vp models; the SDE samplers \
-                 (euler-maruyama, pc, ode-euler, ode-heun) sample any; leave sample.sampler = \"auto\" for the \
-                 objective's own",
+                "sample.sampler = \"{sampler}\" does not match objective.kind = \"{}\": Langevin, annealed \
+                 Langevin and edm sample dsm, ncsn and ve models; ddpm samples ddpm and vp models; the SDE samplers \
+                 (euler-maruyama, pc, ode-euler, ode-heun, dpm-solver++) sample any; leave sample.sampler = \"auto\" \
+                 for the objective's own",
                 self.objective.kind
             );
         }
@@ -656,6 +683,11 @@ mod tests {
         ("sample", "snapshot_every"),
         ("sample", "field_sigmas"),
         ("sample", "clip"),
+        ("sample", "rho"),
+        ("sample", "churn"),
+        ("sample", "churn_tmin"),
+        ("sample", "churn_tmax"),
+        ("sample", "churn_noise"),
         ("device", "adapter"),
     ];
 
