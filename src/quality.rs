@@ -127,8 +127,10 @@ impl QualityJudge {
         &self.train
     }
 
-    /// Draws from a Gaussian with the training half's mean and full covariance: a baseline
-    /// that has the data's first two moments and no digits (the bar a model must clear).
+    /// Draws from a Gaussian with the training half's mean and full covariance, as images:
+    /// clamped to the pixel range [-1, 1] like every image sample the CLI writes. A baseline
+    /// that has (up to the clamp) the data's first two moments and no digits: the bar a model
+    /// must clear.
     pub fn gaussian_fit(&self, n: usize, seed: u64) -> Vec<f32> {
         let d = self.dim;
         let rows: Vec<Vec<f64>> = self.train.chunks(d).map(|x| x.iter().map(|&v| v as f64).collect()).collect();
@@ -139,7 +141,7 @@ impl QualityJudge {
         for zi in z.chunks(d) {
             for r in 0..d {
                 let v: f64 = m.mean[r] + (0..=r).map(|c| l[r * d + c] * zi[c]).sum::<f64>();
-                out.push(v as f32);
+                out.push(v.clamp(-1.0, 1.0) as f32);
             }
         }
         out

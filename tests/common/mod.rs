@@ -1,9 +1,12 @@
 //! Helpers shared by the GPU tests.
 #![allow(dead_code)]
 
+mod digits;
 mod eight;
 
 #[allow(unused_imports)] // not every test binary uses every helper
+pub use digits::DigitsCheck;
+#[allow(unused_imports)]
 pub use eight::{mode_shares, EightGaussiansCheck};
 use scorefield::gpu::Gpu;
 
