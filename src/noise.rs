@@ -20,10 +20,12 @@ pub struct NoiseParams {
 
 const WG: u32 = 256;
 
-/// The noise kernels, built once.
+/// The noise kernels and their parameter buffer, built once. Each fill writes the parameters
+/// (`queue.write_buffer`, which lands before the fill's own submit) and submits.
 pub struct NoiseKernels {
     uniform_u32: Pipeline,
     normal: Pipeline,
+    params: GpuBuffer<NoiseParams>,
 }
 
 impl NoiseKernels {
@@ -32,6 +34,7 @@ impl NoiseKernels {
         Ok(Self {
             uniform_u32: gpu.pipeline(&shaders::NOISE, "uniform_u32", &constants).await?,
             normal: gpu.pipeline(&shaders::NOISE, "normal", &constants).await?,
+            params: GpuBuffer::new(gpu, "scorefield.noise.params", 1, wgpu::BufferUsages::UNIFORM)?,
         })
     }
 
@@ -80,8 +83,8 @@ impl NoiseKernels {
         }
         let count = u32::try_from(len).map_err(|_| Error::invalid("noise length", format!("{len} exceeds 2^32")))?;
         let params = NoiseParams { seed: split(seed), stream: split(stream), offset: split(offset), count, _pad: 0 };
-        let params = GpuBuffer::from_slice(gpu, "scorefield.noise.params", &[params], wgpu::BufferUsages::UNIFORM)?;
-        let bind_group = pipeline.bind_group(gpu, &[(0, params.binding()), (1, out.as_entire_binding())]);
+        self.params.write(gpu, 0, &[params]);
+        let bind_group = pipeline.bind_group(gpu, &[(0, self.params.binding()), (1, out.as_entire_binding())]);
         let mut encoder = gpu.encoder(pipeline.label());
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
