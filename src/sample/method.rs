@@ -343,31 +343,7 @@ impl Method {
             },
             boundary: true,
         }];
-        let mut push = |level: NoiseLevel, c: Coefficients, boundary: bool| {
-            let i = u32::try_from(plan.len()).map_err(|_| Error::invalid("sampler", "more than 2^32 steps"))?;
-            plan.push(PlannedStep {
-                level,
-                step: SampleStep {
-                    stream: crate::rng::split(Stream::SamplerStep.at(i)),
-                    flags: c.flags,
-                    a: level.a as f32,
-                    sigma: level.sigma as f32,
-                    cond: level.cond as f32,
-                    out_scale: 1.0,
-                    c_x: c.x as f32,
-                    c_s: c.s as f32,
-                    c_z: c.z as f32,
-                    c_p: c.p as f32,
-                    k_x: c.k_x as f32,
-                    k_s: c.k_s as f32,
-                    snr: c.snr as f32,
-                    snr_alpha: c.snr_alpha as f32,
-                    _pad: 0,
-                },
-                boundary,
-            });
-            Ok::<(), Error>(())
-        };
+        let mut push = |level: NoiseLevel, c: Coefficients, boundary: bool| push_step(&mut plan, level, c, boundary);
         match self {
             Method::Langevin { level, step_size, steps, .. } => {
                 for _ in 0..*steps {
@@ -473,75 +449,118 @@ impl Method {
                 }
             }
             Method::Edm { sigma_min, sigma_max, steps, rho, churn } => {
-                // Per level i, from x_hat at sigma_hat = (1 + gamma_i) sigma_i (the churn noise
-                // that lifts x_i there is added by the step before, or the initial draw):
-                // d = (x_hat - D(x_hat)) / sigma_hat = -sigma_hat s with D = x + sigma^2 s, and
-                // h = sigma_{i+1} - sigma_hat. Euler: x~ = x_hat + h d. Heun, where
-                // sigma_{i+1} > 0: x_{i+1} = x_hat + h/2 (d + d(x~, sigma_{i+1})), as
-                // ProbabilityFlow's Heun: the first evaluation keeps p = x_hat + h/2 d.
-                let sigmas = Self::edm_sigmas(*sigma_min, *sigma_max, *steps, *rho);
-                let hat = |i: usize| sigmas[i] * (1.0 + churn.gamma(sigmas[i], *steps));
-                for i in 0..*steps {
-                    let (sigma_hat, next) = (hat(i), sigmas[i + 1]);
-                    let h = next - sigma_hat;
-                    let euler = Coefficients { s: -h * sigma_hat, ..Coefficients::IDENTITY };
-                    if next == 0.0 {
-                        push(NoiseLevel::ve(sigma_hat), euler, true)?;
-                        continue;
-                    }
-                    let predict = Coefficients { k_x: 1.0, k_s: -0.5 * h * sigma_hat, flags: FLAG_SAVE, ..euler };
-                    push(NoiseLevel::ve(sigma_hat), predict, false)?;
-                    // The churn of the next level: S_noise sqrt(sigma_hat'^2 - sigma'^2) z.
-                    let lift = (hat(i + 1).powi(2) - next * next).max(0.0).sqrt();
-                    let correct = Coefficients {
-                        x: 0.0,
-                        s: -0.5 * h * next,
-                        p: 1.0,
-                        z: churn.s_noise * lift,
-                        ..Coefficients::IDENTITY
-                    };
-                    push(NoiseLevel::ve(next), correct, true)?;
-                }
+                edm_steps(&mut push, *sigma_min, *sigma_max, *steps, *rho, churn)?
             }
-            Method::DpmSolver2M { sde, steps } => {
-                // At x_{i-1} (level l = (a, sigma) at t_{i-1}): the denoised estimate
-                // D = (x + sigma^2 s) / a; with h_i = lambda_i - lambda_{i-1} and
-                // A = a_i (1 - e^{-h_i}), x_i = (sigma_i / sigma_{i-1}) x + A D_i, where D_i = D
-                // (first step) or (1 + 1/(2 r)) D - 1/(2 r) D_prev with r = h_{i-1} / h_i. D_prev
-                // is the partial sum p, saved by each step for the next.
-                let times = Self::lambda_uniform_times(sde, *steps);
-                let levels: Vec<NoiseLevel> = times.iter().map(|&t| sde.marginal(t)).collect();
-                let lambda = |l: &NoiseLevel| (l.a / l.sigma).ln();
-                for i in 1..levels.len() {
-                    let (here, next) = (levels[i - 1], levels[i]);
-                    let h = lambda(&next) - lambda(&here);
-                    let big_a = next.a * -(-h).exp_m1();
-                    let (w, w_prev) = match i {
-                        1 => (1.0, 0.0),
-                        _ => {
-                            let r = (lambda(&here) - lambda(&levels[i - 2])) / h;
-                            (1.0 + 0.5 / r, -0.5 / r)
-                        }
-                    };
-                    let c = Coefficients {
-                        x: next.sigma / here.sigma + big_a * w / here.a,
-                        s: big_a * w * here.sigma * here.sigma / here.a,
-                        p: big_a * w_prev,
-                        k_x: 1.0 / here.a,
-                        k_s: here.sigma * here.sigma / here.a,
-                        flags: FLAG_SAVE,
-                        ..Coefficients::IDENTITY
-                    };
-                    push(here, c, true)?;
-                }
-                // The denoised estimate at the last time (Lu et al.'s `denoise_to_zero`).
-                let last = levels[levels.len() - 1];
-                let c = Coefficients { x: 1.0 / last.a, s: last.sigma * last.sigma / last.a, ..Coefficients::IDENTITY };
-                push(last, c, true)?;
-            }
+            Method::DpmSolver2M { sde, steps } => dpm_solver_steps(&mut push, sde, *steps)?,
         }
         Ok(plan)
     }
+}
+
+/// EDM's steps (see [`Method::Edm`]) through `push`.
+fn edm_steps(
+    push: &mut impl FnMut(NoiseLevel, Coefficients, bool) -> Result<()>,
+    sigma_min: f64,
+    sigma_max: f64,
+    steps: usize,
+    rho: f64,
+    churn: &Churn,
+) -> Result<()> {
+    // Per level i, from x_hat at sigma_hat = (1 + gamma_i) sigma_i (the churn noise
+    // that lifts x_i there is added by the step before, or the initial draw):
+    // d = (x_hat - D(x_hat)) / sigma_hat = -sigma_hat s with D = x + sigma^2 s, and
+    // h = sigma_{i+1} - sigma_hat. Euler: x~ = x_hat + h d. Heun, where
+    // sigma_{i+1} > 0: x_{i+1} = x_hat + h/2 (d + d(x~, sigma_{i+1})), as
+    // ProbabilityFlow's Heun: the first evaluation keeps p = x_hat + h/2 d.
+    let sigmas = Method::edm_sigmas(sigma_min, sigma_max, steps, rho);
+    let hat = |i: usize| sigmas[i] * (1.0 + churn.gamma(sigmas[i], steps));
+    for i in 0..steps {
+        let (sigma_hat, next) = (hat(i), sigmas[i + 1]);
+        let h = next - sigma_hat;
+        let euler = Coefficients { s: -h * sigma_hat, ..Coefficients::IDENTITY };
+        if next == 0.0 {
+            push(NoiseLevel::ve(sigma_hat), euler, true)?;
+            continue;
+        }
+        let predict = Coefficients { k_x: 1.0, k_s: -0.5 * h * sigma_hat, flags: FLAG_SAVE, ..euler };
+        push(NoiseLevel::ve(sigma_hat), predict, false)?;
+        // The churn of the next level: S_noise sqrt(sigma_hat'^2 - sigma'^2) z.
+        let lift = (hat(i + 1).powi(2) - next * next).max(0.0).sqrt();
+        let correct =
+            Coefficients { x: 0.0, s: -0.5 * h * next, p: 1.0, z: churn.s_noise * lift, ..Coefficients::IDENTITY };
+        push(NoiseLevel::ve(next), correct, true)?;
+    }
+    Ok(())
+}
+
+/// DPM-Solver++(2M)'s steps (see [`Method::DpmSolver2M`]) through `push`.
+fn dpm_solver_steps(
+    push: &mut impl FnMut(NoiseLevel, Coefficients, bool) -> Result<()>,
+    sde: &Sde,
+    steps: usize,
+) -> Result<()> {
+    // At x_{i-1} (level l = (a, sigma) at t_{i-1}): the denoised estimate
+    // D = (x + sigma^2 s) / a; with h_i = lambda_i - lambda_{i-1} and
+    // A = a_i (1 - e^{-h_i}), x_i = (sigma_i / sigma_{i-1}) x + A D_i, where D_i = D
+    // (first step) or (1 + 1/(2 r)) D - 1/(2 r) D_prev with r = h_{i-1} / h_i. D_prev
+    // is the partial sum p, saved by each step for the next.
+    let times = Method::lambda_uniform_times(sde, steps);
+    let levels: Vec<NoiseLevel> = times.iter().map(|&t| sde.marginal(t)).collect();
+    let lambda = |l: &NoiseLevel| (l.a / l.sigma).ln();
+    for i in 1..levels.len() {
+        let (here, next) = (levels[i - 1], levels[i]);
+        let h = lambda(&next) - lambda(&here);
+        let big_a = next.a * -(-h).exp_m1();
+        let (w, w_prev) = match i {
+            1 => (1.0, 0.0),
+            _ => {
+                let r = (lambda(&here) - lambda(&levels[i - 2])) / h;
+                (1.0 + 0.5 / r, -0.5 / r)
+            }
+        };
+        let c = Coefficients {
+            x: next.sigma / here.sigma + big_a * w / here.a,
+            s: big_a * w * here.sigma * here.sigma / here.a,
+            p: big_a * w_prev,
+            k_x: 1.0 / here.a,
+            k_s: here.sigma * here.sigma / here.a,
+            flags: FLAG_SAVE,
+            ..Coefficients::IDENTITY
+        };
+        push(here, c, true)?;
+    }
+    // The denoised estimate at the last time (Lu et al.'s `denoise_to_zero`).
+    let last = levels[levels.len() - 1];
+    let c = Coefficients { x: 1.0 / last.a, s: last.sigma * last.sigma / last.a, ..Coefficients::IDENTITY };
+    push(last, c, true)?;
+    Ok(())
+}
+
+/// Appends step `plan.len()` with its own noise stream.
+fn push_step(plan: &mut Vec<PlannedStep>, level: NoiseLevel, c: Coefficients, boundary: bool) -> Result<()> {
+    let i = u32::try_from(plan.len()).map_err(|_| Error::invalid("sampler", "more than 2^32 steps"))?;
+    plan.push(PlannedStep {
+        level,
+        step: SampleStep {
+            stream: crate::rng::split(Stream::SamplerStep.at(i)),
+            flags: c.flags,
+            a: level.a as f32,
+            sigma: level.sigma as f32,
+            cond: level.cond as f32,
+            out_scale: 1.0,
+            c_x: c.x as f32,
+            c_s: c.s as f32,
+            c_z: c.z as f32,
+            c_p: c.p as f32,
+            k_x: c.k_x as f32,
+            k_s: c.k_s as f32,
+            snr: c.snr as f32,
+            snr_alpha: c.snr_alpha as f32,
+            _pad: 0,
+        },
+        boundary,
+    });
+    Ok(())
 }
 
 /// The times of score_sde's samplers: `torch.linspace(sde.T, eps, sde.N)`.
