@@ -361,6 +361,199 @@ async fn dense(
     Ok((pipeline, bg, matmul_grid(m, n)))
 }
 
+/// A side of a pass: its activations, its rows, and the tangent directions per primal row (0 for
+/// the primal rows).
+type Side<'a> = (&'a Activations, usize, usize);
+
+/// What every dense-layer dispatch of a pass binds besides its own rows: the weights, their
+/// uniform windows, and the placeholders for bindings a mode does not use.
+struct LayerBindings<'a> {
+    gpu: &'a Gpu,
+    shape: &'a MlpShape,
+    layers: &'a [Layer],
+    w: &'a GpuBuffer<f32>,
+    windows: &'a wgpu::Buffer,
+    dummy_read: &'a GpuBuffer<f32>,
+    dummy_write: &'a GpuBuffer<f32>,
+}
+
+/// Whether a layer's W fits a 64 KiB uniform window.
+fn windowed(layer: &Layer) -> bool {
+    (layer.fan_in * layer.fan_out * 4) as u64 <= WINDOW_BYTES
+}
+
+impl LayerBindings<'_> {
+    /// Layer `l`'s weight window; layers too large for one read W from storage and get window
+    /// 0 bound, unused.
+    fn window(&self, l: usize) -> wgpu::BindingResource<'_> {
+        uniform_window(self.windows, if windowed(&self.layers[l]) { l as u64 * WINDOW_BYTES } else { 0 })
+    }
+
+    /// The forward dispatches of every layer, primal rows then tangent rows per layer.
+    async fn forward(&self, sides: &[Side<'_>], acts: &Activations) -> Result<Vec<Dispatch>> {
+        let last = self.layers.len() - 1;
+        let mut forward = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (n, k) = (layer.fan_out, layer.fan_in);
+            // A hidden row stores the layer's n activations and the carried embedding.
+            let (act, carry) = (l < last, if l < last { self.shape.carried() } else { 0 });
+            for &(side, rows, t) in sides {
+                // Primal rows may run chunk by chunk with their input through uniform windows;
+                // tangent rows read their primal rows' pre-activations by row, so stay whole.
+                let chunk = if t == 0 { chunk_rows(self.gpu, &[k], &[n, n + carry]) } else { None };
+                let variant = Variant {
+                    mode: MODE_FORWARD,
+                    act,
+                    window: windowed(layer),
+                    a_window: chunk.is_some(),
+                    accumulate: false,
+                    tangents: t,
+                    carry,
+                    skip: self.shape.skips(l),
+                    keep_dh: false,
+                };
+                let input = side.layer_input(l);
+                for (start, len) in row_chunks(rows, chunk) {
+                    let rows_of = |b, width: usize| rows_binding(b, chunk.map(|_| (start * width, len * width)));
+                    // Tangent rows read the primal pre-activations of their layer for silu'(z).
+                    let aux = if t > 0 { acts.pre[l].binding() } else { self.dummy_read.binding() };
+                    let out1 = if act { rows_of(&side.post[l], n + carry) } else { self.dummy_write.binding() };
+                    let a_window = match chunk {
+                        Some(_) => uniform_window(input.raw(), (start * k * 4) as u64),
+                        None => self.window(0),
+                    };
+                    let entries = [
+                        (0, input.binding()),
+                        (1, self.w.binding()),
+                        (2, aux),
+                        (3, rows_of(&side.pre[l], n)),
+                        (4, out1),
+                        (5, self.window(l)),
+                        (6, a_window),
+                        (7, self.dummy_read.binding()),
+                    ];
+                    forward.push(dense(self.gpu, variant, [len, n, k], layer, &entries).await?);
+                }
+            }
+        }
+        Ok(forward)
+    }
+
+    /// The backward dispatches, top layer first: the weight gradients into `grads` over every
+    /// side's rows, then dL/dz of the layer below (and, with tangent rows, the second-order term).
+    async fn backward(
+        &self,
+        sides: &[Side<'_>],
+        acts: &Activations,
+        tangent: Option<&Activations>,
+        grads: &GpuBuffer<f32>,
+    ) -> Result<Vec<Dispatch>> {
+        let (batch, tangents) = (sides[0].1, sides.get(1).map_or(0, |s| s.2));
+        let mut backward = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate().rev() {
+            // dL/dW and dL/db of layer l, summed over the primal rows and then the tangent
+            // rows (no bias there): over all rows from storage, or chunk by chunk of `rows`
+            // rows through uniform windows, adding up in a fixed order.
+            let (m, n) = (layer.fan_out, layer.fan_in);
+            let chunk = chunk_rows(self.gpu, &[m, n], &[]);
+            let mut first = true;
+            for &(side, rows, t) in sides {
+                let input = side.layer_input(l);
+                for (start, k) in row_chunks(rows, chunk) {
+                    let variant = Variant {
+                        mode: MODE_BACKWARD_WEIGHT,
+                        window: chunk.is_some(),
+                        a_window: chunk.is_some(),
+                        accumulate: !first,
+                        tangents: t,
+                        ..Variant::default()
+                    };
+                    first = false;
+                    let (b_win, a_win) = match chunk {
+                        Some(_) => (
+                            uniform_window(input.raw(), (start * n * 4) as u64),
+                            uniform_window(side.dpre[l].raw(), (start * m * 4) as u64),
+                        ),
+                        None => (self.window(0), self.window(0)),
+                    };
+                    let entries = [
+                        (0, side.dpre[l].binding()),
+                        (1, input.binding()),
+                        (2, self.dummy_read.binding()),
+                        (3, grads.binding()),
+                        (4, self.dummy_write.binding()),
+                        (5, b_win),
+                        (6, a_win),
+                        (7, self.dummy_read.binding()),
+                    ];
+                    backward.push(dense(self.gpu, variant, [m, n, k], layer, &entries).await?);
+                }
+            }
+            // dL/dz of layer l - 1 (the network input's gradient is not needed).
+            if l == 0 {
+                continue;
+            }
+            // The gradient of the layer input's h columns (not of the carried embedding).
+            let (carry, k) = (self.shape.carried(), layer.fan_out);
+            let n = layer.fan_in - carry;
+            // dL/dh below is kept for the second-order term (tangent rows) and for the
+            // skip of the layer below; dL/dh of this layer passes down its own skip.
+            let (skip, keep_dh) = (self.shape.skips(l), self.shape.skips(l - 1));
+            for &(side, rows, t) in sides {
+                // Chunked as the forward pass: primal rows only.
+                let chunk = if t == 0 { chunk_rows(self.gpu, &[k], &[n]) } else { None };
+                let variant = Variant {
+                    mode: MODE_BACKWARD_INPUT,
+                    window: windowed(layer),
+                    a_window: chunk.is_some(),
+                    tangents: t,
+                    carry,
+                    skip,
+                    keep_dh,
+                    ..Variant::default()
+                };
+                for (start, len) in row_chunks(rows, chunk) {
+                    let rows_of = |b| rows_binding(b, chunk.map(|_| (start * n, len * n)));
+                    let out1 = if t > 0 || keep_dh { rows_of(&side.dpost[l - 1]) } else { self.dummy_write.binding() };
+                    let skip_in = if skip { rows_of(&side.dpost[l]) } else { self.dummy_read.binding() };
+                    let a_window = match chunk {
+                        Some(_) => uniform_window(side.dpre[l].raw(), (start * k * 4) as u64),
+                        None => self.window(0),
+                    };
+                    let entries = [
+                        (0, side.dpre[l].binding()),
+                        (1, self.w.binding()),
+                        (2, rows_of(&acts.pre[l - 1])),
+                        (3, rows_of(&side.dpre[l - 1])),
+                        (4, out1),
+                        (5, self.window(l)),
+                        (6, a_window),
+                        (7, skip_in),
+                    ];
+                    backward.push(dense(self.gpu, variant, [len, n, k], layer, &entries).await?);
+                }
+            }
+            if let Some(tan) = tangent {
+                let features = self.shape.width;
+                let constants = [("M", batch as f64), ("N", features as f64), ("TANGENTS", tangents as f64)];
+                let pipeline = self.gpu.pipeline(&shaders::MLP, "second_order", &constants).await?;
+                let bg = pipeline.bind_group(
+                    self.gpu,
+                    &[
+                        (0, tan.pre[l - 1].binding()),
+                        (1, tan.dpost[l - 1].binding()),
+                        (2, acts.pre[l - 1].binding()),
+                        (3, acts.dpre[l - 1].binding()),
+                    ],
+                );
+                let grid = self.gpu.grid(((batch * features) as u32).div_ceil(SECOND_ORDER_WG));
+                backward.push((pipeline, bg, grid));
+            }
+        }
+        Ok(backward)
+    }
+}
+
 impl MlpPass {
     /// Buffers and dispatches for `batch` rows through `model`'s `weights`, each with `tangents`
     /// forward-mode directions (0 for none); with `grads`, also the backward pass writing
@@ -411,7 +604,6 @@ impl MlpPass {
             Weights::Raw => &model.params,
             Weights::Ema => &model.ema,
         };
-        let windowed = |layer: &Layer| (layer.fan_in * layer.fan_out * 4) as u64 <= WINDOW_BYTES;
         let windows = gpu.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("scorefield.mlp.weight_windows"),
             size: layers.len() as u64 * WINDOW_BYTES,
@@ -426,160 +618,23 @@ impl MlpPass {
                 (layer.w_offset as u64 * 4, l as u64 * WINDOW_BYTES, (layer.fan_in * layer.fan_out * 4) as u64)
             })
             .collect();
-        // Layers too large for a window read W from storage and get window 0 bound, unused.
-        let window =
-            |l: usize| uniform_window(&windows, if windowed(&layers[l]) { l as u64 * WINDOW_BYTES } else { 0 });
         // The primal rows, then the tangent rows (rows, directions per primal row).
         let mut sides = vec![(&acts, batch, 0)];
         sides.extend(tangent.as_ref().map(|t| (t, tangent_rows, tangents)));
-        let last = layers.len() - 1;
-        let mut forward = Vec::new();
-        for (l, layer) in layers.iter().enumerate() {
-            let (n, k) = (layer.fan_out, layer.fan_in);
-            // A hidden row stores the layer's n activations and the carried embedding.
-            let (act, carry) = (l < last, if l < last { shape.carried() } else { 0 });
-            for &(side, rows, t) in &sides {
-                // Primal rows may run chunk by chunk with their input through uniform windows;
-                // tangent rows read their primal rows' pre-activations by row, so stay whole.
-                let chunk = if t == 0 { chunk_rows(gpu, &[k], &[n, n + carry]) } else { None };
-                let variant = Variant {
-                    mode: MODE_FORWARD,
-                    act,
-                    window: windowed(layer),
-                    a_window: chunk.is_some(),
-                    accumulate: false,
-                    tangents: t,
-                    carry,
-                    skip: shape.skips(l),
-                    keep_dh: false,
-                };
-                let input = side.layer_input(l);
-                for (start, len) in row_chunks(rows, chunk) {
-                    let rows_of = |b, width: usize| rows_binding(b, chunk.map(|_| (start * width, len * width)));
-                    // Tangent rows read the primal pre-activations of their layer for silu'(z).
-                    let aux = if t > 0 { acts.pre[l].binding() } else { dummy_read.binding() };
-                    let out1 = if act { rows_of(&side.post[l], n + carry) } else { dummy_write.binding() };
-                    let a_window = match chunk {
-                        Some(_) => uniform_window(input.raw(), (start * k * 4) as u64),
-                        None => window(0),
-                    };
-                    let entries = [
-                        (0, input.binding()),
-                        (1, w.binding()),
-                        (2, aux),
-                        (3, rows_of(&side.pre[l], n)),
-                        (4, out1),
-                        (5, window(l)),
-                        (6, a_window),
-                        (7, dummy_read.binding()),
-                    ];
-                    forward.push(dense(gpu, variant, [len, n, k], layer, &entries).await?);
-                }
-            }
-        }
-        let mut backward = Vec::new();
-        if let Some(grads) = grads {
-            for (l, layer) in layers.iter().enumerate().rev() {
-                // dL/dW and dL/db of layer l, summed over the primal rows and then the tangent
-                // rows (no bias there): over all rows from storage, or chunk by chunk of `rows`
-                // rows through uniform windows, adding up in a fixed order.
-                let (m, n) = (layer.fan_out, layer.fan_in);
-                let chunk = chunk_rows(gpu, &[m, n], &[]);
-                let mut first = true;
-                for &(side, rows, t) in &sides {
-                    let input = side.layer_input(l);
-                    for (start, k) in row_chunks(rows, chunk) {
-                        let variant = Variant {
-                            mode: MODE_BACKWARD_WEIGHT,
-                            window: chunk.is_some(),
-                            a_window: chunk.is_some(),
-                            accumulate: !first,
-                            tangents: t,
-                            ..Variant::default()
-                        };
-                        first = false;
-                        let (b_win, a_win) = match chunk {
-                            Some(_) => (
-                                uniform_window(input.raw(), (start * n * 4) as u64),
-                                uniform_window(side.dpre[l].raw(), (start * m * 4) as u64),
-                            ),
-                            None => (window(0), window(0)),
-                        };
-                        let entries = [
-                            (0, side.dpre[l].binding()),
-                            (1, input.binding()),
-                            (2, dummy_read.binding()),
-                            (3, grads.binding()),
-                            (4, dummy_write.binding()),
-                            (5, b_win),
-                            (6, a_win),
-                            (7, dummy_read.binding()),
-                        ];
-                        backward.push(dense(gpu, variant, [m, n, k], layer, &entries).await?);
-                    }
-                }
-                // dL/dz of layer l - 1 (the network input's gradient is not needed).
-                if l == 0 {
-                    continue;
-                }
-                // The gradient of the layer input's h columns (not of the carried embedding).
-                let (carry, k) = (shape.carried(), layer.fan_out);
-                let n = layer.fan_in - carry;
-                // dL/dh below is kept for the second-order term (tangent rows) and for the
-                // skip of the layer below; dL/dh of this layer passes down its own skip.
-                let (skip, keep_dh) = (shape.skips(l), shape.skips(l - 1));
-                for &(side, rows, t) in &sides {
-                    // Chunked as the forward pass: primal rows only.
-                    let chunk = if t == 0 { chunk_rows(gpu, &[k], &[n]) } else { None };
-                    let variant = Variant {
-                        mode: MODE_BACKWARD_INPUT,
-                        window: windowed(layer),
-                        a_window: chunk.is_some(),
-                        tangents: t,
-                        carry,
-                        skip,
-                        keep_dh,
-                        ..Variant::default()
-                    };
-                    for (start, len) in row_chunks(rows, chunk) {
-                        let rows_of = |b| rows_binding(b, chunk.map(|_| (start * n, len * n)));
-                        let out1 = if t > 0 || keep_dh { rows_of(&side.dpost[l - 1]) } else { dummy_write.binding() };
-                        let skip_in = if skip { rows_of(&side.dpost[l]) } else { dummy_read.binding() };
-                        let a_window = match chunk {
-                            Some(_) => uniform_window(side.dpre[l].raw(), (start * k * 4) as u64),
-                            None => window(0),
-                        };
-                        let entries = [
-                            (0, side.dpre[l].binding()),
-                            (1, w.binding()),
-                            (2, rows_of(&acts.pre[l - 1])),
-                            (3, rows_of(&side.dpre[l - 1])),
-                            (4, out1),
-                            (5, window(l)),
-                            (6, a_window),
-                            (7, skip_in),
-                        ];
-                        backward.push(dense(gpu, variant, [len, n, k], layer, &entries).await?);
-                    }
-                }
-                if let Some(tan) = &tangent {
-                    let features = shape.width;
-                    let constants = [("M", batch as f64), ("N", features as f64), ("TANGENTS", tangents as f64)];
-                    let pipeline = gpu.pipeline(&shaders::MLP, "second_order", &constants).await?;
-                    let bg = pipeline.bind_group(
-                        gpu,
-                        &[
-                            (0, tan.pre[l - 1].binding()),
-                            (1, tan.dpost[l - 1].binding()),
-                            (2, acts.pre[l - 1].binding()),
-                            (3, acts.dpre[l - 1].binding()),
-                        ],
-                    );
-                    let grid = gpu.grid(((batch * features) as u32).div_ceil(SECOND_ORDER_WG));
-                    backward.push((pipeline, bg, grid));
-                }
-            }
-        }
+        let bindings = LayerBindings {
+            gpu,
+            shape,
+            layers: &layers,
+            w,
+            windows: &windows,
+            dummy_read: &dummy_read,
+            dummy_write: &dummy_write,
+        };
+        let forward = bindings.forward(&sides, &acts).await?;
+        let backward = match grads {
+            Some(grads) => bindings.backward(&sides, &acts, tangent.as_ref(), grads).await?,
+            None => Vec::new(),
+        };
         let weights = w.raw().clone();
         Ok(Self {
             acts,
