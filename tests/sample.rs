@@ -44,14 +44,8 @@ fn short_methods() -> Vec<Method> {
         Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 6, clip: false },
         // Clipped to [-1, 1] through x0: the mixture's means lie out to 3, so clipping acts.
         Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 6, clip: true },
-        Method::Edm { sigma_min: 0.01, sigma_max: 4.0, steps: 4, rho: 7.0, churn: Churn::NONE },
-        Method::Edm {
-            sigma_min: 0.01,
-            sigma_max: 4.0,
-            steps: 4,
-            rho: 7.0,
-            churn: Churn { s_churn: 2.0, s_tmin: 0.05, s_tmax: 2.0, s_noise: 1.007 },
-        },
+        edm(4.0, 4, Churn::NONE),
+        edm(4.0, 4, Churn { s_churn: 2.0, s_tmin: 0.05, s_tmax: 2.0, s_noise: 1.007 }),
         Method::DpmSolver2M { sde: ve, steps: 5 },
         Method::DpmSolver2M { sde: vp, steps: 5 },
     ]
@@ -148,6 +142,11 @@ fn edm_and_dpm_solver_plans_are_their_algorithms() {
             .collect();
         close(&got, &want, &format!("dpm-solver++ {sde:?}"));
     }
+}
+
+/// EDM down to sigma 0.01 with Karras et al.'s rho = 7.
+fn edm(sigma_max: f64, steps: usize, churn: Churn) -> Method {
+    Method::Edm { sigma_min: 0.01, sigma_max, steps, rho: 7.0, churn }
 }
 
 /// |a - b| / (1 + |b|) elementwise, sorted ascending.
@@ -442,13 +441,7 @@ fn every_sampler_matches_the_eight_gaussians() {
         Method::ddpm(),
         // Issue #22: the few-step samplers, at 35 and 25 score evaluations.
         Method::edm(0.01, 10.0),
-        Method::Edm {
-            sigma_min: 0.01,
-            sigma_max: 10.0,
-            steps: 18,
-            rho: 7.0,
-            churn: Churn { s_churn: 10.0, s_tmin: 0.05, s_tmax: 10.0, s_noise: 1.0 },
-        },
+        edm(10.0, 18, Churn { s_churn: 10.0, s_tmin: 0.05, s_tmax: 10.0, s_noise: 1.0 }),
         Method::DpmSolver2M { sde: ve, steps: 25 },
         Method::DpmSolver2M { sde: vp, steps: 25 },
     ];
