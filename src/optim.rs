@@ -167,7 +167,7 @@ impl Optimizer {
         self.kept_step = step;
     }
 
-    /// Copies the kept state back into the live one (submitted with the next work); returns
+    /// Copies the kept state back into the live one (submitted now); returns
     /// its step.
     pub fn restore(&self, gpu: &Gpu, model: &ScoreMlp) -> u64 {
         gpu.submit(self.copies(gpu, model, false));

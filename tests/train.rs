@@ -329,25 +329,15 @@ fn backward_matches_finite_differences(shape: MlpShape) {
     let (params, freqs) = (to64(&params), to64(&freqs));
     let data: Vec<f64> = (0..20 * 3).map(|_| r.normal()).collect();
     let b = robj::perturb(&objective, &shape, &freqs, &data, r.next_u64(), 3, 16);
+    let weights = b.loss_weights(LossWeight::Uniform);
+    let loss_grad =
+        |fwd: &mlp::Forward| robj::loss_grad(Parametrisation::Score, fwd.output(), &b.noise, &weights, shape.dim);
     let loss = |p: &[f64]| {
-        let fwd = mlp::forward(&shape, p, &b.input);
-        let (l, _) = robj::loss_grad(
-            Parametrisation::Score,
-            fwd.output(),
-            &b.noise,
-            &b.loss_weights(LossWeight::Uniform),
-            shape.dim,
-        );
+        let (l, _) = loss_grad(&mlp::forward(&shape, p, &b.input));
         l.iter().sum::<f64>() / l.len() as f64
     };
     let fwd = mlp::forward(&shape, &params, &b.input);
-    let (_, dout) = robj::loss_grad(
-        Parametrisation::Score,
-        fwd.output(),
-        &b.noise,
-        &b.loss_weights(LossWeight::Uniform),
-        shape.dim,
-    );
+    let (_, dout) = loss_grad(&fwd);
     let (grads, _) = mlp::backward(&shape, &params, &fwd, &dout);
     let worst = finite_difference_error(&params, &grads, loss);
     eprintln!("{shape:?}: finite differences, worst relative error {worst:.1e}");
