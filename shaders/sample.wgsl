@@ -11,6 +11,7 @@
 //   measure_norms: 4 rw score  8 rw norms [2N]
 //   reduce_norms:  8 rw norms  9 rw norm_sum [2]
 //   update:        3 rw saved  4 rw score  9 rw norm_sum (read only here)
+//   impute:        17 read known [N, D]  18 read known_mask [N, D]
 //
 // Every sampler is a list of SampleSteps, built on the host (src/sample/method.rs). Step i
 // evaluates the score s = s(x; a_i, sigma_i) of the noised density at the particle, draws
@@ -40,7 +41,7 @@
 
 struct SampleStep {
     stream: vec2<u32>,   // Philox stream of this step's noise
-    flags: u32,          // FLAG_SAVE | FLAG_NO_SCORE
+    flags: u32,          // FLAG_SAVE | FLAG_NO_SCORE | FLAG_CLIP_X0 | FLAG_IMPUTE
     _pad: u32,
     a: f32,              // the noise level the score is evaluated at: x~ = a x + sigma eps
     sigma: f32,
@@ -65,6 +66,8 @@ struct SampleCursor {
 const FLAG_SAVE: u32 = 1u;
 const FLAG_NO_SCORE: u32 = 2u;
 const FLAG_CLIP_X0: u32 = 4u;
+const FLAG_IMPUTE: u32 = 8u;
+const STREAM_SAMPLER_IMPUTE: u32 = 9u;
 const MAX_D: u32 = 64u;      // private particle arrays (fused path and mixture scores)
 const MAX_W: u32 = 128u;     // private activations of the fused network (width and input width)
 
@@ -91,6 +94,8 @@ override PPI: u32 = 1u;
 @group(0) @binding(8) var<storage, read_write> norms: array<f32>;
 @group(0) @binding(9) var<storage, read_write> norm_sum: array<f32>;
 @group(0) @binding(10) var<storage, read_write> net_input: array<f32>;
+@group(0) @binding(17) var<storage, read> known: array<f32>;
+@group(0) @binding(18) var<storage, read> known_mask: array<u32>;
 
 fn particle_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -455,6 +460,36 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             particles[i] = r.x;
             if save {
                 saved[i] = r.y;
+            }
+        }
+    }
+}
+
+// Inpainting (Song et al. 2021, appendix I.2, score_sde's `get_pc_inpainter`; NCSNv2's
+// `anneal_Langevin_dynamics_inpainting`): after a step with FLAG_IMPUTE (each step of the
+// method), the known coordinates y of each particle are replaced by y noised to the level of
+// the next score evaluation, a y + sigma z, with fresh z; after the last step by y itself, so
+// they end exactly as given. The unknown ones follow the score of the whole, noised, particle.
+@compute @workgroup_size(WG)
+fn impute(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = particle_id(gid, nwg);
+    if n >= N {
+        return;
+    }
+    let next = cursor.first + 1u;
+    var a = 1.0;
+    var sigma = 0.0;
+    if next < arrayLength(&schedule) {
+        a = schedule[next].a;
+        sigma = schedule[next].sigma;
+    }
+    let stream = vec2<u32>(STREAM_SAMPLER_IMPUTE, cursor.first);
+    for (var j0 = 0u; j0 < D; j0 += 4u) {
+        let z = normal4(cursor.seed, stream, add_u64(mul_wide(n, (D + 3u) / 4u), vec2<u32>(j0 / 4u, 0u)));
+        for (var j = j0; j < min(j0 + 4u, D); j++) {
+            let i = n * D + j;
+            if known_mask[i] != 0u {
+                particles[i] = select(a * known[i] + sigma * z[j - j0], a * known[i], sigma == 0.0);
             }
         }
     }

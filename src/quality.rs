@@ -113,6 +113,11 @@ impl QualityJudge {
         self.classes
     }
 
+    /// The classifier's most likely class of one image and its probability.
+    pub fn classify(&self, image: &[f32]) -> (usize, f64) {
+        top_class(&self.look(image).probabilities)
+    }
+
     /// The held-out quarter, [n, dim]: real images the classifier and the reference never saw.
     pub fn held_out(&self) -> &[f32] {
         &self.held_out
@@ -164,8 +169,7 @@ impl QualityJudge {
             // A non-finite sample is judged as the most ambiguous image there is: all zeros.
             let finite: Vec<f32> = x.iter().map(|&v| if v.is_finite() { v.clamp(-10.0, 10.0) } else { 0.0 }).collect();
             let look = self.look(&finite);
-            let (top, p) =
-                look.probabilities.iter().copied().enumerate().fold((0, -1.0), |a, b| if b.1 > a.1 { b } else { a });
+            let (top, p) = top_class(&look.probabilities);
             shares[top] += 1.0 / count as f64;
             top_sum += p;
             confident += (p > 0.8) as usize;
@@ -217,6 +221,11 @@ impl QualityJudge {
         }
         Look { probabilities, features, nearest: all[0].0 }
     }
+}
+
+/// The most likely class and its probability (the first of equals).
+fn top_class(probabilities: &[f64]) -> (usize, f64) {
+    probabilities.iter().copied().enumerate().fold((0, -1.0), |a, b| if b.1 > a.1 { b } else { a })
 }
 
 struct Look {

@@ -43,6 +43,8 @@ pub enum Stream {
     Projection = 7,
     /// Exact samples of analytic datasets (Gaussian mixtures).
     Data = 8,
+    /// The noise of the known coordinates when a sampler inpaints (sub-stream: the step).
+    SamplerImpute = 9,
     /// Free for tests and user code.
     User = 100,
 }

@@ -201,7 +201,7 @@ fn wgsl_constants(source: &str) -> std::collections::BTreeMap<String, u64> {
 #[test]
 fn constants_mirrored_between_wgsl_and_rust_agree() {
     use scorefield::rng::Stream;
-    use scorefield::sample::method::{FLAG_CLIP_X0, FLAG_NO_SCORE, FLAG_SAVE};
+    use scorefield::sample::method::{FLAG_CLIP_X0, FLAG_IMPUTE, FLAG_NO_SCORE, FLAG_SAVE};
     use scorefield::sample::{MAX_FUSED_DIM, MAX_FUSED_LAYERS, MAX_FUSED_WIDTH};
     use scorefield::shaders;
     use scorefield::train::{HEALTH_CLEAN, HEALTH_QUANTITIES};
@@ -217,6 +217,8 @@ fn constants_mirrored_between_wgsl_and_rust_agree() {
         ("FLAG_SAVE", &sample, FLAG_SAVE as u64),
         ("FLAG_NO_SCORE", &sample, FLAG_NO_SCORE as u64),
         ("FLAG_CLIP_X0", &sample, FLAG_CLIP_X0 as u64),
+        ("FLAG_IMPUTE", &sample, FLAG_IMPUTE as u64),
+        ("STREAM_SAMPLER_IMPUTE", &sample, Stream::SamplerImpute as u64),
         ("MAX_D", &sample, MAX_FUSED_DIM as u64),
         ("MAX_W", &sample, MAX_FUSED_WIDTH as u64),
         ("MAX_LAYERS", &sample, MAX_FUSED_LAYERS as u64),

@@ -1,8 +1,9 @@
 //! The sampler steps of shaders/sample.wgsl in f64: the same plan, the same normals (from
 //! `rng::normal_at`), any score function.
 
-use crate::rng;
-use crate::sample::method::{PlannedStep, FLAG_CLIP_X0, FLAG_NO_SCORE, FLAG_SAVE};
+use crate::rng::{self, Stream};
+use crate::sample::method::{PlannedStep, FLAG_CLIP_X0, FLAG_IMPUTE, FLAG_NO_SCORE, FLAG_SAVE};
+use crate::sample::Known;
 use crate::schedule::NoiseLevel;
 
 /// Runs `plan[range]` on `x` [n, d] (and Heun's partial sums `p`, same shape) with the score
@@ -48,6 +49,35 @@ pub fn run(
                 p[i] = st.k_x as f64 * x[i] + st.k_s as f64 * s[i];
             }
             x[i] = x_new;
+        }
+    }
+}
+
+/// [`run`] of a whole inpainting plan (`Sampler::plan` of `Sampler::inpaint`): after each step
+/// flagged FLAG_IMPUTE, the known coordinates become a y + sigma z at the next step's level
+/// (y itself after the last), z from stream `SamplerImpute.at(step)`.
+pub fn run_inpainting(
+    plan: &[PlannedStep],
+    seed: u64,
+    x: &mut [f64],
+    p: &mut [f64],
+    known: &Known,
+    score: impl Fn(&[f64], &NoiseLevel) -> Vec<f64>,
+) {
+    let d = known.dim;
+    let d4 = d.div_ceil(4) as u64 * 4;
+    for i in 0..plan.len() {
+        run(plan, i..i + 1, seed, d, x, p, &score);
+        if plan[i].step.flags & FLAG_IMPUTE == 0 {
+            continue;
+        }
+        let (a, sigma) = plan.get(i + 1).map_or((1.0, 0.0), |next| (next.step.a as f64, next.step.sigma as f64));
+        let stream = Stream::SamplerImpute.at(i as u32);
+        for (k, v) in x.iter_mut().enumerate() {
+            if known.mask[k] != 0 {
+                let z = rng::normal_at(seed, stream, (k / d) as u64 * d4 + (k % d) as u64);
+                *v = a * known.values[k] as f64 + sigma * z;
+            }
         }
     }
 }

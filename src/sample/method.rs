@@ -45,6 +45,8 @@ pub const FLAG_SAVE: u32 = 1;
 pub const FLAG_NO_SCORE: u32 = 2;
 /// The step weighs the denoised estimate clipped to [-1, 1] by c_s, not the score.
 pub const FLAG_CLIP_X0: u32 = 4;
+/// After the step, the known coordinates are reset (inpainting; the `impute` kernel).
+pub const FLAG_IMPUTE: u32 = 8;
 
 /// A sampling method with its settings. Constructors with the reference defaults are below.
 #[derive(Clone, Debug, PartialEq)]

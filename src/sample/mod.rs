@@ -7,8 +7,10 @@
 //! draw it without a copy. Sampling records into an encoder and never waits; reading back is
 //! asynchronous.
 
+pub mod known;
 pub mod method;
 
+pub use known::{ImageMask, Known};
 pub use method::{Churn, Method, PlannedStep, SampleCursor, SampleStep};
 
 use crate::error::{Error, Result};
@@ -17,7 +19,7 @@ use crate::mixture::GaussianMixture;
 use crate::model::{MlpPass, ScoreMlp, Weights, EMBED_FREQS};
 use crate::objective::Parametrisation;
 use crate::shaders;
-use method::FLAG_NO_SCORE;
+use method::{FLAG_IMPUTE, FLAG_NO_SCORE};
 
 /// Where the score comes from.
 #[derive(Clone, Copy)]
@@ -107,6 +109,16 @@ struct Staged {
     norms: (Pipeline, wgpu::BindGroup),
     reduce: (Pipeline, wgpu::BindGroup),
     update: (Pipeline, wgpu::BindGroup),
+    /// Inpainting: the kernel that resets the known coordinates after each step of the method.
+    impute: Option<Impute>,
+}
+
+/// The `impute` kernel and the known values and mask it reads.
+struct Impute {
+    pipeline: Pipeline,
+    bind_group: wgpu::BindGroup,
+    _values: GpuBuffer<f32>,
+    _mask: GpuBuffer<u32>,
 }
 
 /// A sampling run on the device.
@@ -135,18 +147,47 @@ pub struct Sampler {
 impl Sampler {
     /// Builds every pipeline, buffer and bind group of the run; records nothing yet.
     pub async fn new(gpu: &Gpu, source: ScoreSource<'_>, method: &Method, config: SamplerConfig) -> Result<Self> {
-        let plan = method.plan()?;
-        let fusable = !method.couples_particles();
-        Self::from_plan(gpu, source, plan, fusable, config).await
+        Self::build(gpu, source, method, config, None).await
     }
 
-    pub(crate) async fn from_plan(
+    /// A sampler that inpaints: each particle's known coordinates are held at their values
+    /// (noised to each step's level, exactly as given at the end) while the method samples the
+    /// rest (Song et al. 2021, appendix I.2). `config.particles` must be `known.particles()`.
+    /// Runs staged: the known coordinates are reset by a kernel of their own after each step.
+    pub async fn inpaint(
         gpu: &Gpu,
         source: ScoreSource<'_>,
-        mut plan: Vec<PlannedStep>,
-        fusable: bool,
+        method: &Method,
         config: SamplerConfig,
+        known: &Known,
     ) -> Result<Self> {
+        if known.particles() != config.particles || known.dim() != source.dim() {
+            return Err(Error::invalid(
+                "known coordinates",
+                format!(
+                    "{} particles of dimension {} are known, the sampler has {} of dimension {}",
+                    known.particles(),
+                    known.dim(),
+                    config.particles,
+                    source.dim()
+                ),
+            ));
+        }
+        if config.path == Path::Fused {
+            return Err(Error::invalid("sampler path", "inpainting runs on the staged path; use Path::Staged or Auto"));
+        }
+        Self::build(gpu, source, method, SamplerConfig { path: Path::Staged, ..config }, Some(known)).await
+    }
+
+    async fn build(
+        gpu: &Gpu,
+        source: ScoreSource<'_>,
+        method: &Method,
+        config: SamplerConfig,
+        known: Option<&Known>,
+    ) -> Result<Self> {
+        let mut plan = method.plan()?;
+        let fusable = !method.couples_particles();
         let d = source.dim();
         let n = config.particles;
         if n == 0 || config.steps_per_dispatch == 0 || config.dispatches_per_submit == 0 {
@@ -165,6 +206,9 @@ impl Sampler {
         }
         for p in &mut plan {
             p.step.out_scale = out_scale(&source, p.level.sigma);
+            if known.is_some() && p.boundary {
+                p.step.flags |= FLAG_IMPUTE;
+            }
         }
         let (fused, fused_particles) = choose_path(gpu, &source, fusable, &config)?;
         let mut config = config;
@@ -226,7 +270,7 @@ impl Sampler {
             keep.push(placeholder);
             (Some(kernel), None)
         } else {
-            let (staged, buffers) = staged_kernels(gpu, &source, &constants, n, &shared).await?;
+            let (staged, buffers) = staged_kernels(gpu, &source, &constants, n, &shared, known).await?;
             keep.extend(buffers);
             (None, Some(staged))
         };
@@ -379,6 +423,9 @@ impl Sampler {
             staged.reduce.0.dispatch(pass, &staged.reduce.1, &[], [1, 1]);
         }
         staged.update.0.dispatch(pass, &staged.update.1, &[], grid);
+        if let Some(impute) = staged.impute.as_ref().filter(|_| step.flags & FLAG_IMPUTE != 0) {
+            impute.pipeline.dispatch(pass, &impute.bind_group, &[], grid);
+        }
     }
 
     /// Records and submits the rest of the run, `dispatches_per_submit` at a time. Never waits.
@@ -507,14 +554,15 @@ async fn fused_kernel(
     Ok(((pipeline, bg, pack), placeholder))
 }
 
-/// The staged kernels (score, corrector norms, update) with their bind groups, and the
-/// buffers they need kept alive.
+/// The staged kernels (score, corrector norms, update, and with `known` the imputation) with
+/// their bind groups, and the buffers they need kept alive.
 async fn staged_kernels(
     gpu: &Gpu,
     source: &ScoreSource<'_>,
     constants: &[(&str, f64)],
     n: usize,
     shared: &SharedBindings<'_>,
+    known: Option<&Known>,
 ) -> Result<(Staged, Vec<GpuBuffer<f32>>)> {
     let d = source.dim();
     let none = wgpu::BufferUsages::empty();
@@ -580,13 +628,42 @@ async fn staged_kernels(
     );
     keep.push(norms);
     keep.push(norm_sum);
+    let impute = match known {
+        Some(known) => Some(impute_kernel(gpu, constants, shared, known).await?),
+        None => None,
+    };
     let staged = Staged {
         score: score_stage,
         norms: (measure, measure_bg),
         reduce: (reduce, reduce_bg),
         update: (update, update_bg),
+        impute,
     };
     Ok((staged, keep))
+}
+
+/// The `impute` kernel over the known values and mask.
+async fn impute_kernel(
+    gpu: &Gpu,
+    constants: &[(&str, f64)],
+    shared: &SharedBindings<'_>,
+    known: &Known,
+) -> Result<Impute> {
+    let none = wgpu::BufferUsages::empty();
+    let values = GpuBuffer::from_slice(gpu, "scorefield.sample.known", &known.values, none)?;
+    let mask = GpuBuffer::from_slice(gpu, "scorefield.sample.known_mask", &known.mask, none)?;
+    let pipeline = gpu.pipeline(&shaders::SAMPLE, "impute", constants).await?;
+    let bind_group = pipeline.bind_group(
+        gpu,
+        &[
+            (0, shared.cursor_binding()),
+            (1, shared.schedule.binding()),
+            (2, shared.particles.binding()),
+            (17, values.binding()),
+            (18, mask.binding()),
+        ],
+    );
+    Ok(Impute { pipeline, bind_group, _values: values, _mask: mask })
 }
 
 /// Whether the sampler runs fused (the whole step in one kernel per particle) or staged, and

@@ -3,6 +3,7 @@
 
 mod config;
 mod files;
+mod inpaint;
 mod picture;
 mod run;
 
@@ -205,6 +206,35 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Complete images of which only some pixels are known (inpainting, Song et al. 2021): the
+    /// known pixels are held at their values, noised to each step's level, while the
+    /// checkpoint's sampler fills the rest. Writes the completions as .npy and inpaint.png
+    /// (original, known, completions) beside them; for digits, how often the classifier reads a
+    /// completion as its original's digit.
+    Inpaint {
+        /// A checkpoint of an image model (digits, or a folder of PNGs).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The pixels hidden: top, bottom, left or right (that half), box:X0,Y0,X1,Y1 (columns X0..X1
+        /// of rows Y0..Y1), or a PNG of the images' size (white known, black hidden).
+        #[arg(long, default_value = "bottom")]
+        mask: String,
+        /// PNG images to complete (the model's size); repeat the flag for each. Without it, the
+        /// first --count held-out digits (digits models).
+        #[arg(long)]
+        image: Vec<PathBuf>,
+        /// Held-out digits to complete when no --image is given.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+        /// Completions per image.
+        #[arg(long, default_value_t = 4)]
+        completions: usize,
+        /// The .npy file to write ([images * completions, pixels]; inpaint.png goes beside it).
+        #[arg(long, default_value = "inpaint.npy")]
+        out: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
     /// Draw the learned score fields of several checkpoints side by side (each at its own level,
     /// or at --sigma), and last the exact field when the data is a mixture: for comparing
     /// objectives trained on the same data.
@@ -324,11 +354,7 @@ fn run(command: Option<Command>) -> Result<()> {
         Command::Sample { checkpoint, exact_score, out, overrides } => {
             let (base, source) = match (&checkpoint, exact_score) {
                 (Some(path), _) => {
-                    let ckpt = run::load_checkpoint(path)?;
-                    let base = match ckpt.metadata.get("config") {
-                        Some(text) => RunConfig::from_toml(text)?,
-                        None => RunConfig::default(),
-                    };
+                    let (base, ckpt) = checkpoint_with_config(path)?;
                     (base, run::Source::Checkpoint(Box::new(ckpt)))
                 }
                 (None, true) => (RunConfig::default(), run::Source::Exact),
@@ -339,6 +365,13 @@ fn run(command: Option<Command>) -> Result<()> {
             let dir =
                 out.parent().filter(|p| !p.as_os_str().is_empty()).map(PathBuf::from).unwrap_or(PathBuf::from("."));
             run::sample(&resolved, source, &dir, &out)
+        }
+        Command::Inpaint { checkpoint, mask, image, count, completions, out, overrides } => {
+            let (base, ckpt) = checkpoint_with_config(&checkpoint)?;
+            let resolved = overrides.resolve(base, false)?;
+            files::check_writable(&out)?;
+            let request = inpaint::Request { mask, images: image, count, completions };
+            inpaint::inpaint(&resolved, &ckpt, &request, &out)
         }
         Command::Fields { checkpoint, sigma, out } => {
             files::check_writable(&out)?;
@@ -371,6 +404,16 @@ fn run(command: Option<Command>) -> Result<()> {
             }
         }
     }
+}
+
+/// A checkpoint and the config it was trained with (the defaults for a file without one).
+fn checkpoint_with_config(path: &std::path::Path) -> Result<(RunConfig, scorefield::checkpoint::Checkpoint)> {
+    let ckpt = run::load_checkpoint(path)?;
+    let base = match ckpt.metadata.get("config") {
+        Some(text) => RunConfig::from_toml(text)?,
+        None => RunConfig::default(),
+    };
+    Ok((base, ckpt))
 }
 
 /// The main job: the default config end to end into runs/main.

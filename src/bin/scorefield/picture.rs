@@ -168,34 +168,92 @@ pub fn samples_beside_data(path: &Path, data: &[f32], samples: &[f32], dim: usiz
     save_png(&img, path)
 }
 
-/// Images as a grid: the first 100 (10 x 10) of `images` [n, width * height], values in
-/// [-1, 1] drawn black to white, each pixel a square so that an 8x8 digit is 32 pixels wide.
+/// Pixel squares per image pixel, so that an 8x8 digit is 32 pixels wide.
+fn tile_scale(width: usize, height: usize) -> u32 {
+    (32 / width.max(height)).max(1) as u32
+}
+
+/// Hidden pixels of an inpainting's known image are drawn in this colour.
+const HIDDEN_COLOUR: image::Rgb<u8> = image::Rgb([70, 110, 200]);
+
+/// Draws one image (values in [-1, 1], black to white; NaN, a diverged sample, red) with its
+/// top-left corner at (x0, y0), each pixel a `scale`-sized square; pixels whose `hidden` flag is
+/// set are drawn in [`HIDDEN_COLOUR`].
+fn draw_tile(out: &mut RgbImage, (x0, y0): (u32, u32), img: &[f32], width: usize, scale: u32, hidden: Option<&[bool]>) {
+    for (i, &v) in img.iter().enumerate() {
+        let pixel = if hidden.is_some_and(|h| h[i]) {
+            HIDDEN_COLOUR
+        } else if v.is_finite() {
+            let g = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5) as u8;
+            image::Rgb([g, g, g])
+        } else {
+            image::Rgb([255, 0, 0])
+        };
+        let (px, py) = (x0 + (i % width) as u32 * scale, y0 + (i / width) as u32 * scale);
+        for dy in 0..scale {
+            for dx in 0..scale {
+                out.put_pixel(px + dx, py + dy, pixel);
+            }
+        }
+    }
+}
+
+/// Images as a grid: the first 100 (10 x 10) of `images` [n, width * height].
 fn image_grid(images: &[f32], width: usize, height: usize) -> RgbImage {
     let (cols, gap) = (10u32, 2u32);
-    let scale = (32 / width.max(height)).max(1) as u32;
+    let scale = tile_scale(width, height);
     let (w, h) = (width as u32 * scale, height as u32 * scale);
     let count = (images.len() / (width * height)).min(100) as u32;
     let rows = count.div_ceil(cols).max(1);
     let mut out = RgbImage::from_pixel(cols * (w + gap) + gap, rows * (h + gap) + gap, image::Rgb([255, 255, 255]));
     for (k, img) in images.chunks(width * height).take(count as usize).enumerate() {
-        let (x0, y0) = (gap + (k as u32 % cols) * (w + gap), gap + (k as u32 / cols) * (h + gap));
-        for (i, &v) in img.iter().enumerate() {
-            // NaN (a diverged sample) shows as red.
-            let pixel = if v.is_finite() {
-                let g = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5) as u8;
-                image::Rgb([g, g, g])
-            } else {
-                image::Rgb([255, 0, 0])
-            };
-            let (px, py) = (x0 + (i % width) as u32 * scale, y0 + (i / width) as u32 * scale);
-            for dy in 0..scale {
-                for dx in 0..scale {
-                    out.put_pixel(px + dx, py + dy, pixel);
-                }
-            }
-        }
+        let corner = (gap + (k as u32 % cols) * (w + gap), gap + (k as u32 / cols) * (h + gap));
+        draw_tile(&mut out, corner, img, width, scale, None);
     }
     out
+}
+
+/// Inpainting: one row per image (the first 10), the original, what was known (hidden pixels
+/// in blue), and its completions, under column titles. `originals` is [m, width * height],
+/// `hidden` one flag per pixel, `completions` [m * per, width * height] (image i's in rows
+/// i * per ..); images are drawn twice as large as in the sample grids.
+pub fn inpainting(
+    path: &Path,
+    originals: &[f32],
+    hidden: &[bool],
+    completions: &[f32],
+    (width, height): (usize, usize),
+    per: usize,
+) -> Result<()> {
+    let d = width * height;
+    let (gap, band, column_gap) = (6u32, 30u32, 24u32);
+    let scale = 2 * tile_scale(width, height);
+    let (w, h) = (width as u32 * scale, height as u32 * scale);
+    let rows = (originals.len() / d).min(10);
+    let left = 2 * (w + gap) + column_gap;
+    let total_w = left + per as u32 * (w + gap) + gap;
+    let total_h = band + rows as u32 * (h + gap) + gap;
+    let titles = [
+        ("original", gap + w / 2),
+        ("known", 2 * gap + w + w / 2),
+        ("completions", left + (per as u32 * (w + gap)) / 2),
+    ];
+    let mut img = render(total_w.max(left + 100), total_h, |root| {
+        for (title, centre) in titles {
+            let style = TextStyle::from((FONT, LABEL_SIZE).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+            plot(root.draw(&Text::new(title, (centre as i32, band as i32 / 2), style)))?;
+        }
+        Ok(())
+    })?;
+    for (i, original) in originals.chunks(d).take(rows).enumerate() {
+        let y0 = band + i as u32 * (h + gap);
+        draw_tile(&mut img, (gap, y0), original, width, scale, None);
+        draw_tile(&mut img, (gap + w + gap, y0), original, width, scale, Some(hidden));
+        for (c, completion) in completions.chunks(d).skip(i * per).take(per).enumerate() {
+            draw_tile(&mut img, (left + c as u32 * (w + gap), y0), completion, width, scale, None);
+        }
+    }
+    save_png(&img, path)
 }
 
 /// For image data: a grid of data images (left) beside a grid of samples (right), each under

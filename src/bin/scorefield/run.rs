@@ -554,7 +554,7 @@ pub fn fields(checkpoints: &[PathBuf], sigma: Option<f64>, out: &Path) -> Result
 
 /// Samples of an image set are images: each value is clamped to the pixel range [-1, 1], as
 /// DDPM's and score_sde's image outputs are when they become pixels. Says how many were outside.
-fn clamp_to_pixels(x: &mut [f32]) {
+pub fn clamp_to_pixels(x: &mut [f32]) {
     let outside = x.iter().filter(|v| v.abs() > 1.0).count();
     x.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
     println!(
