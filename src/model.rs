@@ -20,7 +20,7 @@
 //! division by sigma happens where a score is needed, not inside the network.
 
 use crate::error::{Error, Result};
-use crate::gpu::{uniform_window, Gpu, GpuBuffer, Pipeline, UNIFORM_WINDOW_BYTES};
+use crate::gpu::{uniform_window, Gpu, GpuBuffer, Pipeline, WeightWindows, UNIFORM_WINDOW_BYTES};
 use crate::rng::{self, Stream};
 use crate::shaders;
 
@@ -278,11 +278,8 @@ pub(crate) struct MlpPass {
     // Bound where a mode does not use a binding; kept alive with the bind groups.
     _dummy_read: GpuBuffer<f32>,
     _dummy_write: GpuBuffer<f32>,
-    /// The weights' uniform windows and the copies (source offset, window offset, bytes) that
-    /// fill them from the parameter buffer.
-    windows: wgpu::Buffer,
-    weights: wgpu::Buffer,
-    window_copies: Vec<(u64, u64, u64)>,
+    /// The weights' uniform windows (layer l's W in window l, where the layer is windowed).
+    windows: WeightWindows,
 }
 
 /// Bytes of one uniform window (`wwin`, `awin` in mlp.wgsl).
@@ -604,13 +601,7 @@ impl MlpPass {
             Weights::Raw => &model.params,
             Weights::Ema => &model.ema,
         };
-        let windows = gpu.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("scorefield.mlp.weight_windows"),
-            size: layers.len() as u64 * WINDOW_BYTES,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let window_copies: Vec<(u64, u64, u64)> = layers
+        let copies: Vec<(u64, u64, u64)> = layers
             .iter()
             .enumerate()
             .filter(|(_, layer)| windowed(layer))
@@ -618,6 +609,7 @@ impl MlpPass {
                 (layer.w_offset as u64 * 4, l as u64 * WINDOW_BYTES, (layer.fan_in * layer.fan_out * 4) as u64)
             })
             .collect();
+        let windows = WeightWindows::new(gpu, "scorefield.mlp.weight_windows", w.raw(), layers.len(), copies);
         // The primal rows, then the tangent rows (rows, directions per primal row).
         let mut sides = vec![(&acts, batch, 0)];
         sides.extend(tangent.as_ref().map(|t| (t, tangent_rows, tangents)));
@@ -626,7 +618,7 @@ impl MlpPass {
             shape,
             layers: &layers,
             w,
-            windows: &windows,
+            windows: windows.buffer(),
             dummy_read: &dummy_read,
             dummy_write: &dummy_write,
         };
@@ -635,18 +627,7 @@ impl MlpPass {
             Some(grads) => bindings.backward(&sides, &acts, tangent.as_ref(), grads).await?,
             None => Vec::new(),
         };
-        let weights = w.raw().clone();
-        Ok(Self {
-            acts,
-            tangent,
-            forward,
-            backward,
-            _dummy_read: dummy_read,
-            _dummy_write: dummy_write,
-            windows,
-            weights,
-            window_copies,
-        })
+        Ok(Self { acts, tangent, forward, backward, _dummy_read: dummy_read, _dummy_write: dummy_write, windows })
     }
 
     /// The network output (sigma * score or predicted noise), [batch, d].
@@ -678,9 +659,7 @@ impl MlpPass {
     /// Copies the current weights into their uniform windows: record it outside any pass,
     /// after the weights last changed and before the next forward or backward pass.
     pub fn record_weight_copies(&self, encoder: &mut wgpu::CommandEncoder) {
-        for &(from, to, bytes) in &self.window_copies {
-            encoder.copy_buffer_to_buffer(&self.weights, from, &self.windows, to, bytes);
-        }
+        self.windows.record(encoder);
     }
 
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {

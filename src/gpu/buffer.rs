@@ -24,6 +24,42 @@ pub fn uniform_window(buffer: &wgpu::Buffer, offset: u64) -> wgpu::BindingResour
     })
 }
 
+/// Uniform windows of `UNIFORM_WINDOW_BYTES` each, filled by buffer copies from a parameter
+/// buffer: how the dense layers and the fused sampler read weights through the uniform path. The
+/// copies are fixed at creation; `record` replays them (outside any pass) whenever the weights
+/// changed since.
+pub struct WeightWindows {
+    src: wgpu::Buffer,
+    windows: wgpu::Buffer,
+    /// (source offset, window-buffer offset, bytes).
+    copies: Vec<(u64, u64, u64)>,
+}
+
+impl WeightWindows {
+    /// `count` windows filled from `src` by `copies` (source offset, window-buffer offset, bytes).
+    pub fn new(gpu: &Gpu, label: &str, src: &wgpu::Buffer, count: usize, copies: Vec<(u64, u64, u64)>) -> Self {
+        let windows = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: count.max(1) as u64 * UNIFORM_WINDOW_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Self { src: src.clone(), windows, copies }
+    }
+
+    /// The window buffer, to bind with [`uniform_window`].
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.windows
+    }
+
+    /// Records the copies that refresh every window from the parameter buffer.
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        for &(from, to, bytes) in &self.copies {
+            encoder.copy_buffer_to_buffer(&self.src, from, &self.windows, to, bytes);
+        }
+    }
+}
+
 /// A device buffer of `len` elements of `T`. Usable as STORAGE, COPY_SRC and COPY_DST, plus
 /// whatever extra usages it was created with (VERTEX for particle buffers, UNIFORM for params).
 pub struct GpuBuffer<T: Pod> {

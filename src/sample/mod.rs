@@ -7,19 +7,23 @@
 //! draw it without a copy. Sampling records into an encoder and never waits; reading back is
 //! asynchronous.
 
+mod fused;
 pub mod known;
 pub mod method;
+mod staged;
+
+use fused::{fit_loop_budget, fused_kernel};
+use staged::{staged_kernels, Staged};
 
 pub use known::{ImageMask, Known};
 pub use method::{Churn, Method, PlannedStep, SampleCursor, SampleStep};
 
 use crate::error::{Error, Result};
-use crate::gpu::{uniform_window, Gpu, GpuBuffer, Pipeline, UNIFORM_WINDOW_BYTES};
+use crate::gpu::{Gpu, GpuBuffer, Pipeline, WeightWindows, UNIFORM_WINDOW_BYTES};
 use crate::mixture::GaussianMixture;
-use crate::model::{MlpPass, ScoreMlp, Weights, EMBED_FREQS};
+use crate::model::{ScoreMlp, Weights, EMBED_FREQS};
 use crate::objective::Parametrisation;
-use crate::shaders;
-use method::{FLAG_IMPUTE, FLAG_NO_SCORE};
+use method::FLAG_IMPUTE;
 
 /// Where the score comes from.
 #[derive(Clone, Copy)]
@@ -98,29 +102,6 @@ struct Chunk {
     snapshot: Option<usize>,
 }
 
-/// How a staged step gets its score.
-enum ScoreStage {
-    Mixture(Pipeline, wgpu::BindGroup),
-    Network { embed: (Pipeline, wgpu::BindGroup), mlp: Box<MlpPass> },
-}
-
-struct Staged {
-    score: ScoreStage,
-    norms: (Pipeline, wgpu::BindGroup),
-    reduce: (Pipeline, wgpu::BindGroup),
-    update: (Pipeline, wgpu::BindGroup),
-    /// Inpainting: the kernel that resets the known coordinates after each step of the method.
-    impute: Option<Impute>,
-}
-
-/// The `impute` kernel and the known values and mask it reads.
-struct Impute {
-    pipeline: Pipeline,
-    bind_group: wgpu::BindGroup,
-    _values: GpuBuffer<f32>,
-    _mask: GpuBuffer<u32>,
-}
-
 /// A sampling run on the device.
 pub struct Sampler {
     gpu: Gpu,
@@ -129,7 +110,8 @@ pub struct Sampler {
     plan: Vec<PlannedStep>,
     chunks: Vec<Chunk>,
     position: usize,
-    fused: Option<(Pipeline, wgpu::BindGroup, Option<WeightPack>)>,
+    /// The fused kernel and its weight windows (none filled for a mixture).
+    fused: Option<(Pipeline, wgpu::BindGroup, WeightWindows)>,
     /// Particles per invocation of the fused kernel (PPI in sample.wgsl).
     fused_particles: usize,
     staged: Option<Staged>,
@@ -373,10 +355,10 @@ impl Sampler {
         let end = self.position.saturating_add(max_dispatches).min(self.chunks.len());
         if end > self.position {
             // The network's current weights, so a model still training is sampled as it is now.
-            if let Some((_, _, Some(pack))) = &self.fused {
-                pack.record(encoder);
+            if let Some((_, _, windows)) = &self.fused {
+                windows.record(encoder);
             }
-            if let Some(Staged { score: ScoreStage::Network { mlp, .. }, .. }) = &self.staged {
+            if let Some(mlp) = self.staged.as_ref().and_then(Staged::network) {
                 mlp.record_weight_copies(encoder);
             }
         }
@@ -407,24 +389,8 @@ impl Sampler {
             pipeline.dispatch(pass, bg, &[], self.gpu.grid(invocations.div_ceil(WG)));
             return;
         }
-        let Some(staged) = &self.staged else { return };
-        let step = self.plan[chunk.first].step;
-        if step.flags & FLAG_NO_SCORE == 0 {
-            match &staged.score {
-                ScoreStage::Mixture(pipeline, bg) => pipeline.dispatch(pass, bg, &[], grid),
-                ScoreStage::Network { embed, mlp } => {
-                    embed.0.dispatch(pass, &embed.1, &[], grid);
-                    mlp.record_forward(pass);
-                }
-            }
-        }
-        if step.snr > 0.0 {
-            staged.norms.0.dispatch(pass, &staged.norms.1, &[], grid);
-            staged.reduce.0.dispatch(pass, &staged.reduce.1, &[], [1, 1]);
-        }
-        staged.update.0.dispatch(pass, &staged.update.1, &[], grid);
-        if let Some(impute) = staged.impute.as_ref().filter(|_| step.flags & FLAG_IMPUTE != 0) {
-            impute.pipeline.dispatch(pass, &impute.bind_group, &[], grid);
+        if let Some(staged) = &self.staged {
+            staged.record(pass, &self.plan[chunk.first].step, grid);
         }
     }
 
@@ -491,181 +457,6 @@ impl SharedBindings<'_> {
     }
 }
 
-/// The fused kernel with its bind group and, for a network, the copies that fill its weight
-/// windows; and the placeholder buffer bound where the other score source's inputs go.
-async fn fused_kernel(
-    gpu: &Gpu,
-    source: &ScoreSource<'_>,
-    constants: &[(&str, f64)],
-    shared: &SharedBindings<'_>,
-) -> Result<((Pipeline, wgpu::BindGroup, Option<WeightPack>), GpuBuffer<f32>)> {
-    let pipeline = gpu.pipeline(&shaders::SAMPLE, "fused", constants).await?;
-    // Both score sources are in the kernel, so every binding must be filled; the one
-    // not used gets a placeholder.
-    let placeholder = GpuBuffer::<f32>::new(gpu, "scorefield.sample.unused", 1, wgpu::BufferUsages::empty())?;
-    let (windows, pack) = match *source {
-        ScoreSource::Network { model, weights, .. } => {
-            let src = match weights {
-                Weights::Raw => &model.params,
-                Weights::Ema => &model.ema,
-            };
-            let (windows, pack) = WeightPack::new(gpu, &model.shape, src.raw())?;
-            (windows, Some(pack))
-        }
-        ScoreSource::Mixture(_) => (
-            gpu.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("scorefield.sample.weights_unused"),
-                size: WINDOW_BYTES,
-                usage: wgpu::BufferUsages::UNIFORM,
-                mapped_at_creation: false,
-            }),
-            None,
-        ),
-    };
-    let layers = match *source {
-        ScoreSource::Network { model, .. } => model.shape.hidden_layers + 1,
-        ScoreSource::Mixture(_) => 0,
-    };
-    let window = |w: usize| {
-        // Windows past the network's layers are never read; they repeat window 0, as do
-        // all of them for a mixture.
-        let at = if layers > 0 && (w < layers || w == MAX_FUSED_LAYERS) { w } else { 0 };
-        uniform_window(&windows, at as u64 * WINDOW_BYTES)
-    };
-    let f = match *source {
-        ScoreSource::Network { model, .. } => model.freqs.binding(),
-        ScoreSource::Mixture(_) => placeholder.binding(),
-    };
-    let entries = [
-        (0, shared.cursor_binding()),
-        (1, shared.schedule.binding()),
-        (2, shared.particles.binding()),
-        (3, shared.saved.binding()),
-        (5, shared.mixture.binding()),
-        (7, f),
-        (11, window(0)),
-        (12, window(1)),
-        (13, window(2)),
-        (14, window(3)),
-        (15, window(4)),
-        (16, window(MAX_FUSED_LAYERS)),
-    ];
-    let bg = pipeline.bind_group(gpu, &entries);
-    Ok(((pipeline, bg, pack), placeholder))
-}
-
-/// The staged kernels (score, corrector norms, update, and with `known` the imputation) with
-/// their bind groups, and the buffers they need kept alive.
-async fn staged_kernels(
-    gpu: &Gpu,
-    source: &ScoreSource<'_>,
-    constants: &[(&str, f64)],
-    n: usize,
-    shared: &SharedBindings<'_>,
-    known: Option<&Known>,
-) -> Result<(Staged, Vec<GpuBuffer<f32>>)> {
-    let d = source.dim();
-    let none = wgpu::BufferUsages::empty();
-    let buf = |label: &str, len: usize| GpuBuffer::<f32>::new(gpu, label, len, none);
-    let mut keep = Vec::new();
-    let norms = buf("scorefield.sample.norms", 2 * n)?;
-    let norm_sum = buf("scorefield.sample.norm_sum", 2)?;
-    let (score_stage, score_buffer) = match *source {
-        ScoreSource::Mixture(_) => {
-            let score = buf("scorefield.sample.score", n * d)?;
-            let pipeline = gpu.pipeline(&shaders::SAMPLE, "score_mixture", constants).await?;
-            let bg = pipeline.bind_group(
-                gpu,
-                &[
-                    (0, shared.cursor_binding()),
-                    (1, shared.schedule.binding()),
-                    (2, shared.particles.binding()),
-                    (4, score.binding()),
-                    (5, shared.mixture.binding()),
-                ],
-            );
-            let raw = score.raw().clone();
-            keep.push(score);
-            (ScoreStage::Mixture(pipeline, bg), raw)
-        }
-        ScoreSource::Network { model, weights, .. } => {
-            let mlp = MlpPass::new(gpu, model, weights, n, 0, None).await?;
-            let pipeline = gpu.pipeline(&shaders::SAMPLE, "embed", constants).await?;
-            let bg = pipeline.bind_group(
-                gpu,
-                &[
-                    (0, shared.cursor_binding()),
-                    (1, shared.schedule.binding()),
-                    (2, shared.particles.binding()),
-                    (7, model.freqs.binding()),
-                    (10, mlp.acts.input.binding()),
-                ],
-            );
-            let raw = mlp.output().raw().clone();
-            (ScoreStage::Network { embed: (pipeline, bg), mlp: Box::new(mlp) }, raw)
-        }
-    };
-    let score_binding =
-        || wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &score_buffer, offset: 0, size: None });
-    let measure = gpu.pipeline(&shaders::SAMPLE, "measure_norms", constants).await?;
-    let measure_bg = measure.bind_group(
-        gpu,
-        &[(0, shared.cursor_binding()), (1, shared.schedule.binding()), (4, score_binding()), (8, norms.binding())],
-    );
-    let reduce = gpu.pipeline(&shaders::SAMPLE, "reduce_norms", constants).await?;
-    let reduce_bg = reduce.bind_group(gpu, &[(8, norms.binding()), (9, norm_sum.binding())]);
-    let update = gpu.pipeline(&shaders::SAMPLE, "update", constants).await?;
-    let update_bg = update.bind_group(
-        gpu,
-        &[
-            (0, shared.cursor_binding()),
-            (1, shared.schedule.binding()),
-            (2, shared.particles.binding()),
-            (3, shared.saved.binding()),
-            (4, score_binding()),
-            (9, norm_sum.binding()),
-        ],
-    );
-    keep.push(norms);
-    keep.push(norm_sum);
-    let impute = match known {
-        Some(known) => Some(impute_kernel(gpu, constants, shared, known).await?),
-        None => None,
-    };
-    let staged = Staged {
-        score: score_stage,
-        norms: (measure, measure_bg),
-        reduce: (reduce, reduce_bg),
-        update: (update, update_bg),
-        impute,
-    };
-    Ok((staged, keep))
-}
-
-/// The `impute` kernel over the known values and mask.
-async fn impute_kernel(
-    gpu: &Gpu,
-    constants: &[(&str, f64)],
-    shared: &SharedBindings<'_>,
-    known: &Known,
-) -> Result<Impute> {
-    let none = wgpu::BufferUsages::empty();
-    let values = GpuBuffer::from_slice(gpu, "scorefield.sample.known", &known.values, none)?;
-    let mask = GpuBuffer::from_slice(gpu, "scorefield.sample.known_mask", &known.mask, none)?;
-    let pipeline = gpu.pipeline(&shaders::SAMPLE, "impute", constants).await?;
-    let bind_group = pipeline.bind_group(
-        gpu,
-        &[
-            (0, shared.cursor_binding()),
-            (1, shared.schedule.binding()),
-            (2, shared.particles.binding()),
-            (17, values.binding()),
-            (18, mask.binding()),
-        ],
-    );
-    Ok(Impute { pipeline, bind_group, _values: values, _mask: mask })
-}
-
 /// Whether the sampler runs fused (the whole step in one kernel per particle) or staged, and
 /// how many particles share a fused invocation; refuses a fused path that cannot serve.
 fn choose_path(gpu: &Gpu, source: &ScoreSource<'_>, fusable: bool, config: &SamplerConfig) -> Result<(bool, usize)> {
@@ -718,61 +509,6 @@ fn choose_path(gpu: &Gpu, source: &ScoreSource<'_>, fusable: bool, config: &Samp
     Ok((fused, fused_particles))
 }
 
-/// Where the driver ends an invocation's loops past a budget (llvmpipe), a fused
-/// dispatch runs no more steps than fit half of it, and a score that alone does not fit
-/// (a mixture of very many components) is refused rather than silently cut short.
-fn fit_loop_budget(
-    gpu: &Gpu,
-    source: &ScoreSource<'_>,
-    fused: bool,
-    fused_particles: usize,
-    config: &mut SamplerConfig,
-) -> Result<()> {
-    if let Some(limit) = gpu.tuning().loop_limit {
-        let score = score_loop_iterations(source, fused_particles);
-        if score > limit / 2 {
-            return Err(Error::invalid(
-                "score source",
-                format!(
-                    "one score evaluation loops about {score} times per particle, more than this adapter runs in \
-                     one invocation ({} of its {limit}-iteration loop budget: {}); use a mixture of fewer \
-                     components or a GPU driver without that limit",
-                    limit / 2,
-                    gpu.adapter_info().name
-                ),
-            ));
-        }
-        if fused {
-            let fit = (limit / 2 / fused_step_loop_iterations(source, fused_particles)).max(1);
-            config.steps_per_dispatch = config.steps_per_dispatch.min(fit);
-        }
-    }
-    Ok(())
-}
-
-/// About how many loop iterations one step of sample.wgsl's `fused` entry runs per invocation
-/// of `ppi` particles: the score and each particle's update (and zeroed score).
-fn fused_step_loop_iterations(source: &ScoreSource<'_>, ppi: usize) -> usize {
-    let d = source.dim();
-    ppi * (5 * d.div_ceil(4) + 1 + d) + score_loop_iterations(source, ppi)
-}
-
-/// About how many loop iterations one score evaluation runs per invocation of `ppi`
-/// particles: the mixture's component loops (`mixture_score`, also the staged `score_mixture`;
-/// one particle), or the network's embedding (per particle), dense-layer (shared by the
-/// particles) and output loops.
-fn score_loop_iterations(source: &ScoreSource<'_>, ppi: usize) -> usize {
-    let d = source.dim();
-    match source {
-        ScoreSource::Mixture(m) => m.components() * (3 * d + 3) + 2 * d,
-        ScoreSource::Network { model, .. } => {
-            let dense: usize =
-                model.shape.layers().iter().map(|l| l.fan_out.div_ceil(4) * (l.fan_in.div_ceil(4) + 1)).sum();
-            model.shape.input_width().div_ceil(4) * (4 + 5 * ppi) + dense + ppi * (d + 1)
-        }
-    }
-}
-
 /// Groups the steps into dispatches: one step each when staged; when fused, up to
 /// `steps_per_dispatch`, cut at snapshots. The initial draw is always its own group, so a run
 /// can restart after it.
@@ -800,52 +536,4 @@ fn plan_chunks(plan: &[PlannedStep], fused: bool, config: SamplerConfig) -> Vec<
         }
     }
     chunks
-}
-
-/// The fused kernel's view of the network: each layer's W with rows padded to a multiple of 4
-/// in its own 64 KiB uniform window, then every bias in one more window; filled from the flat
-/// parameter buffer by buffer copies recorded before each batch of sampling dispatches.
-struct WeightPack {
-    src: wgpu::Buffer,
-    dst: wgpu::Buffer,
-    /// (source offset, destination offset, bytes).
-    copies: Vec<(u64, u64, u64)>,
-}
-
-impl WeightPack {
-    fn new(gpu: &Gpu, shape: &crate::model::MlpShape, src: &wgpu::Buffer) -> Result<(wgpu::Buffer, Self)> {
-        let layers = shape.layers();
-        let mut copies = Vec::new();
-        let mut bias_at = MAX_FUSED_LAYERS as u64 * WINDOW_BYTES;
-        for (l, layer) in layers.iter().enumerate() {
-            let row = layer.fan_in.next_multiple_of(4) as u64 * 4;
-            if layer.fan_out as u64 * row > WINDOW_BYTES {
-                return Err(Error::invalid("fused network", format!("layer {l} does not fit a 64 KiB window")));
-            }
-            let window = l as u64 * WINDOW_BYTES;
-            let w = layer.w_offset as u64 * 4;
-            if layer.fan_in.is_multiple_of(4) {
-                copies.push((w, window, (layer.fan_in * layer.fan_out) as u64 * 4));
-            } else {
-                for r in 0..layer.fan_out as u64 {
-                    copies.push((w + r * layer.fan_in as u64 * 4, window + r * row, layer.fan_in as u64 * 4));
-                }
-            }
-            copies.push((layer.b_offset as u64 * 4, bias_at, layer.fan_out as u64 * 4));
-            bias_at += layer.fan_out as u64 * 4;
-        }
-        let dst = gpu.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("scorefield.sample.weights"),
-            size: (MAX_FUSED_LAYERS as u64 + 1) * WINDOW_BYTES,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        Ok((dst.clone(), Self { src: src.clone(), dst, copies }))
-    }
-
-    fn record(&self, encoder: &mut wgpu::CommandEncoder) {
-        for &(from, to, bytes) in &self.copies {
-            encoder.copy_buffer_to_buffer(&self.src, from, &self.dst, to, bytes);
-        }
-    }
 }

@@ -1,0 +1,177 @@
+//! The staged path: per step, the score for all particles (the exact mixture, or the embedding
+//! and the dense-layer kernels), the corrector's norms where the step has one, the update, and
+//! when inpainting the imputation; for any network and for methods that couple the particles.
+
+use super::method::{SampleStep, FLAG_IMPUTE, FLAG_NO_SCORE};
+use super::{Known, SharedBindings};
+use crate::error::Result;
+use crate::gpu::{Gpu, GpuBuffer, Pipeline};
+use crate::model::MlpPass;
+use crate::sample::ScoreSource;
+use crate::shaders;
+
+/// How a staged step gets its score.
+enum ScoreStage {
+    Mixture(Pipeline, wgpu::BindGroup),
+    Network { embed: (Pipeline, wgpu::BindGroup), mlp: Box<MlpPass> },
+}
+
+pub(super) struct Staged {
+    score: ScoreStage,
+    norms: (Pipeline, wgpu::BindGroup),
+    reduce: (Pipeline, wgpu::BindGroup),
+    update: (Pipeline, wgpu::BindGroup),
+    /// Inpainting: the kernel that resets the known coordinates after each step of the method.
+    impute: Option<Impute>,
+}
+
+/// The `impute` kernel and the known values and mask it reads.
+struct Impute {
+    pipeline: Pipeline,
+    bind_group: wgpu::BindGroup,
+    _values: GpuBuffer<f32>,
+    _mask: GpuBuffer<u32>,
+}
+
+impl Staged {
+    /// Records one step's dispatches over `grid` (workgroups of the particles).
+    pub(super) fn record(&self, pass: &mut wgpu::ComputePass<'_>, step: &SampleStep, grid: [u32; 2]) {
+        if step.flags & FLAG_NO_SCORE == 0 {
+            match &self.score {
+                ScoreStage::Mixture(pipeline, bg) => pipeline.dispatch(pass, bg, &[], grid),
+                ScoreStage::Network { embed, mlp } => {
+                    embed.0.dispatch(pass, &embed.1, &[], grid);
+                    mlp.record_forward(pass);
+                }
+            }
+        }
+        if step.snr > 0.0 {
+            self.norms.0.dispatch(pass, &self.norms.1, &[], grid);
+            self.reduce.0.dispatch(pass, &self.reduce.1, &[], [1, 1]);
+        }
+        self.update.0.dispatch(pass, &self.update.1, &[], grid);
+        if let Some(impute) = self.impute.as_ref().filter(|_| step.flags & FLAG_IMPUTE != 0) {
+            impute.pipeline.dispatch(pass, &impute.bind_group, &[], grid);
+        }
+    }
+
+    /// The network's dense-layer pass, whose weight windows need refreshing before a batch.
+    pub(super) fn network(&self) -> Option<&MlpPass> {
+        match &self.score {
+            ScoreStage::Network { mlp, .. } => Some(mlp),
+            ScoreStage::Mixture(..) => None,
+        }
+    }
+}
+
+/// The staged kernels (score, corrector norms, update, and with `known` the imputation) with
+/// their bind groups, and the buffers they need kept alive.
+pub(super) async fn staged_kernels(
+    gpu: &Gpu,
+    source: &ScoreSource<'_>,
+    constants: &[(&str, f64)],
+    n: usize,
+    shared: &SharedBindings<'_>,
+    known: Option<&Known>,
+) -> Result<(Staged, Vec<GpuBuffer<f32>>)> {
+    let d = source.dim();
+    let none = wgpu::BufferUsages::empty();
+    let buf = |label: &str, len: usize| GpuBuffer::<f32>::new(gpu, label, len, none);
+    let mut keep = Vec::new();
+    let norms = buf("scorefield.sample.norms", 2 * n)?;
+    let norm_sum = buf("scorefield.sample.norm_sum", 2)?;
+    let (score_stage, score_buffer) = match *source {
+        ScoreSource::Mixture(_) => {
+            let score = buf("scorefield.sample.score", n * d)?;
+            let pipeline = gpu.pipeline(&shaders::SAMPLE, "score_mixture", constants).await?;
+            let bg = pipeline.bind_group(
+                gpu,
+                &[
+                    (0, shared.cursor_binding()),
+                    (1, shared.schedule.binding()),
+                    (2, shared.particles.binding()),
+                    (4, score.binding()),
+                    (5, shared.mixture.binding()),
+                ],
+            );
+            let raw = score.raw().clone();
+            keep.push(score);
+            (ScoreStage::Mixture(pipeline, bg), raw)
+        }
+        ScoreSource::Network { model, weights, .. } => {
+            let mlp = MlpPass::new(gpu, model, weights, n, 0, None).await?;
+            let pipeline = gpu.pipeline(&shaders::SAMPLE, "embed", constants).await?;
+            let bg = pipeline.bind_group(
+                gpu,
+                &[
+                    (0, shared.cursor_binding()),
+                    (1, shared.schedule.binding()),
+                    (2, shared.particles.binding()),
+                    (7, model.freqs.binding()),
+                    (10, mlp.acts.input.binding()),
+                ],
+            );
+            let raw = mlp.output().raw().clone();
+            (ScoreStage::Network { embed: (pipeline, bg), mlp: Box::new(mlp) }, raw)
+        }
+    };
+    let score_binding =
+        || wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &score_buffer, offset: 0, size: None });
+    let measure = gpu.pipeline(&shaders::SAMPLE, "measure_norms", constants).await?;
+    let measure_bg = measure.bind_group(
+        gpu,
+        &[(0, shared.cursor_binding()), (1, shared.schedule.binding()), (4, score_binding()), (8, norms.binding())],
+    );
+    let reduce = gpu.pipeline(&shaders::SAMPLE, "reduce_norms", constants).await?;
+    let reduce_bg = reduce.bind_group(gpu, &[(8, norms.binding()), (9, norm_sum.binding())]);
+    let update = gpu.pipeline(&shaders::SAMPLE, "update", constants).await?;
+    let update_bg = update.bind_group(
+        gpu,
+        &[
+            (0, shared.cursor_binding()),
+            (1, shared.schedule.binding()),
+            (2, shared.particles.binding()),
+            (3, shared.saved.binding()),
+            (4, score_binding()),
+            (9, norm_sum.binding()),
+        ],
+    );
+    keep.push(norms);
+    keep.push(norm_sum);
+    let impute = match known {
+        Some(known) => Some(impute_kernel(gpu, constants, shared, known).await?),
+        None => None,
+    };
+    let staged = Staged {
+        score: score_stage,
+        norms: (measure, measure_bg),
+        reduce: (reduce, reduce_bg),
+        update: (update, update_bg),
+        impute,
+    };
+    Ok((staged, keep))
+}
+
+/// The `impute` kernel over the known values and mask.
+async fn impute_kernel(
+    gpu: &Gpu,
+    constants: &[(&str, f64)],
+    shared: &SharedBindings<'_>,
+    known: &Known,
+) -> Result<Impute> {
+    let none = wgpu::BufferUsages::empty();
+    let values = GpuBuffer::from_slice(gpu, "scorefield.sample.known", &known.values, none)?;
+    let mask = GpuBuffer::from_slice(gpu, "scorefield.sample.known_mask", &known.mask, none)?;
+    let pipeline = gpu.pipeline(&shaders::SAMPLE, "impute", constants).await?;
+    let bind_group = pipeline.bind_group(
+        gpu,
+        &[
+            (0, shared.cursor_binding()),
+            (1, shared.schedule.binding()),
+            (2, shared.particles.binding()),
+            (17, values.binding()),
+            (18, mask.binding()),
+        ],
+    );
+    Ok(Impute { pipeline, bind_group, _values: values, _mask: mask })
+}
