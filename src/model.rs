@@ -20,7 +20,7 @@
 //! division by sigma happens where a score is needed, not inside the network.
 
 use crate::error::{Error, Result};
-use crate::gpu::{uniform_window, Gpu, GpuBuffer, Pipeline, WeightWindows, UNIFORM_WINDOW_BYTES};
+use crate::gpu::{uniform_window, Bound, Gpu, GpuBuffer, WeightWindows, UNIFORM_WINDOW_BYTES};
 use crate::rng::{self, Stream};
 use crate::shaders;
 
@@ -265,7 +265,8 @@ impl Activations {
     }
 }
 
-type Dispatch = (Pipeline, wgpu::BindGroup, [u32; 2]);
+/// A bound dense-layer kernel and its grid.
+type Dispatch = (Bound, [u32; 2]);
 
 /// The dense-layer dispatches of one batch size, with their bind groups, built once; with
 /// tangents, also the forward-mode rows that carry input directions and, when training, the
@@ -285,6 +286,11 @@ pub(crate) struct MlpPass {
 /// Bytes of one uniform window (`wwin`, `awin` in mlp.wgsl).
 const WINDOW_BYTES: u64 = UNIFORM_WINDOW_BYTES;
 const WINDOW_FLOATS: usize = WINDOW_BYTES as usize / 4;
+
+/// shaders/mlp.wgsl's bindings; what each operand is depends on the mode (see there).
+pub mod binding {
+    crate::bindings!(LHS = 0, RHS = 1, AUX = 2, OUT0 = 3, OUT1 = 4, WWIN = 5, AWIN = 6, SKIP = 7);
+}
 
 /// Batch rows per chunk when operands `windowed` floats wide (per row) go through 64 KiB uniform
 /// windows and buffers `bound` floats wide are bound at each chunk's first row: the largest power
@@ -355,7 +361,7 @@ async fn dense(
 ) -> Result<Dispatch> {
     let pipeline = gpu.pipeline(&shaders::MLP, "main", &shape_constants(variant, m, n, k, layer)).await?;
     let bg = pipeline.bind_group(gpu, entries);
-    Ok((pipeline, bg, matmul_grid(m, n)))
+    Ok((Bound::new(pipeline, bg), matmul_grid(m, n)))
 }
 
 /// A side of a pass: its activations, its rows, and the tangent directions per primal row (0 for
@@ -420,14 +426,14 @@ impl LayerBindings<'_> {
                         None => self.window(0),
                     };
                     let entries = [
-                        (0, input.binding()),
-                        (1, self.w.binding()),
-                        (2, aux),
-                        (3, rows_of(&side.pre[l], n)),
-                        (4, out1),
-                        (5, self.window(l)),
-                        (6, a_window),
-                        (7, self.dummy_read.binding()),
+                        (binding::LHS, input.binding()),
+                        (binding::RHS, self.w.binding()),
+                        (binding::AUX, aux),
+                        (binding::OUT0, rows_of(&side.pre[l], n)),
+                        (binding::OUT1, out1),
+                        (binding::WWIN, self.window(l)),
+                        (binding::AWIN, a_window),
+                        (binding::SKIP, self.dummy_read.binding()),
                     ];
                     forward.push(dense(self.gpu, variant, [len, n, k], layer, &entries).await?);
                 }
@@ -474,14 +480,14 @@ impl LayerBindings<'_> {
                         None => (self.window(0), self.window(0)),
                     };
                     let entries = [
-                        (0, side.dpre[l].binding()),
-                        (1, input.binding()),
-                        (2, self.dummy_read.binding()),
-                        (3, grads.binding()),
-                        (4, self.dummy_write.binding()),
-                        (5, b_win),
-                        (6, a_win),
-                        (7, self.dummy_read.binding()),
+                        (binding::LHS, side.dpre[l].binding()),
+                        (binding::RHS, input.binding()),
+                        (binding::AUX, self.dummy_read.binding()),
+                        (binding::OUT0, grads.binding()),
+                        (binding::OUT1, self.dummy_write.binding()),
+                        (binding::WWIN, b_win),
+                        (binding::AWIN, a_win),
+                        (binding::SKIP, self.dummy_read.binding()),
                     ];
                     backward.push(dense(self.gpu, variant, [m, n, k], layer, &entries).await?);
                 }
@@ -518,14 +524,14 @@ impl LayerBindings<'_> {
                         None => self.window(0),
                     };
                     let entries = [
-                        (0, side.dpre[l].binding()),
-                        (1, self.w.binding()),
-                        (2, rows_of(&acts.pre[l - 1])),
-                        (3, rows_of(&side.dpre[l - 1])),
-                        (4, out1),
-                        (5, self.window(l)),
-                        (6, a_window),
-                        (7, skip_in),
+                        (binding::LHS, side.dpre[l].binding()),
+                        (binding::RHS, self.w.binding()),
+                        (binding::AUX, rows_of(&acts.pre[l - 1])),
+                        (binding::OUT0, rows_of(&side.dpre[l - 1])),
+                        (binding::OUT1, out1),
+                        (binding::WWIN, self.window(l)),
+                        (binding::AWIN, a_window),
+                        (binding::SKIP, skip_in),
                     ];
                     backward.push(dense(self.gpu, variant, [len, n, k], layer, &entries).await?);
                 }
@@ -537,14 +543,14 @@ impl LayerBindings<'_> {
                 let bg = pipeline.bind_group(
                     self.gpu,
                     &[
-                        (0, tan.pre[l - 1].binding()),
-                        (1, tan.dpost[l - 1].binding()),
-                        (2, acts.pre[l - 1].binding()),
-                        (3, acts.dpre[l - 1].binding()),
+                        (binding::LHS, tan.pre[l - 1].binding()),
+                        (binding::RHS, tan.dpost[l - 1].binding()),
+                        (binding::AUX, acts.pre[l - 1].binding()),
+                        (binding::OUT0, acts.dpre[l - 1].binding()),
                     ],
                 );
                 let grid = self.gpu.grid(((batch * features) as u32).div_ceil(SECOND_ORDER_WG));
-                backward.push((pipeline, bg, grid));
+                backward.push((Bound::new(pipeline, bg), grid));
             }
         }
         Ok(backward)
@@ -663,14 +669,14 @@ impl MlpPass {
     }
 
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for (pipeline, bg, grid) in &self.forward {
-            pipeline.dispatch(pass, bg, &[], *grid);
+        for (kernel, grid) in &self.forward {
+            kernel.dispatch(pass, *grid);
         }
     }
 
     pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for (pipeline, bg, grid) in &self.backward {
-            pipeline.dispatch(pass, bg, &[], *grid);
+        for (kernel, grid) in &self.backward {
+            kernel.dispatch(pass, *grid);
         }
     }
 }
@@ -720,7 +726,7 @@ fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [
 /// and tests: embed, then forward, for up to `batch` rows at a time.
 pub struct Evaluator {
     pass: MlpPass,
-    embed: (Pipeline, wgpu::BindGroup),
+    embed: Bound,
     x: GpuBuffer<f32>,
     cond: GpuBuffer<f32>,
     batch: usize,
@@ -738,11 +744,17 @@ impl Evaluator {
         let cond = GpuBuffer::new(gpu, "scorefield.eval.cond", batch, none)?;
         let constants = [("D", d as f64), ("F", EMBED_FREQS as f64), ("B", batch as f64), ("WG", WG_ROWS as f64)];
         let pipeline = gpu.pipeline(&shaders::OBJECTIVE, "embed", &constants).await?;
+        use crate::objective::kernels::binding as embed;
         let bg = pipeline.bind_group(
             gpu,
-            &[(3, model.freqs.binding()), (4, pass.acts.input.binding()), (7, x.binding()), (8, cond.binding())],
+            &[
+                (embed::FREQS, model.freqs.binding()),
+                (embed::INPUT, pass.acts.input.binding()),
+                (embed::X_EVAL, x.binding()),
+                (embed::COND_EVAL, cond.binding()),
+            ],
         );
-        Ok(Self { pass, embed: (pipeline, bg), x, cond, batch, dim: d })
+        Ok(Self { pass, embed: Bound::new(pipeline, bg), x, cond, batch, dim: d })
     }
 
     /// The network output [n, d] at the points `x` [n, d] with conditioning values `cond` [n].
@@ -792,7 +804,7 @@ impl Evaluator {
             timestamp_writes: None,
         });
         let grid = gpu.grid((self.batch as u32).div_ceil(WG_ROWS));
-        self.embed.0.dispatch(&mut pass, &self.embed.1, &[], grid);
+        self.embed.dispatch(&mut pass, grid);
         self.pass.record_forward(&mut pass);
     }
 

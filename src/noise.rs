@@ -20,6 +20,11 @@ pub struct NoiseParams {
 
 const WG: u32 = 256;
 
+/// shaders/noise.wgsl's bindings.
+pub mod binding {
+    crate::bindings!(PARAMS = 0, OUT_U32 = 1);
+}
+
 /// The noise kernels and their parameter buffer, built once. Each fill writes the parameters
 /// (`queue.write_buffer`, which lands before the fill's own submit) and submits.
 pub struct NoiseKernels {
@@ -84,14 +89,15 @@ impl NoiseKernels {
         let count = u32::try_from(len).map_err(|_| Error::invalid("noise length", format!("{len} exceeds 2^32")))?;
         let params = NoiseParams { seed: split(seed), stream: split(stream), offset: split(offset), count, _pad: 0 };
         self.params.write(gpu, 0, &[params]);
-        let bind_group = pipeline.bind_group(gpu, &[(0, self.params.binding()), (1, out.as_entire_binding())]);
+        let bind_group = pipeline
+            .bind_group(gpu, &[(binding::PARAMS, self.params.binding()), (binding::OUT_U32, out.as_entire_binding())]);
         let mut encoder = gpu.encoder(pipeline.label());
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(pipeline.label()),
                 timestamp_writes: None,
             });
-            pipeline.dispatch(&mut pass, &bind_group, &[], gpu.grid(count.div_ceil(4).div_ceil(WG)));
+            pipeline.dispatch(&mut pass, &bind_group, gpu.grid(count.div_ceil(4).div_ceil(WG)));
         }
         gpu.submit(encoder);
         Ok(())

@@ -3,7 +3,7 @@
 //! the last healthy state that a blow-up restores).
 
 use crate::error::Result;
-use crate::gpu::{Gpu, GpuBuffer, Pipeline};
+use crate::gpu::{Bound, Gpu, GpuBuffer};
 use crate::model::ScoreMlp;
 use crate::shaders;
 use crate::step::StepRing;
@@ -63,15 +63,20 @@ impl AdamConfig {
 /// Invocations per workgroup of adam.wgsl's entry points.
 const WG_ADAM: u32 = 256;
 
+/// shaders/adam.wgsl's bindings.
+pub mod binding {
+    crate::bindings!(STEP = 0, GRADS = 1, PARAMS = 2, M = 3, V = 4, EMA = 5, HEALTH = 6, GOOD = 7);
+}
+
 /// Adam's moments and dispatches over a network's flat parameters, and the last healthy state
 /// (params, m, v, EMA: `param_count` floats each) with the step it belongs to.
 pub(crate) struct Optimizer {
     pub m: GpuBuffer<f32>,
     pub v: GpuBuffer<f32>,
     /// `main` per ring slot: the update of params, m, v and the EMA from the gradients.
-    adam: (Pipeline, Vec<wgpu::BindGroup>),
+    adam: Bound,
     /// Copies (params, m, v, EMA) into `kept` while no health flag is raised.
-    snapshot: (Pipeline, wgpu::BindGroup),
+    snapshot: Bound,
     kept: GpuBuffer<f32>,
     kept_step: u64,
     params: usize,
@@ -97,13 +102,13 @@ impl Optimizer {
                 adam.bind_group(
                     gpu,
                     &[
-                        (0, ring.slot(i)),
-                        (1, grads.binding()),
-                        (2, model.params.binding()),
-                        (3, m.binding()),
-                        (4, v.binding()),
-                        (5, model.ema.binding()),
-                        (6, health.binding()),
+                        (binding::STEP, ring.slot(i)),
+                        (binding::GRADS, grads.binding()),
+                        (binding::PARAMS, model.params.binding()),
+                        (binding::M, m.binding()),
+                        (binding::V, v.binding()),
+                        (binding::EMA, model.ema.binding()),
+                        (binding::HEALTH, health.binding()),
                     ],
                 )
             })
@@ -112,19 +117,19 @@ impl Optimizer {
         let snapshot_group = snapshot.bind_group(
             gpu,
             &[
-                (2, model.params.binding()),
-                (3, m.binding()),
-                (4, v.binding()),
-                (5, model.ema.binding()),
-                (6, health.binding()),
-                (7, kept.binding()),
+                (binding::PARAMS, model.params.binding()),
+                (binding::M, m.binding()),
+                (binding::V, v.binding()),
+                (binding::EMA, model.ema.binding()),
+                (binding::HEALTH, health.binding()),
+                (binding::GOOD, kept.binding()),
             ],
         );
         Ok(Self {
             m,
             v,
-            adam: (adam, adam_groups),
-            snapshot: (snapshot, snapshot_group),
+            adam: Bound::per_slot(adam, adam_groups),
+            snapshot: Bound::new(snapshot, snapshot_group),
             kept,
             kept_step: 0,
             params: p,
@@ -137,7 +142,7 @@ impl Optimizer {
 
     /// The update with the step parameters of ring slot `slot`.
     pub fn record_update(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>, slot: usize) {
-        self.adam.0.dispatch(pass, &self.adam.1[slot], &[], self.grid(gpu));
+        self.adam.dispatch_slot(pass, slot, self.grid(gpu));
     }
 
     /// Keeps the state as it is after the work recorded before, if no health flag is raised by
@@ -147,7 +152,7 @@ impl Optimizer {
             label: Some("scorefield.train.snapshot"),
             timestamp_writes: None,
         });
-        self.snapshot.0.dispatch(&mut pass, &self.snapshot.1, &[], self.grid(gpu));
+        self.snapshot.dispatch(&mut pass, self.grid(gpu));
     }
 
     /// The step of the last healthy state kept on the device.

@@ -13,20 +13,26 @@ pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
 pub const SAMPLE_WGSL: &str = include_str!("../shaders/sample.wgsl");
 
 /// Philox output and normals into a buffer.
-pub const NOISE: KernelSource = KernelSource { name: "noise", parts: &[RNG_WGSL, NOISE_WGSL] };
+pub const NOISE: KernelSource =
+    KernelSource { name: "noise", parts: &[RNG_WGSL, NOISE_WGSL], bindings: crate::noise::binding::ALL };
 /// The FMA-ceiling probe.
-pub const FMA: KernelSource = KernelSource { name: "fma", parts: &[FMA_WGSL] };
+pub const FMA: KernelSource = KernelSource { name: "fma", parts: &[FMA_WGSL], bindings: crate::ceiling::binding::ALL };
 
 /// Dense layers: forward, backward to the input, backward to the weights.
-pub const MLP: KernelSource = KernelSource { name: "mlp", parts: &[MLP_WGSL] };
+pub const MLP: KernelSource = KernelSource { name: "mlp", parts: &[MLP_WGSL], bindings: crate::model::binding::ALL };
 /// Noise injection, input embedding, loss and its gradient.
-pub const OBJECTIVE: KernelSource =
-    KernelSource { name: "objective", parts: &[RNG_WGSL, STEP_WGSL, EMBED_WGSL, OBJECTIVE_WGSL] };
+pub const OBJECTIVE: KernelSource = KernelSource {
+    name: "objective",
+    parts: &[RNG_WGSL, STEP_WGSL, EMBED_WGSL, OBJECTIVE_WGSL],
+    bindings: crate::objective::kernels::binding::ALL,
+};
 /// Adam and the EMA of the weights.
-pub const ADAM: KernelSource = KernelSource { name: "adam", parts: &[STEP_WGSL, ADAM_WGSL] };
+pub const ADAM: KernelSource =
+    KernelSource { name: "adam", parts: &[STEP_WGSL, ADAM_WGSL], bindings: crate::optim::binding::ALL };
 
 /// Sampler steps: exact mixture scores, the per-particle network, updates, the corrector's norms.
-pub const SAMPLE: KernelSource = KernelSource { name: "sample", parts: &[RNG_WGSL, EMBED_WGSL, SAMPLE_WGSL] };
+pub const SAMPLE: KernelSource =
+    KernelSource { name: "sample", parts: &[RNG_WGSL, EMBED_WGSL, SAMPLE_WGSL], bindings: crate::sample::binding::ALL };
 
 /// Every kernel, for the validation test and for warming the pipeline cache.
 pub const ALL: &[KernelSource] = &[NOISE, FMA, MLP, OBJECTIVE, ADAM, SAMPLE];

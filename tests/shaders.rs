@@ -233,3 +233,32 @@ fn constants_mirrored_between_wgsl_and_rust_agree() {
         assert_eq!(*wgsl, rust, "{name}: WGSL {wgsl} vs Rust {rust}");
     }
 }
+
+/// Issue #18: the host builds bind groups from named binding numbers (each family's
+/// `binding` module); every kernel's table names exactly the WGSL variables of group 0 with
+/// their numbers, so renumbering a binding on one side only fails here.
+#[test]
+fn named_bindings_match_the_shaders() {
+    let mut errors = Vec::new();
+    for kernel in scorefield::shaders::ALL {
+        let source = kernel.compose();
+        let (module, _) = parse_and_validate(kernel.name, &source).unwrap();
+        let mut in_wgsl: Vec<(String, u32)> = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, var)| {
+                let binding = var.binding.as_ref()?;
+                assert_eq!(binding.group, 0, "{}: {:?} is not in group 0", kernel.name, var.name);
+                Some((var.name.clone().unwrap_or_default(), binding.binding))
+            })
+            .collect();
+        let mut in_rust: Vec<(String, u32)> =
+            kernel.bindings.iter().map(|(name, binding)| (name.to_lowercase(), *binding)).collect();
+        in_wgsl.sort();
+        in_rust.sort();
+        if in_wgsl != in_rust {
+            errors.push(format!("{}: WGSL {in_wgsl:?}\n  Rust {in_rust:?}", kernel.name));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}

@@ -16,6 +16,22 @@ use crate::gpu::Gpu;
 pub struct KernelSource {
     pub name: &'static str,
     pub parts: &'static [&'static str],
+    /// The group-0 bindings the host binds: (WGSL variable, binding number), from the family's
+    /// [`bindings!`](crate::bindings) table (tests/shaders.rs checks it against the shader).
+    pub bindings: &'static [(&'static str, u32)],
+}
+
+/// Declares a kernel family's group-0 binding numbers under the names of their WGSL variables,
+/// upper-cased: a `u32` constant each, and `ALL`, the table of (constant name, binding) that
+/// tests/shaders.rs compares, lower-cased, with the variables of the parsed shader. Bind groups
+/// are built from these names, never from bare numbers.
+#[macro_export]
+macro_rules! bindings {
+    ($($name:ident = $binding:literal),* $(,)?) => {
+        $(pub const $name: u32 = $binding;)*
+        /// Every binding: (constant name, the WGSL variable's upper-cased; binding number).
+        pub const ALL: &[(&str, u32)] = &[$((stringify!($name), $binding)),*];
+    };
 }
 
 impl KernelSource {
@@ -57,16 +73,37 @@ impl Pipeline {
 
     /// Records one dispatch of `workgroups` workgroups (spread over x and y when there are more
     /// than one dimension allows) into a compute pass.
-    pub fn dispatch(
-        &self,
-        pass: &mut wgpu::ComputePass<'_>,
-        bind_group: &wgpu::BindGroup,
-        dynamic_offsets: &[u32],
-        workgroups: [u32; 2],
-    ) {
+    pub fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, bind_group: &wgpu::BindGroup, workgroups: [u32; 2]) {
         pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, bind_group, dynamic_offsets);
+        pass.set_bind_group(0, bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], 1);
+    }
+}
+
+/// A pipeline with the bind groups it runs with: one, or one per slot of the step ring (the
+/// training kernels, whose step parameters rotate through the ring's uniform slots).
+pub struct Bound {
+    pipeline: Pipeline,
+    groups: Vec<wgpu::BindGroup>,
+}
+
+impl Bound {
+    pub fn new(pipeline: Pipeline, group: wgpu::BindGroup) -> Self {
+        Self { pipeline, groups: vec![group] }
+    }
+
+    pub fn per_slot(pipeline: Pipeline, groups: Vec<wgpu::BindGroup>) -> Self {
+        Self { pipeline, groups }
+    }
+
+    /// Records one dispatch with the (first) bind group.
+    pub fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, workgroups: [u32; 2]) {
+        self.pipeline.dispatch(pass, &self.groups[0], workgroups);
+    }
+
+    /// Records one dispatch with the bind group of ring slot `slot`.
+    pub fn dispatch_slot(&self, pass: &mut wgpu::ComputePass<'_>, slot: usize, workgroups: [u32; 2]) {
+        self.pipeline.dispatch(pass, &self.groups[slot], workgroups);
     }
 }
 

@@ -4,7 +4,7 @@
 //! `trace_loss` for score matching), each with one bind group per step-ring slot.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuBuffer, Pipeline};
+use crate::gpu::{Bound, Gpu, GpuBuffer, Pipeline};
 use crate::model::{MlpPass, ScoreMlp, EMBED_FREQS};
 use crate::objective::{Objective, Parametrisation, Projection};
 use crate::shaders;
@@ -14,7 +14,27 @@ use crate::train::TrainConfig;
 /// Invocations per workgroup (one per batch row or tangent row).
 const WG_ROWS: u32 = 64;
 
-type PerSlot = (Pipeline, Vec<wgpu::BindGroup>);
+/// shaders/objective.wgsl's bindings.
+pub mod binding {
+    crate::bindings!(
+        STEP = 0,
+        DATA = 1,
+        TABLE = 2,
+        FREQS = 3,
+        INPUT = 4,
+        NOISE = 5,
+        LEVEL = 6,
+        X_EVAL = 7,
+        COND_EVAL = 8,
+        OUTPUT = 9,
+        DOUT = 10,
+        LOSS = 11,
+        TAN_INPUT = 12,
+        TAN_OUTPUT = 13,
+        TAN_DOUT = 14,
+        HEALTH = 15,
+    );
+}
 
 pub(crate) struct ObjectiveKernels {
     /// Kept alive with the bind groups that read them.
@@ -24,10 +44,10 @@ pub(crate) struct ObjectiveKernels {
     pub noise: GpuBuffer<f32>,
     pub level: GpuBuffer<f32>,
     pub loss: GpuBuffer<f32>,
-    perturb: PerSlot,
+    perturb: Bound,
     /// Score matching's tangent directions, drawn each step.
-    directions: Option<PerSlot>,
-    loss_grad: PerSlot,
+    directions: Option<Bound>,
+    loss_grad: Bound,
     batch: usize,
     tangent_rows: usize,
 }
@@ -86,7 +106,7 @@ impl ObjectiveKernels {
             (0..ring.slots())
                 .map(|i| {
                     let mut entries = entries.to_vec();
-                    entries.push((0, ring.slot(i)));
+                    entries.push((binding::STEP, ring.slot(i)));
                     pipeline.bind_group(gpu, &entries)
                 })
                 .collect()
@@ -96,31 +116,39 @@ impl ObjectiveKernels {
         let perturb_groups = per_slot(
             &perturb,
             &[
-                (1, data_buf.binding()),
-                (2, table_buf.binding()),
-                (3, model.freqs.binding()),
-                (4, mlp.acts.input.binding()),
-                (5, noise.binding()),
-                (6, level.binding()),
+                (binding::DATA, data_buf.binding()),
+                (binding::TABLE, table_buf.binding()),
+                (binding::FREQS, model.freqs.binding()),
+                (binding::INPUT, mlp.acts.input.binding()),
+                (binding::NOISE, noise.binding()),
+                (binding::LEVEL, level.binding()),
             ],
         );
         let output_grad = mlp.output_grad().ok_or_else(|| Error::invalid("trainer", "no backward pass"))?;
         let mut loss_entries = vec![
-            (9, mlp.output().binding()),
-            (10, output_grad.binding()),
-            (11, loss.binding()),
-            (15, health.binding()),
+            (binding::OUTPUT, mlp.output().binding()),
+            (binding::DOUT, output_grad.binding()),
+            (binding::LOSS, loss.binding()),
+            (binding::HEALTH, health.binding()),
         ];
         // Score matching: the directions of the tangent rows each step, and the trace loss.
         let (directions, loss_entry) = match (mlp.tangent_input(), mlp.tangent_output(), mlp.tangent_output_grad()) {
             (Some(tan_input), Some(tan_output), Some(tan_dout)) => {
                 let directions = gpu.pipeline(&shaders::OBJECTIVE, "directions", &constants).await?;
-                let groups = per_slot(&directions, &[(12, tan_input.binding())]);
-                loss_entries.extend([(12, tan_input.binding()), (13, tan_output.binding()), (14, tan_dout.binding())]);
-                (Some((directions, groups)), "trace_loss")
+                let groups = per_slot(&directions, &[(binding::TAN_INPUT, tan_input.binding())]);
+                loss_entries.extend([
+                    (binding::TAN_INPUT, tan_input.binding()),
+                    (binding::TAN_OUTPUT, tan_output.binding()),
+                    (binding::TAN_DOUT, tan_dout.binding()),
+                ]);
+                (Some(Bound::per_slot(directions, groups)), "trace_loss")
             }
             _ => {
-                loss_entries.extend([(2, table_buf.binding()), (5, noise.binding()), (6, level.binding())]);
+                loss_entries.extend([
+                    (binding::TABLE, table_buf.binding()),
+                    (binding::NOISE, noise.binding()),
+                    (binding::LEVEL, level.binding()),
+                ]);
                 (None, "loss_grad")
             }
         };
@@ -132,9 +160,9 @@ impl ObjectiveKernels {
             noise,
             level,
             loss,
-            perturb: (perturb, perturb_groups),
+            perturb: Bound::per_slot(perturb, perturb_groups),
             directions,
-            loss_grad: (loss_pipeline, loss_groups),
+            loss_grad: Bound::per_slot(loss_pipeline, loss_groups),
             batch,
             tangent_rows: batch * config.objective.tangents(d),
         })
@@ -147,14 +175,14 @@ impl ObjectiveKernels {
     /// The batch draw of the step in ring slot `slot`: rows, noise, network input (and the
     /// tangent rows' directions).
     pub fn record_draw(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>, slot: usize) {
-        self.perturb.0.dispatch(pass, &self.perturb.1[slot], &[], Self::grid(gpu, self.batch));
-        if let Some((pipeline, groups)) = &self.directions {
-            pipeline.dispatch(pass, &groups[slot], &[], Self::grid(gpu, self.tangent_rows));
+        self.perturb.dispatch_slot(pass, slot, Self::grid(gpu, self.batch));
+        if let Some(directions) = &self.directions {
+            directions.dispatch_slot(pass, slot, Self::grid(gpu, self.tangent_rows));
         }
     }
 
     /// The loss of the step in ring slot `slot` and its gradient at the network's output.
     pub fn record_loss(&self, gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>, slot: usize) {
-        self.loss_grad.0.dispatch(pass, &self.loss_grad.1[slot], &[], Self::grid(gpu, self.batch));
+        self.loss_grad.dispatch_slot(pass, slot, Self::grid(gpu, self.batch));
     }
 }

@@ -16,7 +16,7 @@
 use crate::error::{non_negative, positive, Error, Result};
 pub use crate::schedule::NoiseLevel;
 
-mod kernels;
+pub(crate) mod kernels;
 use crate::schedule::Sde;
 pub(crate) use kernels::ObjectiveKernels;
 

@@ -2,9 +2,9 @@
 //! particle in private memory, the network's weights through uniform windows; and the loop
 //! budget that caps its steps per dispatch on llvmpipe.
 
-use super::{SharedBindings, MAX_FUSED_LAYERS, WINDOW_BYTES};
+use super::{binding, SharedBindings, MAX_FUSED_LAYERS, WINDOW_BYTES};
 use crate::error::{Error, Result};
-use crate::gpu::{uniform_window, Gpu, GpuBuffer, Pipeline, WeightWindows};
+use crate::gpu::{uniform_window, Bound, Gpu, GpuBuffer, WeightWindows};
 use crate::model::Weights;
 use crate::sample::{SamplerConfig, ScoreSource};
 use crate::shaders;
@@ -16,7 +16,7 @@ pub(super) async fn fused_kernel(
     source: &ScoreSource<'_>,
     constants: &[(&str, f64)],
     shared: &SharedBindings<'_>,
-) -> Result<((Pipeline, wgpu::BindGroup, WeightWindows), GpuBuffer<f32>)> {
+) -> Result<((Bound, WeightWindows), GpuBuffer<f32>)> {
     let pipeline = gpu.pipeline(&shaders::SAMPLE, "fused", constants).await?;
     // Both score sources are in the kernel, so every binding must be filled; the one
     // not used gets a placeholder.
@@ -48,21 +48,21 @@ pub(super) async fn fused_kernel(
         ScoreSource::Mixture(_) => placeholder.binding(),
     };
     let entries = [
-        (0, shared.cursor_binding()),
-        (1, shared.schedule.binding()),
-        (2, shared.particles.binding()),
-        (3, shared.saved.binding()),
-        (5, shared.mixture.binding()),
-        (7, f),
-        (11, window(0)),
-        (12, window(1)),
-        (13, window(2)),
-        (14, window(3)),
-        (15, window(4)),
-        (16, window(MAX_FUSED_LAYERS)),
+        (binding::CURSOR, shared.cursor_binding()),
+        (binding::SCHEDULE, shared.schedule.binding()),
+        (binding::PARTICLES, shared.particles.binding()),
+        (binding::SAVED, shared.saved.binding()),
+        (binding::MIXTURE, shared.mixture.binding()),
+        (binding::FREQS, f),
+        (binding::W0, window(0)),
+        (binding::W1, window(1)),
+        (binding::W2, window(2)),
+        (binding::W3, window(3)),
+        (binding::W4, window(4)),
+        (binding::BIASES, window(MAX_FUSED_LAYERS)),
     ];
     let bg = pipeline.bind_group(gpu, &entries);
-    Ok(((pipeline, bg, windows), placeholder))
+    Ok(((Bound::new(pipeline, bg), windows), placeholder))
 }
 
 /// Where the driver ends an invocation's loops past a budget (llvmpipe), a fused

@@ -19,7 +19,7 @@ pub use known::{ImageMask, Known};
 pub use method::{Churn, Method, PlannedStep, SampleCursor, SampleStep};
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuBuffer, Pipeline, WeightWindows, UNIFORM_WINDOW_BYTES};
+use crate::gpu::{Bound, Gpu, GpuBuffer, WeightWindows, UNIFORM_WINDOW_BYTES};
 use crate::mixture::GaussianMixture;
 use crate::model::{ScoreMlp, Weights, EMBED_FREQS};
 use crate::objective::Parametrisation;
@@ -90,6 +90,30 @@ const MAX_FUSED_PARTICLES: usize = 4;
 /// Bytes of one uniform weight window (`WINDOW` vec4s in sample.wgsl).
 const WINDOW_BYTES: u64 = UNIFORM_WINDOW_BYTES;
 
+/// shaders/sample.wgsl's bindings.
+pub mod binding {
+    crate::bindings!(
+        CURSOR = 0,
+        SCHEDULE = 1,
+        PARTICLES = 2,
+        SAVED = 3,
+        SCORE = 4,
+        MIXTURE = 5,
+        FREQS = 7,
+        NORMS = 8,
+        NORM_SUM = 9,
+        NET_INPUT = 10,
+        W0 = 11,
+        W1 = 12,
+        W2 = 13,
+        W3 = 14,
+        W4 = 15,
+        BIASES = 16,
+        KNOWN = 17,
+        KNOWN_MASK = 18,
+    );
+}
+
 const WG: u32 = 64;
 const CURSOR_BYTES: u64 = std::mem::size_of::<SampleCursor>() as u64;
 
@@ -111,7 +135,7 @@ pub struct Sampler {
     chunks: Vec<Chunk>,
     position: usize,
     /// The fused kernel and its weight windows (none filled for a mixture).
-    fused: Option<(Pipeline, wgpu::BindGroup, WeightWindows)>,
+    fused: Option<(Bound, WeightWindows)>,
     /// Particles per invocation of the fused kernel (PPI in sample.wgsl).
     fused_particles: usize,
     staged: Option<Staged>,
@@ -355,7 +379,7 @@ impl Sampler {
         let end = self.position.saturating_add(max_dispatches).min(self.chunks.len());
         if end > self.position {
             // The network's current weights, so a model still training is sampled as it is now.
-            if let Some((_, _, windows)) = &self.fused {
+            if let Some((_, windows)) = &self.fused {
                 windows.record(encoder);
             }
             if let Some(mlp) = self.staged.as_ref().and_then(Staged::network) {
@@ -384,9 +408,9 @@ impl Sampler {
 
     fn record_chunk(&self, pass: &mut wgpu::ComputePass<'_>, chunk: Chunk) {
         let grid = self.gpu.grid((self.config.particles as u32).div_ceil(WG));
-        if let Some((pipeline, bg, _)) = &self.fused {
+        if let Some((kernel, _)) = &self.fused {
             let invocations = self.config.particles.div_ceil(self.fused_particles) as u32;
-            pipeline.dispatch(pass, bg, &[], self.gpu.grid(invocations.div_ceil(WG)));
+            kernel.dispatch(pass, self.gpu.grid(invocations.div_ceil(WG)));
             return;
         }
         if let Some(staged) = &self.staged {

@@ -3,32 +3,31 @@
 //! when inpainting the imputation; for any network and for methods that couple the particles.
 
 use super::method::{SampleStep, FLAG_IMPUTE, FLAG_NO_SCORE};
-use super::{Known, SharedBindings};
+use super::{binding, Known, SharedBindings};
 use crate::error::Result;
-use crate::gpu::{Gpu, GpuBuffer, Pipeline};
+use crate::gpu::{Bound, Gpu, GpuBuffer};
 use crate::model::MlpPass;
 use crate::sample::ScoreSource;
 use crate::shaders;
 
 /// How a staged step gets its score.
 enum ScoreStage {
-    Mixture(Pipeline, wgpu::BindGroup),
-    Network { embed: (Pipeline, wgpu::BindGroup), mlp: Box<MlpPass> },
+    Mixture(Bound),
+    Network { embed: Bound, mlp: Box<MlpPass> },
 }
 
 pub(super) struct Staged {
     score: ScoreStage,
-    norms: (Pipeline, wgpu::BindGroup),
-    reduce: (Pipeline, wgpu::BindGroup),
-    update: (Pipeline, wgpu::BindGroup),
+    norms: Bound,
+    reduce: Bound,
+    update: Bound,
     /// Inpainting: the kernel that resets the known coordinates after each step of the method.
     impute: Option<Impute>,
 }
 
 /// The `impute` kernel and the known values and mask it reads.
 struct Impute {
-    pipeline: Pipeline,
-    bind_group: wgpu::BindGroup,
+    kernel: Bound,
     _values: GpuBuffer<f32>,
     _mask: GpuBuffer<u32>,
 }
@@ -38,20 +37,20 @@ impl Staged {
     pub(super) fn record(&self, pass: &mut wgpu::ComputePass<'_>, step: &SampleStep, grid: [u32; 2]) {
         if step.flags & FLAG_NO_SCORE == 0 {
             match &self.score {
-                ScoreStage::Mixture(pipeline, bg) => pipeline.dispatch(pass, bg, &[], grid),
+                ScoreStage::Mixture(score) => score.dispatch(pass, grid),
                 ScoreStage::Network { embed, mlp } => {
-                    embed.0.dispatch(pass, &embed.1, &[], grid);
+                    embed.dispatch(pass, grid);
                     mlp.record_forward(pass);
                 }
             }
         }
         if step.snr > 0.0 {
-            self.norms.0.dispatch(pass, &self.norms.1, &[], grid);
-            self.reduce.0.dispatch(pass, &self.reduce.1, &[], [1, 1]);
+            self.norms.dispatch(pass, grid);
+            self.reduce.dispatch(pass, [1, 1]);
         }
-        self.update.0.dispatch(pass, &self.update.1, &[], grid);
+        self.update.dispatch(pass, grid);
         if let Some(impute) = self.impute.as_ref().filter(|_| step.flags & FLAG_IMPUTE != 0) {
-            impute.pipeline.dispatch(pass, &impute.bind_group, &[], grid);
+            impute.kernel.dispatch(pass, grid);
         }
     }
 
@@ -87,16 +86,16 @@ pub(super) async fn staged_kernels(
             let bg = pipeline.bind_group(
                 gpu,
                 &[
-                    (0, shared.cursor_binding()),
-                    (1, shared.schedule.binding()),
-                    (2, shared.particles.binding()),
-                    (4, score.binding()),
-                    (5, shared.mixture.binding()),
+                    (binding::CURSOR, shared.cursor_binding()),
+                    (binding::SCHEDULE, shared.schedule.binding()),
+                    (binding::PARTICLES, shared.particles.binding()),
+                    (binding::SCORE, score.binding()),
+                    (binding::MIXTURE, shared.mixture.binding()),
                 ],
             );
             let raw = score.raw().clone();
             keep.push(score);
-            (ScoreStage::Mixture(pipeline, bg), raw)
+            (ScoreStage::Mixture(Bound::new(pipeline, bg)), raw)
         }
         ScoreSource::Network { model, weights, .. } => {
             let mlp = MlpPass::new(gpu, model, weights, n, 0, None).await?;
@@ -104,15 +103,15 @@ pub(super) async fn staged_kernels(
             let bg = pipeline.bind_group(
                 gpu,
                 &[
-                    (0, shared.cursor_binding()),
-                    (1, shared.schedule.binding()),
-                    (2, shared.particles.binding()),
-                    (7, model.freqs.binding()),
-                    (10, mlp.acts.input.binding()),
+                    (binding::CURSOR, shared.cursor_binding()),
+                    (binding::SCHEDULE, shared.schedule.binding()),
+                    (binding::PARTICLES, shared.particles.binding()),
+                    (binding::FREQS, model.freqs.binding()),
+                    (binding::NET_INPUT, mlp.acts.input.binding()),
                 ],
             );
             let raw = mlp.output().raw().clone();
-            (ScoreStage::Network { embed: (pipeline, bg), mlp: Box::new(mlp) }, raw)
+            (ScoreStage::Network { embed: Bound::new(pipeline, bg), mlp: Box::new(mlp) }, raw)
         }
     };
     let score_binding =
@@ -120,20 +119,26 @@ pub(super) async fn staged_kernels(
     let measure = gpu.pipeline(&shaders::SAMPLE, "measure_norms", constants).await?;
     let measure_bg = measure.bind_group(
         gpu,
-        &[(0, shared.cursor_binding()), (1, shared.schedule.binding()), (4, score_binding()), (8, norms.binding())],
+        &[
+            (binding::CURSOR, shared.cursor_binding()),
+            (binding::SCHEDULE, shared.schedule.binding()),
+            (binding::SCORE, score_binding()),
+            (binding::NORMS, norms.binding()),
+        ],
     );
     let reduce = gpu.pipeline(&shaders::SAMPLE, "reduce_norms", constants).await?;
-    let reduce_bg = reduce.bind_group(gpu, &[(8, norms.binding()), (9, norm_sum.binding())]);
+    let reduce_bg =
+        reduce.bind_group(gpu, &[(binding::NORMS, norms.binding()), (binding::NORM_SUM, norm_sum.binding())]);
     let update = gpu.pipeline(&shaders::SAMPLE, "update", constants).await?;
     let update_bg = update.bind_group(
         gpu,
         &[
-            (0, shared.cursor_binding()),
-            (1, shared.schedule.binding()),
-            (2, shared.particles.binding()),
-            (3, shared.saved.binding()),
-            (4, score_binding()),
-            (9, norm_sum.binding()),
+            (binding::CURSOR, shared.cursor_binding()),
+            (binding::SCHEDULE, shared.schedule.binding()),
+            (binding::PARTICLES, shared.particles.binding()),
+            (binding::SAVED, shared.saved.binding()),
+            (binding::SCORE, score_binding()),
+            (binding::NORM_SUM, norm_sum.binding()),
         ],
     );
     keep.push(norms);
@@ -144,9 +149,9 @@ pub(super) async fn staged_kernels(
     };
     let staged = Staged {
         score: score_stage,
-        norms: (measure, measure_bg),
-        reduce: (reduce, reduce_bg),
-        update: (update, update_bg),
+        norms: Bound::new(measure, measure_bg),
+        reduce: Bound::new(reduce, reduce_bg),
+        update: Bound::new(update, update_bg),
         impute,
     };
     Ok((staged, keep))
@@ -166,12 +171,12 @@ async fn impute_kernel(
     let bind_group = pipeline.bind_group(
         gpu,
         &[
-            (0, shared.cursor_binding()),
-            (1, shared.schedule.binding()),
-            (2, shared.particles.binding()),
-            (17, values.binding()),
-            (18, mask.binding()),
+            (binding::CURSOR, shared.cursor_binding()),
+            (binding::SCHEDULE, shared.schedule.binding()),
+            (binding::PARTICLES, shared.particles.binding()),
+            (binding::KNOWN, values.binding()),
+            (binding::KNOWN_MASK, mask.binding()),
         ],
     );
-    Ok(Impute { pipeline, bind_group, _values: values, _mask: mask })
+    Ok(Impute { kernel: Bound::new(pipeline, bind_group), _values: values, _mask: mask })
 }
