@@ -365,40 +365,21 @@ pub const TABLE_HEADER: &str =
 impl BenchResult {
     /// One markdown table row, with the fraction of the FMA `ceiling` (GFLOP/s).
     pub fn table_row(&self, ceiling: f64) -> String {
+        let Self { path, steps, seconds: [median, min, max], figure, figure_unit, gflops, .. } = self;
+        let (name, share) = (self.workload.name(), 100.0 * gflops / ceiling);
         format!(
-            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.4e} {} | {:.2} | {:.1}% |",
-            self.workload.name(),
-            self.path,
-            self.steps,
-            self.seconds[0],
-            self.seconds[1],
-            self.seconds[2],
-            self.figure,
-            self.figure_unit,
-            self.gflops,
-            100.0 * self.gflops / ceiling
+            "| {name} | {path} | {steps} | {median:.3} | {min:.3} | {max:.3} | {figure:.4e} {figure_unit} | {gflops:.2} | {share:.1}% |"
         )
     }
 
     /// One JSON object (a line of JSONL).
     pub fn json(&self, adapter: &str, ceiling: f64) -> String {
+        let Self { path, steps, seconds: [median, min, max], figure, figure_unit, gflops, timing, .. } = self;
+        let (name, adapter, fraction) = (self.workload.name(), adapter.replace(['"', '\\'], "'"), gflops / ceiling);
         format!(
-            "{{\"workload\":\"{}\",\"adapter\":\"{}\",\"path\":\"{}\",\"steps\":{},\"median_s\":{},\"min_s\":{},\
-             \"max_s\":{},\"figure\":{},\"unit\":\"{}\",\"gflops\":{},\"ceiling_gflops\":{},\"fraction\":{},\
-             \"timing\":\"{}\"}}",
-            self.workload.name(),
-            adapter.replace(['"', '\\'], "'"),
-            self.path,
-            self.steps,
-            self.seconds[0],
-            self.seconds[1],
-            self.seconds[2],
-            self.figure,
-            self.figure_unit,
-            self.gflops,
-            ceiling,
-            self.gflops / ceiling,
-            self.timing
+            "{{\"workload\":\"{name}\",\"adapter\":\"{adapter}\",\"path\":\"{path}\",\"steps\":{steps},\"median_s\":{median},\
+             \"min_s\":{min},\"max_s\":{max},\"figure\":{figure},\"unit\":\"{figure_unit}\",\"gflops\":{gflops},\
+             \"ceiling_gflops\":{ceiling},\"fraction\":{fraction},\"timing\":\"{timing}\"}}"
         )
     }
 }

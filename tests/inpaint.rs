@@ -32,13 +32,7 @@ fn inpainting_matches_the_reference_and_keeps_the_known_coordinates() {
     let gpu = gpu();
     let mut r = TestRng(test_seed());
     let d = 3;
-    let mix = GaussianMixture::new(
-        d,
-        vec![0.3, 0.7],
-        (0..6).map(|_| r.uniform(-3.0, 3.0)).collect(),
-        (0..6).map(|_| r.uniform(0.3, 1.5)).collect(),
-    )
-    .unwrap();
+    let mix = random_mixture(&mut r, d);
     let n = 200;
     let values: Vec<f32> = (0..n * d).map(|_| r.uniform(-3.0, 3.0) as f32).collect();
     let mask: Vec<bool> = (0..n * d).map(|_| r.uniform(0.0, 1.0) < 0.5).collect();

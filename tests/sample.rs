@@ -181,13 +181,7 @@ fn every_method_matches_the_reference_with_an_exact_score() {
     let gpu = gpu();
     let mut r = TestRng(test_seed());
     // A 3-D mixture with diagonal stds and unequal weights.
-    let mix = GaussianMixture::new(
-        3,
-        vec![0.3, 0.7],
-        (0..6).map(|_| r.uniform(-3.0, 3.0)).collect(),
-        (0..6).map(|_| r.uniform(0.3, 1.5)).collect(),
-    )
-    .unwrap();
+    let mix = random_mixture(&mut r, 3);
     let n = 300;
     for method in short_methods() {
         let seed = r.next_u64();

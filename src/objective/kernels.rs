@@ -16,24 +16,10 @@ const WG_ROWS: u32 = 64;
 
 /// shaders/objective.wgsl's bindings.
 pub mod binding {
-    crate::bindings!(
-        STEP = 0,
-        DATA = 1,
-        TABLE = 2,
-        FREQS = 3,
-        INPUT = 4,
-        NOISE = 5,
-        LEVEL = 6,
-        X_EVAL = 7,
-        COND_EVAL = 8,
-        OUTPUT = 9,
-        DOUT = 10,
-        LOSS = 11,
-        TAN_INPUT = 12,
-        TAN_OUTPUT = 13,
-        TAN_DOUT = 14,
-        HEALTH = 15,
-    );
+    crate::bindings! {
+        STEP = 0, DATA = 1, TABLE = 2, FREQS = 3, INPUT = 4, NOISE = 5, LEVEL = 6, X_EVAL = 7, COND_EVAL = 8,
+        OUTPUT = 9, DOUT = 10, LOSS = 11, TAN_INPUT = 12, TAN_OUTPUT = 13, TAN_DOUT = 14, HEALTH = 15,
+    }
 }
 
 pub(crate) struct ObjectiveKernels {

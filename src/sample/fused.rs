@@ -48,9 +48,6 @@ pub(super) async fn fused_kernel(
         ScoreSource::Mixture(_) => placeholder.binding(),
     };
     let entries = [
-        (binding::CURSOR, shared.cursor_binding()),
-        (binding::SCHEDULE, shared.schedule.binding()),
-        (binding::PARTICLES, shared.particles.binding()),
         (binding::SAVED, shared.saved.binding()),
         (binding::MIXTURE, shared.mixture.binding()),
         (binding::FREQS, f),
@@ -61,7 +58,7 @@ pub(super) async fn fused_kernel(
         (binding::W4, window(4)),
         (binding::BIASES, window(MAX_FUSED_LAYERS)),
     ];
-    let bg = pipeline.bind_group(gpu, &entries);
+    let bg = shared.particle_kernel(gpu, &pipeline, &entries);
     Ok(((Bound::new(pipeline, bg), windows), placeholder))
 }
 

@@ -92,26 +92,11 @@ const WINDOW_BYTES: u64 = UNIFORM_WINDOW_BYTES;
 
 /// shaders/sample.wgsl's bindings.
 pub mod binding {
-    crate::bindings!(
-        CURSOR = 0,
-        SCHEDULE = 1,
-        PARTICLES = 2,
-        SAVED = 3,
-        SCORE = 4,
-        MIXTURE = 5,
-        FREQS = 7,
-        NORMS = 8,
-        NORM_SUM = 9,
-        NET_INPUT = 10,
-        W0 = 11,
-        W1 = 12,
-        W2 = 13,
-        W3 = 14,
-        W4 = 15,
-        BIASES = 16,
-        KNOWN = 17,
+    crate::bindings! {
+        CURSOR = 0, SCHEDULE = 1, PARTICLES = 2, SAVED = 3, SCORE = 4, MIXTURE = 5, FREQS = 7, NORMS = 8,
+        NORM_SUM = 9, NET_INPUT = 10, W0 = 11, W1 = 12, W2 = 13, W3 = 14, W4 = 15, BIASES = 16, KNOWN = 17,
         KNOWN_MASK = 18,
-    );
+    }
 }
 
 const WG: u32 = 64;
@@ -478,6 +463,23 @@ struct SharedBindings<'a> {
 impl SharedBindings<'_> {
     fn cursor_binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: self.cursor, offset: 0, size: None })
+    }
+
+    /// The bind group of a kernel that reads or moves the particles: the cursor, the schedule
+    /// and the particles, then `more`.
+    fn particle_kernel(
+        &self,
+        gpu: &Gpu,
+        pipeline: &crate::gpu::Pipeline,
+        more: &[(u32, wgpu::BindingResource<'_>)],
+    ) -> wgpu::BindGroup {
+        let mut entries = vec![
+            (binding::CURSOR, self.cursor_binding()),
+            (binding::SCHEDULE, self.schedule.binding()),
+            (binding::PARTICLES, self.particles.binding()),
+        ];
+        entries.extend_from_slice(more);
+        pipeline.bind_group(gpu, &entries)
     }
 }
 

@@ -83,15 +83,10 @@ pub(super) async fn staged_kernels(
         ScoreSource::Mixture(_) => {
             let score = buf("scorefield.sample.score", n * d)?;
             let pipeline = gpu.pipeline(&shaders::SAMPLE, "score_mixture", constants).await?;
-            let bg = pipeline.bind_group(
+            let bg = shared.particle_kernel(
                 gpu,
-                &[
-                    (binding::CURSOR, shared.cursor_binding()),
-                    (binding::SCHEDULE, shared.schedule.binding()),
-                    (binding::PARTICLES, shared.particles.binding()),
-                    (binding::SCORE, score.binding()),
-                    (binding::MIXTURE, shared.mixture.binding()),
-                ],
+                &pipeline,
+                &[(binding::SCORE, score.binding()), (binding::MIXTURE, shared.mixture.binding())],
             );
             let raw = score.raw().clone();
             keep.push(score);
@@ -100,15 +95,10 @@ pub(super) async fn staged_kernels(
         ScoreSource::Network { model, weights, .. } => {
             let mlp = MlpPass::new(gpu, model, weights, n, 0, None).await?;
             let pipeline = gpu.pipeline(&shaders::SAMPLE, "embed", constants).await?;
-            let bg = pipeline.bind_group(
+            let bg = shared.particle_kernel(
                 gpu,
-                &[
-                    (binding::CURSOR, shared.cursor_binding()),
-                    (binding::SCHEDULE, shared.schedule.binding()),
-                    (binding::PARTICLES, shared.particles.binding()),
-                    (binding::FREQS, model.freqs.binding()),
-                    (binding::NET_INPUT, mlp.acts.input.binding()),
-                ],
+                &pipeline,
+                &[(binding::FREQS, model.freqs.binding()), (binding::NET_INPUT, mlp.acts.input.binding())],
             );
             let raw = mlp.output().raw().clone();
             (ScoreStage::Network { embed: Bound::new(pipeline, bg), mlp: Box::new(mlp) }, raw)
@@ -130,12 +120,10 @@ pub(super) async fn staged_kernels(
     let reduce_bg =
         reduce.bind_group(gpu, &[(binding::NORMS, norms.binding()), (binding::NORM_SUM, norm_sum.binding())]);
     let update = gpu.pipeline(&shaders::SAMPLE, "update", constants).await?;
-    let update_bg = update.bind_group(
+    let update_bg = shared.particle_kernel(
         gpu,
+        &update,
         &[
-            (binding::CURSOR, shared.cursor_binding()),
-            (binding::SCHEDULE, shared.schedule.binding()),
-            (binding::PARTICLES, shared.particles.binding()),
             (binding::SAVED, shared.saved.binding()),
             (binding::SCORE, score_binding()),
             (binding::NORM_SUM, norm_sum.binding()),
@@ -168,15 +156,10 @@ async fn impute_kernel(
     let values = GpuBuffer::from_slice(gpu, "scorefield.sample.known", &known.values, none)?;
     let mask = GpuBuffer::from_slice(gpu, "scorefield.sample.known_mask", &known.mask, none)?;
     let pipeline = gpu.pipeline(&shaders::SAMPLE, "impute", constants).await?;
-    let bind_group = pipeline.bind_group(
+    let bind_group = shared.particle_kernel(
         gpu,
-        &[
-            (binding::CURSOR, shared.cursor_binding()),
-            (binding::SCHEDULE, shared.schedule.binding()),
-            (binding::PARTICLES, shared.particles.binding()),
-            (binding::KNOWN, values.binding()),
-            (binding::KNOWN_MASK, mask.binding()),
-        ],
+        &pipeline,
+        &[(binding::KNOWN, values.binding()), (binding::KNOWN_MASK, mask.binding())],
     );
     Ok(Impute { kernel: Bound::new(pipeline, bind_group), _values: values, _mask: mask })
 }

@@ -127,3 +127,11 @@ pub fn runs(program: &str, version_flag: &str) -> bool {
         .status()
         .is_ok()
 }
+
+/// A `d`-dimensional two-component mixture with weights 0.3 / 0.7, means uniform in [-3, 3] and
+/// diagonal stds uniform in [0.3, 1.5]: the samplers' reference tests' exact score.
+pub fn random_mixture(r: &mut TestRng, d: usize) -> scorefield::mixture::GaussianMixture {
+    let means = (0..2 * d).map(|_| r.uniform(-3.0, 3.0)).collect();
+    let stds = (0..2 * d).map(|_| r.uniform(0.3, 1.5)).collect();
+    scorefield::mixture::GaussianMixture::new(d, vec![0.3, 0.7], means, stds).unwrap()
+}
