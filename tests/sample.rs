@@ -285,8 +285,7 @@ fn network_scores_match_the_reference(shape: MlpShape, paths: &[Path]) {
 fn several_particles_per_fused_invocation_give_the_same_particles() {
     let gpu = gpu();
     let mut r = TestRng(test_seed());
-    let shape = MlpShape::new(3, 2, 24);
-    let model = ScoreMlp::new(&gpu, shape, r.next_u64()).unwrap();
+    let model = ScoreMlp::new(&gpu, MlpShape::new(3, 2, 24), r.next_u64()).unwrap();
     let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: Parametrisation::Score };
     let method = Method::ProbabilityFlow { sde: Sde::vp_default(), steps: 4, heun: true };
     // 203 particles: the last invocation has fewer than its share.
