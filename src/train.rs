@@ -174,16 +174,23 @@ pub struct Trainer {
     optimizer: Optimizer,
     health: Health,
     pending: Vec<PendingLoss>,
+    /// The staging buffer of the last completed loss readback, for the next.
+    spare_staging: Option<wgpu::Buffer>,
 }
 
-/// A logged step's losses and levels on their way back.
+/// A logged step's losses, levels and health flags on their way back, in one staging buffer:
+/// [losses (batch) | levels (batch) | flags], the floats as their bits.
 struct PendingLoss {
     step: u64,
-    losses: PendingRead<f32>,
-    levels: PendingRead<f32>,
-    health: PendingRead<u32>,
-    got_losses: Option<Vec<f32>>,
-    got_levels: Option<Vec<f32>>,
+    read: PendingRead<u32>,
+}
+
+impl PendingLoss {
+    /// (losses, levels, health flags) from the read's words.
+    fn split(words: &[u32], batch: usize) -> (Vec<f32>, Vec<f32>, &[u32]) {
+        let floats = |w: &[u32]| w.iter().map(|&b| f32::from_bits(b)).collect();
+        (floats(&words[..batch]), floats(&words[batch..2 * batch]), &words[2 * batch..])
+    }
 }
 
 impl Trainer {
@@ -229,6 +236,7 @@ impl Trainer {
             optimizer,
             health,
             pending: Vec::new(),
+            spare_staging: None,
         })
     }
 
@@ -436,18 +444,17 @@ impl Trainer {
                 // whether it was, with the losses.
                 self.optimizer.record_snapshot(&self.gpu, &mut encoder);
                 let b = self.config.batch;
-                let losses = PendingRead::record(&self.gpu, &mut encoder, self.objective.loss.raw(), 0, b)?;
-                let levels = PendingRead::record(&self.gpu, &mut encoder, self.objective.level.raw(), 0, b)?;
-                let flags = self.health.flags.raw();
-                let health = PendingRead::record(&self.gpu, &mut encoder, flags, 0, HEALTH_CLEAN.len())?;
-                logged =
-                    Some(PendingLoss { step: self.step, losses, levels, health, got_losses: None, got_levels: None });
+                let ranges = [
+                    (self.objective.loss.raw(), 0, b),
+                    (self.objective.level.raw(), 0, b),
+                    (self.health.flags.raw(), 0, HEALTH_CLEAN.len()),
+                ];
+                let read = PendingRead::record_ranges(&self.gpu, &mut encoder, &ranges, self.spare_staging.take())?;
+                logged = Some(PendingLoss { step: self.step, read });
             }
             self.gpu.submit(encoder);
             if let Some(mut p) = logged {
-                p.losses.start();
-                p.levels.start();
-                p.health.start();
+                p.read.start();
                 self.pending.push(p);
             }
             left -= n;
@@ -473,19 +480,11 @@ impl Trainer {
     pub fn take_losses(&mut self) -> Result<Vec<LossRecord>> {
         let mut done = Vec::new();
         while let Some(p) = self.pending.first_mut() {
-            if p.got_losses.is_none() {
-                p.got_losses = p.losses.try_take(&self.gpu)?;
-            }
-            if p.got_levels.is_none() {
-                p.got_levels = p.levels.try_take(&self.gpu)?;
-            }
-            if p.got_losses.is_none() || p.got_levels.is_none() {
-                break;
-            }
-            let Some(health) = p.health.try_take(&self.gpu)? else { break };
+            let Some(words) = p.read.try_take(&self.gpu)? else { break };
             let p = self.pending.remove(0);
-            let (losses, levels) = (p.got_losses.unwrap_or_default(), p.got_levels.unwrap_or_default());
-            match self.check(p.step, losses, levels, &health)? {
+            self.spare_staging = Some(p.read.into_staging());
+            let (losses, levels, health) = PendingLoss::split(&words, self.config.batch);
+            match self.check(p.step, losses, levels, health)? {
                 Some(record) => done.push(record),
                 None => break,
             }
@@ -500,16 +499,9 @@ impl Trainer {
         let mut done = Vec::new();
         while !self.pending.is_empty() {
             let p = self.pending.remove(0);
-            let losses = match p.got_losses {
-                Some(l) => l,
-                None => p.losses.finish(&self.gpu, None).await?,
-            };
-            let levels = match p.got_levels {
-                Some(l) => l,
-                None => p.levels.finish(&self.gpu, None).await?,
-            };
-            let health = p.health.finish(&self.gpu, None).await?;
-            match self.check(p.step, losses, levels, &health)? {
+            let words = p.read.finish(&self.gpu, None).await?;
+            let (losses, levels, health) = PendingLoss::split(&words, self.config.batch);
+            match self.check(p.step, losses, levels, health)? {
                 Some(record) => done.push(record),
                 None => return Ok(done),
             }

@@ -542,3 +542,37 @@ fn a_score_field_recorded_into_an_app_encoder_is_a_vertex_buffer() {
     assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "recorded field differs from run()");
     assert!(eval.set_points(&gpu, &x[..10], &cond).is_err(), "mismatched points were accepted");
 }
+
+/// Issue #18, item 6: a logged step reads its losses, levels and flags back through one staging
+/// buffer, and the next logged step reuses it: several ranges laid end to end, a spare buffer
+/// taken when large enough and replaced when not.
+#[test]
+fn several_ranges_come_back_through_one_reused_staging_buffer() {
+    use scorefield::gpu::{GpuBuffer, PendingRead};
+    let gpu = gpu();
+    let mut r = TestRng(test_seed());
+    let a: Vec<u32> = (0..40).map(|_| r.next_u64() as u32).collect();
+    let b: Vec<u32> = (0..12).map(|_| r.next_u64() as u32).collect();
+    let none = wgpu::BufferUsages::empty();
+    let (ga, gb) =
+        (GpuBuffer::from_slice(&gpu, "a", &a, none).unwrap(), GpuBuffer::from_slice(&gpu, "b", &b, none).unwrap());
+    let read = |ranges: &[(&wgpu::Buffer, u64, usize)], spare: Option<wgpu::Buffer>| {
+        let mut encoder = gpu.encoder("read");
+        let mut pending = PendingRead::<u32>::record_ranges(&gpu, &mut encoder, ranges, spare).unwrap();
+        gpu.submit(encoder);
+        let words = loop {
+            if let Some(words) = pending.try_take(&gpu).unwrap() {
+                break words;
+            }
+        };
+        (words, pending.into_staging())
+    };
+    let (words, staging) = read(&[(ga.raw(), 8, 30), (gb.raw(), 0, 12)], None);
+    assert_eq!(words, [&a[2..32], &b[..]].concat());
+    let (words, again) = read(&[(gb.raw(), 4, 11), (ga.raw(), 0, 31)], Some(staging.clone()));
+    assert_eq!(words, [&b[1..12], &a[..31]].concat());
+    assert_eq!(again, staging, "a large enough spare is reused");
+    let (words, bigger) = read(&[(ga.raw(), 0, 40), (ga.raw(), 0, 40)], Some(again));
+    assert_eq!(words, [&a[..], &a[..]].concat());
+    assert_ne!(bigger, staging, "a spare too small is replaced");
+}

@@ -190,27 +190,55 @@ impl<T: Pod> PendingRead<T> {
         offset: u64,
         len: usize,
     ) -> Result<Self> {
-        let bytes = (len * std::mem::size_of::<T>()) as u64;
-        if !bytes.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
-            || !offset.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
-            || offset + bytes > source.size()
-        {
-            return Err(Error::Readback(format!(
-                "range {offset}..{} of a {}-byte buffer is out of bounds or not 4-byte aligned",
-                offset + bytes,
-                source.size()
-            )));
+        Self::record_ranges(gpu, encoder, &[(source, offset, len)], None)
+    }
+
+    /// Records copies of several ranges, (source, byte offset, elements), laid end to end in one
+    /// staging buffer: `spare` (a staging buffer an earlier read gave back with
+    /// [`PendingRead::into_staging`]) if it is large enough, else a fresh one.
+    pub fn record_ranges(
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        ranges: &[(&wgpu::Buffer, u64, usize)],
+        spare: Option<wgpu::Buffer>,
+    ) -> Result<Self> {
+        let elem = std::mem::size_of::<T>() as u64;
+        let total: u64 = ranges.iter().map(|&(_, _, len)| len as u64 * elem).sum();
+        let staging = match spare.filter(|b| b.size() >= total.max(wgpu::COPY_BUFFER_ALIGNMENT)) {
+            Some(buffer) => buffer,
+            None => gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("scorefield.readback.staging"),
+                size: total.max(wgpu::COPY_BUFFER_ALIGNMENT),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        };
+        let mut at = 0;
+        for &(source, offset, len) in ranges {
+            let bytes = len as u64 * elem;
+            if !bytes.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
+                || !offset.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
+                || offset + bytes > source.size()
+            {
+                return Err(Error::Readback(format!(
+                    "range {offset}..{} of a {}-byte buffer is out of bounds or not 4-byte aligned",
+                    offset + bytes,
+                    source.size()
+                )));
+            }
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(source, offset, &staging, at, bytes);
+            }
+            at += bytes;
         }
-        let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("scorefield.readback.staging"),
-            size: bytes.max(wgpu::COPY_BUFFER_ALIGNMENT),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        if bytes > 0 {
-            encoder.copy_buffer_to_buffer(source, offset, &staging, 0, bytes);
-        }
+        let len = (total / elem) as usize;
         Ok(Self { staging, len, receiver: None, done: Arc::default(), _elem: PhantomData })
+    }
+
+    /// The staging buffer, unmapped, for the next read of the same size once this one's data
+    /// was taken.
+    pub fn into_staging(self) -> wgpu::Buffer {
+        self.staging
     }
 
     /// Asks for the staging buffer to be mapped; call after submitting the encoder.
