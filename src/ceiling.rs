@@ -34,11 +34,6 @@ const INVOCATIONS: u32 = 1 << 16;
 /// Wall time one timed repetition should take, so the clock and dispatch overhead are small.
 const TARGET_SECONDS: f64 = 0.05;
 
-/// shaders/fma.wgsl's binding.
-pub mod binding {
-    crate::bindings!(OUT = 0);
-}
-
 /// Measures the FMA ceiling with `repeats` timings per configuration.
 pub async fn measure(gpu: &Gpu, repeats: usize) -> Result<FmaCeiling> {
     let out = GpuBuffer::<f32>::new(gpu, "scorefield.fma.out", INVOCATIONS as usize, wgpu::BufferUsages::empty())?;
@@ -48,7 +43,7 @@ pub async fn measure(gpu: &Gpu, repeats: usize) -> Result<FmaCeiling> {
             let iters = FMAS_PER_INVOCATION / acc;
             let constants = [("WG", wg as f64), ("ACC", acc as f64), ("ITERS", iters as f64)];
             let pipeline = gpu.pipeline(&shaders::FMA, "main", &constants).await?;
-            let bind_group = pipeline.bind_group(gpu, &[(binding::OUT, out.binding())]);
+            let bind_group = pipeline.bind_group(gpu, &[(shaders::fma_binding::OUT, out.binding())]);
             let grid = gpu.grid(INVOCATIONS / wg);
             let flop_per_dispatch = INVOCATIONS as f64 * FMAS_PER_INVOCATION as f64 * 8.0;
             let run = |dispatches: u32| -> Result<f64> {

@@ -16,7 +16,11 @@ pub const SAMPLE_WGSL: &str = include_str!("../shaders/sample.wgsl");
 pub const NOISE: KernelSource =
     KernelSource { name: "noise", parts: &[RNG_WGSL, NOISE_WGSL], bindings: crate::noise::binding::ALL };
 /// The FMA-ceiling probe.
-pub const FMA: KernelSource = KernelSource { name: "fma", parts: &[FMA_WGSL], bindings: crate::ceiling::binding::ALL };
+pub const FMA: KernelSource = KernelSource { name: "fma", parts: &[FMA_WGSL], bindings: fma_binding::ALL };
+/// shaders/fma.wgsl's binding (here: its host, src/ceiling.rs, is native-only, the kernel is not).
+pub mod fma_binding {
+    crate::bindings!(OUT = 0);
+}
 
 /// Dense layers: forward, backward to the input, backward to the weights.
 pub const MLP: KernelSource = KernelSource { name: "mlp", parts: &[MLP_WGSL], bindings: crate::model::binding::ALL };
