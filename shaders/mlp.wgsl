@@ -63,6 +63,9 @@
 // (a 4 x 4 block ran at 0.6x, staging through workgroup memory at 0.3x of this).
 
 override MODE: u32 = 0u;
+const MODE_FORWARD: u32 = 0u;
+const MODE_BACKWARD_INPUT: u32 = 1u;
+const MODE_BACKWARD_WEIGHT: u32 = 2u;
 override ACT: bool = true;
 override M: u32 = 1u;
 override N: u32 = 1u;
@@ -127,7 +130,7 @@ fn load_a(m: u32, k: u32) -> f32 {
     if m >= M || k >= K {
         return 0.0;
     }
-    let i = select(m * K + k, k * M + m, MODE == 2u);
+    let i = select(m * K + k, k * M + m, MODE == MODE_BACKWARD_WEIGHT);
     if AWIN {
         return awin[i / 4u][i % 4u];
     }
@@ -138,13 +141,13 @@ fn load_b(k: u32, n: u32) -> f32 {
     if k >= K || n >= N {
         return 0.0;
     }
-    if MODE == 0u {
+    if MODE == MODE_FORWARD {
         if WIN {
             return window(n * K + k);
         }
         return rhs[OFF_W + n * K + k];
     }
-    if MODE == 1u {
+    if MODE == MODE_BACKWARD_INPUT {
         let i = k * (N + CARRY) + n;
         if WIN {
             return window(i);
@@ -161,7 +164,7 @@ fn store(m: u32, n: u32, c: f32) {
     if m >= M || n >= N {
         return;
     }
-    if MODE == 0u {
+    if MODE == MODE_FORWARD {
         // Tangent rows: z' = C, no bias.
         var z = c;
         if TANGENTS == 0u {
@@ -178,7 +181,7 @@ fn store(m: u32, n: u32, c: f32) {
             }
             out1[m * (N + CARRY) + n] = h;
         }
-    } else if MODE == 1u {
+    } else if MODE == MODE_BACKWARD_INPUT {
         var dh = c;
         if SKIP {
             dh += skip[m * N + n];
@@ -275,7 +278,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let a7 = load_a(r + 7u, k);
         lo7 = fma(vec4<f32>(a7), bl, lo7);
         hi7 = fma(vec4<f32>(a7), bh, hi7);
-        if MODE == 2u {
+        if MODE == MODE_BACKWARD_WEIGHT {
             bias_lo += vec4<f32>(a0, a1, a2, a3);
             bias_hi += vec4<f32>(a4, a5, a6, a7);
         }
@@ -299,11 +302,11 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     store4(r + 6u, c + 4u, hi6);
     store4(r + 7u, c, lo7);
     store4(r + 7u, c + 4u, hi7);
-    if MODE == 2u && TANGENTS == 0u && c == 0u {
+    if MODE == MODE_BACKWARD_WEIGHT && TANGENTS == 0u && c == 0u {
         store_bias4(r, bias_lo);
         store_bias4(r + 4u, bias_hi);
     }
-    if MODE == 0u && ACT && CARRY > 0u && c == 0u {
+    if MODE == MODE_FORWARD && ACT && CARRY > 0u && c == 0u {
         for (var i = 0u; i < 8u; i++) {
             carry_row(r + i);
         }

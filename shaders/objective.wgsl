@@ -47,10 +47,16 @@ override F: u32 = 16u;         // Fourier frequencies; the embedding has 2F feat
 override B: u32 = 1u;          // batch rows
 override L: u32 = 1u;          // table entries (SCHEDULE 0)
 override SCHEDULE: u32 = 0u;
+const SCHEDULE_TABLE: u32 = 0u;  // discrete levels from `table`
+const SCHEDULE_VE: u32 = 1u;
+const SCHEDULE_VP: u32 = 2u;
 override PARAM: u32 = 0u;
 override WG: u32 = 64u;
 override TANGENTS: u32 = 1u;   // T
-override ESTIMATOR: u32 = 0u;  // 0 exact, 1 sliced Gaussian, 2 sliced Rademacher
+override ESTIMATOR: u32 = 0u;
+const ESTIMATOR_EXACT: u32 = 0u;
+const ESTIMATOR_GAUSSIAN: u32 = 1u;    // sliced, Gaussian projections
+const ESTIMATOR_RADEMACHER: u32 = 2u;  // sliced, Rademacher projections
 override VARIANCE_REDUCED: bool = false;
 override SCALE: f32 = 1.0;     // kappa: the network's output is kappa * score
 override MIN_SNR: f32 = 0.0;   // gamma of the Min-SNR loss weight; 0: every row weighs 1
@@ -97,11 +103,11 @@ fn write_embedding(b: u32, cond: f32) {
 
 // (a, sigma, cond) of a row's level: a table index (SCHEDULE 0) or a time t (1: VE SDE, 2: VP SDE).
 fn noise_level(lvl: f32) -> vec3<f32> {
-    if SCHEDULE == 0u {
+    if SCHEDULE == SCHEDULE_TABLE {
         return table[u32(lvl)].xyz;
     }
     let t = lvl;
-    if SCHEDULE == 1u {
+    if SCHEDULE == SCHEDULE_VE {
         let sigma = step.sigma_min * pow(step.sigma_max / step.sigma_min, t);
         return vec3<f32>(1.0, sigma, log(sigma));
     }
@@ -119,7 +125,7 @@ fn perturb(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let i = u32_at(step.seed, vec2<u32>(STREAM_BATCH_INDEX, step.step), row) % step.n_data;
     let u = u32_at(step.seed, vec2<u32>(STREAM_NOISE_LEVEL, step.step), row);
     var lvl = 0.0;
-    if SCHEDULE == 0u {
+    if SCHEDULE == SCHEDULE_TABLE {
         lvl = f32(u % L);
     } else {
         lvl = step.t_min + (1.0 - step.t_min) * uniform_closed0(u);
@@ -187,12 +193,12 @@ fn directions(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let stream = vec2<u32>(STREAM_PROJECTION, step.step);
     for (var j0 = 0u; j0 < D; j0 += 4u) {
         var v = vec4<f32>(0.0);
-        if ESTIMATOR == 0u {
+        if ESTIMATOR == ESTIMATOR_EXACT {
             let t = r % TANGENTS;
             v = select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(j0, j0 + 1u, j0 + 2u, j0 + 3u) == vec4<u32>(t));
         } else {
             v = normal4(step.seed, stream, mul_wide(r, d4) + vec2<u32>(j0 / 4u, 0u));
-            if ESTIMATOR == 2u {
+            if ESTIMATOR == ESTIMATOR_RADEMACHER {
                 v = select(vec4<f32>(-1.0), vec4<f32>(1.0), v >= vec4<f32>(0.0));
             }
         }
@@ -213,7 +219,7 @@ fn trace_loss(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     }
     let width = D + 2u * F;
     let sliced_square = ESTIMATOR != 0u && !VARIANCE_REDUCED;
-    let w = select(1.0 / f32(TANGENTS), 1.0, ESTIMATOR == 0u);
+    let w = select(1.0 / f32(TANGENTS), 1.0, ESTIMATOR == ESTIMATOR_EXACT);
     let inv_b = 1.0 / f32(B);
     var norm = 0.0;
     for (var j = 0u; j < D; j++) {

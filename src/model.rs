@@ -326,9 +326,10 @@ fn row_chunks(rows: usize, chunk: Option<usize>) -> Vec<(usize, usize)> {
     }
 }
 
-const MODE_FORWARD: f64 = 0.0;
-const MODE_BACKWARD_INPUT: f64 = 1.0;
-const MODE_BACKWARD_WEIGHT: f64 = 2.0;
+/// mlp.wgsl's MODE codes.
+pub const MODE_FORWARD: u32 = 0;
+pub const MODE_BACKWARD_INPUT: u32 = 1;
+pub const MODE_BACKWARD_WEIGHT: u32 = 2;
 /// Rows of C per workgroup of the dense-layer kernel when C is wider than 8 columns; a narrower
 /// C has more (`matmul_workgroup`), so this bounds the workgroups a batch needs.
 const MATMUL_ROWS: usize = 64;
@@ -686,7 +687,7 @@ impl MlpPass {
 /// windows, and whether a weight-gradient chunk adds to what earlier chunks wrote.
 #[derive(Clone, Copy, Default)]
 struct Variant {
-    mode: f64,
+    mode: u32,
     act: bool,
     window: bool,
     a_window: bool,
@@ -706,7 +707,7 @@ fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [
         ("WG_X", wg_x as f64),
         ("WG_Y", wg_y as f64),
         ("TANGENTS", v.tangents as f64),
-        ("MODE", v.mode),
+        ("MODE", v.mode as f64),
         ("ACT", flag(v.act)),
         ("WIN", flag(v.window)),
         ("AWIN", flag(v.a_window)),

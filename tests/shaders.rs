@@ -208,6 +208,8 @@ fn constants_mirrored_between_wgsl_and_rust_agree() {
     let objective = wgsl_constants(shaders::OBJECTIVE_WGSL);
     let sample = wgsl_constants(shaders::SAMPLE_WGSL);
     let step = wgsl_constants(shaders::STEP_WGSL);
+    let mlp = wgsl_constants(shaders::MLP_WGSL);
+    use scorefield::{model, objective};
     let window_vec4s = scorefield::gpu::UNIFORM_WINDOW_BYTES / 16;
     let pairs: Vec<(&str, &std::collections::BTreeMap<String, u64>, u64)> = vec![
         ("STREAM_BATCH_INDEX", &objective, Stream::BatchIndex as u64),
@@ -227,6 +229,15 @@ fn constants_mirrored_between_wgsl_and_rust_agree() {
         ("HEALTH_GRADIENT", &step, HEALTH_QUANTITIES.iter().position(|q| *q == "gradient").unwrap() as u64),
         ("HEALTH_PARAMETER", &step, HEALTH_QUANTITIES.iter().position(|q| q.starts_with("parameter")).unwrap() as u64),
         ("HEALTH_CLEAN", &step, HEALTH_CLEAN[0] as u64),
+        ("MODE_FORWARD", &mlp, model::MODE_FORWARD as u64),
+        ("MODE_BACKWARD_INPUT", &mlp, model::MODE_BACKWARD_INPUT as u64),
+        ("MODE_BACKWARD_WEIGHT", &mlp, model::MODE_BACKWARD_WEIGHT as u64),
+        ("SCHEDULE_TABLE", &objective, objective::SCHEDULE_TABLE as u64),
+        ("SCHEDULE_VE", &objective, objective::SCHEDULE_VE as u64),
+        ("SCHEDULE_VP", &objective, objective::SCHEDULE_VP as u64),
+        ("ESTIMATOR_EXACT", &objective, objective::ESTIMATOR_EXACT as u64),
+        ("ESTIMATOR_GAUSSIAN", &objective, objective::ESTIMATOR_GAUSSIAN as u64),
+        ("ESTIMATOR_RADEMACHER", &objective, objective::ESTIMATOR_RADEMACHER as u64),
     ];
     for (name, constants, rust) in pairs {
         let wgsl = constants.get(name).unwrap_or_else(|| panic!("{name} is not declared in its WGSL file"));

@@ -6,7 +6,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Bound, Gpu, GpuBuffer, Pipeline};
 use crate::model::{MlpPass, ScoreMlp, EMBED_FREQS};
-use crate::objective::{Objective, Parametrisation, Projection};
+use crate::objective::{
+    Objective, Parametrisation, Projection, ESTIMATOR_EXACT, ESTIMATOR_GAUSSIAN, ESTIMATOR_RADEMACHER,
+};
 use crate::shaders;
 use crate::step::StepRing;
 use crate::train::TrainConfig;
@@ -43,9 +45,13 @@ fn constants(config: &TrainConfig, levels: usize) -> [(&'static str, f64); 12] {
     let objective = &config.objective;
     let d = config.shape.dim;
     let (estimator, variance_reduced) = match *objective {
-        Objective::Sliced { projection: Projection::Gaussian, variance_reduced, .. } => (1.0, variance_reduced),
-        Objective::Sliced { projection: Projection::Rademacher, variance_reduced, .. } => (2.0, variance_reduced),
-        _ => (0.0, false),
+        Objective::Sliced { projection: Projection::Gaussian, variance_reduced, .. } => {
+            (ESTIMATOR_GAUSSIAN, variance_reduced)
+        }
+        Objective::Sliced { projection: Projection::Rademacher, variance_reduced, .. } => {
+            (ESTIMATOR_RADEMACHER, variance_reduced)
+        }
+        _ => (ESTIMATOR_EXACT, false),
     };
     [
         ("D", d as f64),
@@ -56,7 +62,7 @@ fn constants(config: &TrainConfig, levels: usize) -> [(&'static str, f64); 12] {
         ("PARAM", if objective.parametrisation() == Parametrisation::Eps { 1.0 } else { 0.0 }),
         ("WG", WG_ROWS as f64),
         ("TANGENTS", objective.tangents(d).max(1) as f64),
-        ("ESTIMATOR", estimator),
+        ("ESTIMATOR", estimator as f64),
         ("VARIANCE_REDUCED", if variance_reduced { 1.0 } else { 0.0 }),
         ("SCALE", objective.model_level().map_or(1.0, |l| l.sigma)),
         ("MIN_SNR", config.loss_weight.gamma()),

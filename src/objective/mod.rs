@@ -17,6 +17,18 @@ use crate::error::{non_negative, positive, Error, Result};
 pub use crate::schedule::NoiseLevel;
 
 pub(crate) mod kernels;
+
+/// objective.wgsl's SCHEDULE codes: discrete levels from the table, or the VE or VP SDE's
+/// continuous times.
+pub const SCHEDULE_TABLE: u32 = 0;
+pub const SCHEDULE_VE: u32 = 1;
+pub const SCHEDULE_VP: u32 = 2;
+
+/// objective.wgsl's ESTIMATOR codes: exact score matching, sliced with Gaussian or Rademacher
+/// projections.
+pub const ESTIMATOR_EXACT: u32 = 0;
+pub const ESTIMATOR_GAUSSIAN: u32 = 1;
+pub const ESTIMATOR_RADEMACHER: u32 = 2;
 use crate::schedule::Sde;
 pub(crate) use kernels::ObjectiveKernels;
 
@@ -173,12 +185,12 @@ impl Objective {
         }
     }
 
-    /// The schedule kind the perturb kernel uses: 0 table, 1 VE SDE, 2 VP SDE.
+    /// The schedule kind the perturb kernel uses (objective.wgsl's SCHEDULE).
     pub fn schedule_kind(&self) -> u32 {
         match self {
-            Objective::VeSde { .. } => 1,
-            Objective::VpSde { .. } => 2,
-            _ => 0,
+            Objective::VeSde { .. } => SCHEDULE_VE,
+            Objective::VpSde { .. } => SCHEDULE_VP,
+            _ => SCHEDULE_TABLE,
         }
     }
 
