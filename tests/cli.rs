@@ -564,9 +564,10 @@ fn the_short_digits_recipe_generates_digits_a_classifier_reads() {
     let problems = check.problems(&x);
     assert!(problems.is_empty(), "{problems:#?}");
     // Issue #23, part 2: 100 held-out digits with the bottom half hidden, two completions each.
-    // Measured on three 10000-step models: 0.635-0.665 of the completions keep the original's digit
-    // (0.68-0.73 at 60000 steps; the known half with the data's mean below: 0.78; chance 0.1).
-    // Mostly keeping it, with 4 standard errors (0.034 each) of room, is the bar.
+    // Measured on the short recipe's models (seeds 0, 1): 0.635-0.655 of the completions keep
+    // the original's digit (0.68-0.73 at 60000 steps; the known half with the data's mean
+    // below: 0.78; chance 0.1). Mostly keeping it, with 4 standard errors (0.034 each) of
+    // room, is the bar.
     let args = ["inpaint", "--checkpoint", "d/checkpoint.safetensors", "--count", "100", "--completions", "2"];
     let out = scorefield(&dir, &[&args[..], &["--out", "d/inpaint.npy"]].concat());
     assert!(out.status.success());
