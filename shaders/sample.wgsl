@@ -101,9 +101,9 @@ fn particle_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
-// The four normals of z for particle n, dimensions j0 .. j0 + 3 (j0 a multiple of 4).
-fn noise4(st: SampleStep, n: u32, j0: u32) -> vec4<f32> {
-    return normal4(cursor.seed, st.stream, add_u64(mul_wide(n, (D + 3u) / 4u), vec2<u32>(j0 / 4u, 0u)));
+// The four normals of `stream` for particle n, dimensions j0 .. j0 + 3 (j0 a multiple of 4).
+fn noise4(stream: vec2<u32>, n: u32, j0: u32) -> vec4<f32> {
+    return normal4(cursor.seed, stream, add_u64(mul_wide(n, (D + 3u) / 4u), vec2<u32>(j0 / 4u, 0u)));
 }
 
 // The update of one element: (new x, new p).
@@ -336,7 +336,7 @@ fn fused(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
         let save = (st.flags & FLAG_SAVE) != 0u;
         for (var q = 0u; q < count; q++) {
             for (var j0 = 0u; j0 < D; j0 += 4u) {
-                let z = noise4(st, n0 + q, j0);
+                let z = noise4(st.stream, n0 + q, j0);
                 for (var j = j0; j < min(j0 + 4u, D); j++) {
                     let e = q * D + j;
                     let r = update_elem(st, x[e], s[e], z[j - j0], p[e]);
@@ -398,7 +398,7 @@ fn measure_norms(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     var s2 = 0.0;
     var z2 = 0.0;
     for (var j0 = 0u; j0 < D; j0 += 4u) {
-        let z = noise4(st, n, j0);
+        let z = noise4(st.stream, n, j0);
         for (var j = j0; j < min(j0 + 4u, D); j++) {
             let s = st.out_scale * score[n * D + j];
             s2 += s * s;
@@ -452,7 +452,7 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let no_score = (st.flags & FLAG_NO_SCORE) != 0u;
     let save = (st.flags & FLAG_SAVE) != 0u;
     for (var j0 = 0u; j0 < D; j0 += 4u) {
-        let z = noise4(st, n, j0);
+        let z = noise4(st.stream, n, j0);
         for (var j = j0; j < min(j0 + 4u, D); j++) {
             let i = n * D + j;
             let s = select(st.out_scale * score[i], 0.0, no_score);
@@ -485,7 +485,7 @@ fn impute(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
     let stream = vec2<u32>(STREAM_SAMPLER_IMPUTE, cursor.first);
     for (var j0 = 0u; j0 < D; j0 += 4u) {
-        let z = normal4(cursor.seed, stream, add_u64(mul_wide(n, (D + 3u) / 4u), vec2<u32>(j0 / 4u, 0u)));
+        let z = noise4(stream, n, j0);
         for (var j = j0; j < min(j0 + 4u, D); j++) {
             let i = n * D + j;
             if known_mask[i] != 0u {

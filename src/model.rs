@@ -21,6 +21,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{uniform_window, Bound, Gpu, GpuBuffer, WeightWindows, UNIFORM_WINDOW_BYTES};
+use crate::objective::kernels::binding as embed;
 use crate::rng::{self, Stream};
 use crate::shaders;
 
@@ -745,7 +746,6 @@ impl Evaluator {
         let cond = GpuBuffer::new(gpu, "scorefield.eval.cond", batch, none)?;
         let constants = [("D", d as f64), ("F", EMBED_FREQS as f64), ("B", batch as f64), ("WG", WG_ROWS as f64)];
         let pipeline = gpu.pipeline(&shaders::OBJECTIVE, "embed", &constants).await?;
-        use crate::objective::kernels::binding as embed;
         let bg = pipeline.bind_group(
             gpu,
             &[

@@ -627,12 +627,7 @@ fn read_image_folder(dir: &std::path::Path) -> Result<ImageSet> {
         }
     }
     paths.sort();
-    let mut files = Vec::with_capacity(paths.len());
-    for path in &paths {
-        files.push((path.display().to_string(), read_data_file(path)?));
-    }
-    ImageSet::from_pngs(files.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())))
-        .with_context(|| format!("in the image folder {}", dir.display()))
+    crate::files::read_pngs(&paths).with_context(|| format!("in the image folder {}", dir.display()))
 }
 
 #[cfg(test)]

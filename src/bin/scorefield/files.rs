@@ -8,6 +8,20 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use npyz::WriterBuilder;
 
+/// The folder a written file goes into, where its pictures go beside it (`.` for a bare name).
+pub fn folder_of(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Same-sized PNG images, one per path, in the order given (see `ImageSet::from_pngs`).
+pub fn read_pngs(paths: &[std::path::PathBuf]) -> Result<scorefield::data::ImageSet> {
+    let files: Vec<(String, Vec<u8>)> = paths
+        .iter()
+        .map(|p| Ok((p.display().to_string(), std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)))
+        .collect::<Result<_>>()?;
+    Ok(scorefield::data::ImageSet::from_pngs(files.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())))?)
+}
+
 /// What a temporary file's name carries before the writing process's id.
 const TEMPORARY: &str = ".tmp-";
 

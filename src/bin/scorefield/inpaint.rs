@@ -13,7 +13,7 @@ use scorefield::quality::QualityJudge;
 use scorefield::sample::{ImageMask, Known, Sampler, SamplerConfig, ScoreSource};
 
 use crate::config::Run;
-use crate::files::{npy_bytes, write_atomic};
+use crate::files::{folder_of, npy_bytes, read_pngs, write_atomic};
 use crate::picture;
 use crate::run::clamp_to_pixels;
 
@@ -56,7 +56,7 @@ pub fn inpaint(run: &Run, ckpt: &Checkpoint, request: &Request, out: &Path) -> R
     let per = request.completions;
     let changed = (0..x.len()).filter(|&i| known_flags[i % d] && x[i] != originals[(i / d / per) * d + i % d]).count();
     write_atomic(out, &npy_bytes(&x, d)?)?;
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = folder_of(out);
     let hidden: Vec<bool> = known_flags.iter().map(|k| !k).collect();
     picture::inpainting(&dir.join("inpaint.png"), &originals, &hidden, &x, (width, height), per)?;
     let images = originals.len() / d;
@@ -79,8 +79,7 @@ fn mask_flags(mask: &str, width: usize, height: usize) -> Result<Vec<bool>> {
     if !mask.to_ascii_lowercase().ends_with(".png") {
         return Ok(ImageMask::parse(mask)?.known(width, height)?);
     }
-    let bytes = std::fs::read(mask).with_context(|| format!("reading the mask {mask}"))?;
-    let picture = ImageSet::from_pngs([(mask, bytes.as_slice())])?;
+    let picture = read_pngs(&[PathBuf::from(mask)]).context("the --mask PNG")?;
     if (picture.width, picture.height) != (width, height) {
         bail!("the mask {mask} is {}x{}; the model's images are {width}x{height}", picture.width, picture.height);
     }
@@ -96,14 +95,7 @@ fn observations(
     height: usize,
 ) -> Result<(Vec<f32>, Option<Vec<usize>>)> {
     if !request.images.is_empty() {
-        let files: Vec<(String, Vec<u8>)> = request
-            .images
-            .iter()
-            .map(|p| {
-                Ok((p.display().to_string(), std::fs::read(p).with_context(|| format!("reading {}", p.display()))?))
-            })
-            .collect::<Result<_>>()?;
-        let set = ImageSet::from_pngs(files.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())))?;
+        let set = read_pngs(&request.images)?;
         if (set.width, set.height) != (width, height) {
             bail!("the images are {}x{}; the model's are {width}x{height}", set.width, set.height);
         }

@@ -362,9 +362,8 @@ fn run(command: Option<Command>) -> Result<()> {
             };
             let resolved = overrides.resolve(base, exact_score)?;
             files::check_writable(&out)?;
-            let dir =
-                out.parent().filter(|p| !p.as_os_str().is_empty()).map(PathBuf::from).unwrap_or(PathBuf::from("."));
-            run::sample(&resolved, source, &dir, &out)
+            let dir = files::folder_of(&out);
+            run::sample(&resolved, source, dir, &out)
         }
         Command::Inpaint { checkpoint, mask, image, count, completions, out, overrides } => {
             let (base, ckpt) = checkpoint_with_config(&checkpoint)?;
