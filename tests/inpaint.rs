@@ -16,11 +16,7 @@ fn inpaint(gpu: &Gpu, mix: &GaussianMixture, method: &Method, seed: u64, known: 
     let mut sampler =
         pollster::block_on(Sampler::inpaint(gpu, ScoreSource::Mixture(mix), method, config, known)).unwrap();
     assert!(!sampler.is_fused());
-    sampler.particles().fill(gpu, POISON);
-    sampler.run();
-    let x = pollster::block_on(sampler.read()).unwrap();
-    assert_written("particles", &x);
-    (x, sampler)
+    (run_poisoned(gpu, &mut sampler), sampler)
 }
 
 /// Every kind of step (Langevin, annealed, reverse SDE, predictor-corrector with its coupled

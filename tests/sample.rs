@@ -15,11 +15,7 @@ use scorefield::schedule::{NoiseLevel, Sde};
 
 fn run_sampler(gpu: &Gpu, source: ScoreSource<'_>, method: &Method, config: SamplerConfig) -> (Vec<f32>, bool) {
     let mut sampler = pollster::block_on(Sampler::new(gpu, source, method, config)).unwrap();
-    sampler.particles().fill(gpu, POISON);
-    sampler.run();
-    let x = pollster::block_on(sampler.read()).unwrap();
-    assert_written("particles", &x);
-    (x, sampler.is_fused())
+    (run_poisoned(gpu, &mut sampler), sampler.is_fused())
 }
 
 fn with_path(mut config: SamplerConfig, path: Path) -> SamplerConfig {

@@ -135,3 +135,13 @@ pub fn random_mixture(r: &mut TestRng, d: usize) -> scorefield::mixture::Gaussia
     let stds = (0..2 * d).map(|_| r.uniform(0.3, 1.5)).collect();
     scorefield::mixture::GaussianMixture::new(d, vec![0.3, 0.7], means, stds).unwrap()
 }
+
+/// Runs a sampler to the end over poisoned particles and reads them back, checking that every
+/// particle was written.
+pub fn run_poisoned(gpu: &Gpu, sampler: &mut scorefield::sample::Sampler) -> Vec<f32> {
+    sampler.particles().fill(gpu, POISON);
+    sampler.run();
+    let x = pollster::block_on(sampler.read()).unwrap();
+    assert_written("particles", &x);
+    x
+}
