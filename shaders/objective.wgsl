@@ -4,7 +4,7 @@
 // Bindings (group 0), by entry point:
 //   perturb:   0 uniform step: StepParams (this step's ring slot)  1 read data [n_data, D]
 //              2 read table [L] vec4 (a, sigma, cond, 0)    3 read freqs [F]
-//              4 rw input [B, IN]  5 rw noise [B, D]  6 rw level [B]
+//              4 rw input [B, IN]  5 rw noise [B, D]  6 rw level [B]  16 read labels [n_data]
 //   embed:     3 read freqs  4 rw input [B, IN]  7 read x [B, D]  8 read cond [B]
 //   loss_grad: 0 uniform step  2 read table  5 rw noise (read only here)  6 rw level (read only
 //              here)  9 read output [B, D]  10 rw dout [B, D]  11 rw loss [B]  15 rw health
@@ -23,8 +23,13 @@
 //     SCHEDULE 2 (VP SDE): t ~ U(t_min, 1), log m = -t^2 (beta_max - beta_min)/4 - t beta_min/2,
 //                a = m, sigma = sqrt(1 - m^2), cond = t, level[b] = t
 //   eps ~ N(0, I) (NoiseValue stream, normals b*D4*4 .. + D, D4 = ceil(D/4));
-//   noise[b] = eps, input[b] = (a x_i + sigma eps, sin(cond w_k), cos(cond w_k)).
-// embed: input[b] = (x[b], sin(cond[b] w_k), cos(cond[b] w_k)), for evaluating the network.
+//   noise[b] = eps, input[b] = (a x_i + sigma eps, sin(cond w_k), cos(cond w_k), code).
+//   A class-conditional network (CLASSES = C > 0) ends the row with the C-column code of label
+//   labels[i]: one-hot, or all zeros ("no class") with probability CLASS_DROP (u32 b of the
+//   ClassDrop stream below it, as 24-bit uniform); CLASSES = 0 writes no code. IN = D + 2F + C.
+//   (Ho & Salimans 2022, classifier-free guidance: p_uncond 0.1-0.2.)
+// embed: input[b] = (x[b], sin(cond[b] w_k), cos(cond[b] w_k), zeros), for evaluating the network
+//   (unconditionally, where it is class-conditional).
 // loss_grad: r = out + eps (PARAM 0: the network predicts sigma * score, target -eps)
 //            r = out - eps (PARAM 1: the network predicts eps, DDPM);
 //   loss[b] = 0.5 w |r|^2,  dout[b] = w r / B (the gradient of the batch mean), with w = 1, or
@@ -60,11 +65,14 @@ const ESTIMATOR_RADEMACHER: u32 = 2u;  // sliced, Rademacher projections
 override VARIANCE_REDUCED: bool = false;
 override SCALE: f32 = 1.0;     // kappa: the network's output is kappa * score
 override MIN_SNR: f32 = 0.0;   // gamma of the Min-SNR loss weight; 0: every row weighs 1
+override CLASSES: u32 = 0u;    // C, the class code's columns (0: unconditional network)
+override CLASS_DROP: f32 = 0.0;  // probability that a row's label is dropped to "no class"
 
 const STREAM_BATCH_INDEX: u32 = 2u;
 const STREAM_NOISE_LEVEL: u32 = 3u;
 const STREAM_NOISE_VALUE: u32 = 4u;
 const STREAM_PROJECTION: u32 = 7u;
+const STREAM_CLASS_DROP: u32 = 10u;
 
 @group(0) @binding(0) var<uniform> step: StepParams;
 @group(0) @binding(1) var<storage, read> data: array<f32>;
@@ -82,6 +90,12 @@ const STREAM_PROJECTION: u32 = 7u;
 @group(0) @binding(13) var<storage, read> tan_output: array<f32>;
 @group(0) @binding(14) var<storage, read_write> tan_dout: array<f32>;
 @group(0) @binding(15) var<storage, read_write> health: array<atomic<u32>, 3>;
+@group(0) @binding(16) var<storage, read> labels: array<u32>;
+
+// Columns of a network input row: x, the noise embedding, the class code.
+fn input_width() -> u32 {
+    return D + 2u * F + CLASSES;
+}
 
 fn write_loss(b: u32, value: f32) {
     loss[b] = value;
@@ -94,10 +108,15 @@ fn row_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
-fn write_embedding(b: u32, cond: f32) {
-    let base = b * (D + 2u * F) + D;
+// The conditioning columns of row b: the embedding of `cond`, then the code of `label` (a
+// class below CLASSES, anything else is "no class": zeros).
+fn write_conditioning(b: u32, cond: f32, label: u32) {
+    let base = b * input_width() + D;
     for (var k = 0u; k < 2u * F; k++) {
         input[base + k] = embedding(cond, k);
+    }
+    for (var k = 0u; k < CLASSES; k++) {
+        input[base + 2u * F + k] = select(0.0, 1.0, k == label);
     }
 }
 
@@ -141,10 +160,15 @@ fn perturb(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         for (var j = j0; j < min(j0 + 4u, D); j++) {
             let e = z[j - j0];
             noise[b * D + j] = e;
-            input[b * (D + 2u * F) + j] = a * data[i * D + j] + sigma * e;
+            input[b * input_width() + j] = a * data[i * D + j] + sigma * e;
         }
     }
-    write_embedding(b, cond);
+    var label = CLASSES;
+    if CLASSES > 0u {
+        let drop = uniform_closed0(u32_at(step.seed, vec2<u32>(STREAM_CLASS_DROP, step.step), row)) < CLASS_DROP;
+        label = select(labels[i], CLASSES, drop);
+    }
+    write_conditioning(b, cond, label);
     level[b] = lvl;
 }
 
@@ -155,9 +179,9 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
         return;
     }
     for (var j = 0u; j < D; j++) {
-        input[b * (D + 2u * F) + j] = x_eval[b * D + j];
+        input[b * input_width() + j] = x_eval[b * D + j];
     }
-    write_embedding(b, cond_eval[b]);
+    write_conditioning(b, cond_eval[b], CLASSES);
 }
 
 @compute @workgroup_size(WG)
@@ -188,7 +212,7 @@ fn directions(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if r >= B * TANGENTS {
         return;
     }
-    let width = D + 2u * F;
+    let width = input_width();
     let d4 = (D + 3u) / 4u;
     let stream = vec2<u32>(STREAM_PROJECTION, step.step);
     for (var j0 = 0u; j0 < D; j0 += 4u) {
@@ -217,7 +241,7 @@ fn trace_loss(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if b >= B {
         return;
     }
-    let width = D + 2u * F;
+    let width = input_width();
     let sliced_square = ESTIMATOR != 0u && !VARIANCE_REDUCED;
     let w = select(1.0 / f32(TANGENTS), 1.0, ESTIMATOR == ESTIMATOR_EXACT);
     let inv_b = 1.0 / f32(B);

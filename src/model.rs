@@ -15,6 +15,13 @@
 //! score_sde's ncsnpp `ResnetBlockDDPM`: `h += Dense(temb)`); issue #20's JAX model that generates
 //! digits is this MLP. Each hidden row stores [h, e], so the next layer's input is one row.
 //!
+//! A class-conditional network (`MlpShape::classes` = C > 0) appends the one-hot code of a label
+//! to the embedding: e = [sin, cos, onehot(label)], all zeros for "no class", so a column of
+//! W_l per class is a learned class embedding added at every layer that reads e, and one network
+//! learns the conditional and the unconditional score (Ho & Salimans 2022, classifier-free
+//! guidance: the label is dropped with probability p in training; the zero code stands for their
+//! null token, its embedding being the layer's bias).
+//!
 //! The network's output is
 //! sigma * score (score parametrisation) or the predicted noise (eps parametrisation); the
 //! division by sigma happens where a score is needed, not inside the network.
@@ -29,6 +36,9 @@ use crate::shaders;
 pub const EMBED_FREQS: usize = 16;
 /// Standard deviation of the embedding frequencies.
 pub const EMBED_STD: f64 = 16.0;
+
+/// Most classes of a class-conditional network (each is an input column of every layer).
+pub const MAX_CLASSES: usize = 1024;
 
 /// More parameters than any network this engine trains (1 GiB of f32 each for the weights, EMA
 /// and two Adam moments): refused before anything is allocated.
@@ -46,6 +56,9 @@ pub struct MlpShape {
     /// The embedding fed to every layer and skip connections around the hidden layers (see the
     /// module docs); false: the embedding enters the first layer only, no skips.
     pub residual: bool,
+    /// Classes of a class-conditional network (0: unconditional): the input row ends with the
+    /// label's one-hot code, all zeros for "no class" (see the module docs).
+    pub classes: usize,
 }
 
 /// One dense layer's place in the flat parameter buffer: W is [fan_out, fan_in] row-major at
@@ -61,7 +74,7 @@ pub struct Layer {
 impl MlpShape {
     /// A plain network: the embedding enters the first layer only.
     pub const fn new(dim: usize, hidden_layers: usize, width: usize) -> Self {
-        Self { dim, hidden_layers, width, residual: false }
+        Self { dim, hidden_layers, width, residual: false, classes: 0 }
     }
 
     /// The same shape, residual or plain.
@@ -69,15 +82,26 @@ impl MlpShape {
         Self { residual, ..self }
     }
 
-    pub fn input_width(&self) -> usize {
-        self.dim + 2 * EMBED_FREQS
+    /// The same shape, conditioned on one of `classes` labels (0: unconditional).
+    pub const fn with_classes(self, classes: usize) -> Self {
+        Self { classes, ..self }
     }
 
-    /// The embedding columns each hidden row carries after its activations (the next layer's
-    /// input is [h, e]): 2F for the residual network, none for the plain one.
+    /// The conditioning columns after x in an input row: the noise embedding, then the class
+    /// code.
+    pub fn conditioning(&self) -> usize {
+        2 * EMBED_FREQS + self.classes
+    }
+
+    pub fn input_width(&self) -> usize {
+        self.dim + self.conditioning()
+    }
+
+    /// The conditioning columns each hidden row carries after its activations (the next
+    /// layer's input is [h, e]): all of them for the residual network, none for the plain one.
     pub fn carried(&self) -> usize {
         if self.residual {
-            2 * EMBED_FREQS
+            self.conditioning()
         } else {
             0
         }
@@ -100,6 +124,12 @@ impl MlpShape {
             return Err(Error::invalid(
                 "model shape",
                 format!("dim, hidden_layers and width must all be at least 1 (got {self:?})"),
+            ));
+        }
+        if self.classes > MAX_CLASSES {
+            return Err(Error::invalid(
+                "model shape",
+                format!("{} classes is more than the {MAX_CLASSES} a conditional network takes", self.classes),
             ));
         }
         // Bounded before param_count() multiplies (u128 cannot overflow here).
@@ -725,7 +755,8 @@ fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [
 }
 
 /// Evaluates the network at given points and conditioning values, for score fields, pictures
-/// and tests: embed, then forward, for up to `batch` rows at a time.
+/// and tests: embed, then forward, for up to `batch` rows at a time. A class-conditional
+/// network is evaluated unconditionally (the "no class" code).
 pub struct Evaluator {
     pass: MlpPass,
     embed: Bound,
@@ -744,7 +775,13 @@ impl Evaluator {
         let none = wgpu::BufferUsages::empty();
         let x = GpuBuffer::new(gpu, "scorefield.eval.x", batch * d, none)?;
         let cond = GpuBuffer::new(gpu, "scorefield.eval.cond", batch, none)?;
-        let constants = [("D", d as f64), ("F", EMBED_FREQS as f64), ("B", batch as f64), ("WG", WG_ROWS as f64)];
+        let constants = [
+            ("D", d as f64),
+            ("F", EMBED_FREQS as f64),
+            ("CLASSES", model.shape.classes as f64),
+            ("B", batch as f64),
+            ("WG", WG_ROWS as f64),
+        ];
         let pipeline = gpu.pipeline(&shaders::OBJECTIVE, "embed", &constants).await?;
         let bg = pipeline.bind_group(
             gpu,

@@ -45,6 +45,9 @@ pub enum Stream {
     Data = 8,
     /// The noise of the known coordinates when a sampler inpaints (sub-stream: the step).
     SamplerImpute = 9,
+    /// Whether a training row's class label is dropped to "no class" (class-conditional
+    /// networks; sub-stream: the step).
+    ClassDrop = 10,
     /// Free for tests and user code.
     User = 100,
 }

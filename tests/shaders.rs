@@ -216,6 +216,7 @@ fn constants_mirrored_between_wgsl_and_rust_agree() {
         ("STREAM_NOISE_LEVEL", &objective, Stream::NoiseLevel as u64),
         ("STREAM_NOISE_VALUE", &objective, Stream::NoiseValue as u64),
         ("STREAM_PROJECTION", &objective, Stream::Projection as u64),
+        ("STREAM_CLASS_DROP", &objective, Stream::ClassDrop as u64),
         ("FLAG_SAVE", &sample, FLAG_SAVE as u64),
         ("FLAG_NO_SCORE", &sample, FLAG_NO_SCORE as u64),
         ("FLAG_CLIP_X0", &sample, FLAG_CLIP_X0 as u64),

@@ -93,7 +93,11 @@ fn check_one_step(
 ) -> StepCheck {
     let mut r = TestRng(seed);
     let data = random_data(&mut r, n_data, shape.dim);
+    // A class-conditional network: random labels, and a third of them dropped to "no class".
+    let labels: Vec<u32> =
+        (0..n_data * usize::from(shape.classes > 0)).map(|_| r.below(shape.classes) as u32).collect();
     let config = TrainConfig {
+        class_drop: 0.3,
         // A fast EMA, so its one-step change (1 - decay) * lr is far above f32 rounding of the
         // weights and the comparison sees the EMA kernel's arithmetic.
         adam: AdamConfig { ema_decay: 0.5, ..AdamConfig::default() },
@@ -103,7 +107,7 @@ fn check_one_step(
         loss_weight,
         ..TrainConfig::new(shape, objective.clone())
     };
-    let mut trainer = pollster::block_on(Trainer::new(gpu, config.clone(), &data)).unwrap();
+    let mut trainer = pollster::block_on(Trainer::new_labelled(gpu, config.clone(), &data, &labels)).unwrap();
     let p0 = to64(&pollster::block_on(trainer.model().params.read(gpu)).unwrap());
     let freqs = to64(&pollster::block_on(trainer.model().freqs.read(gpu)).unwrap());
     trainer.grads().fill(gpu, POISON);
@@ -115,7 +119,10 @@ fn check_one_step(
     let noise = pollster::block_on(trainer.noise().read(gpu)).unwrap();
     assert_written("grads", &grads);
 
-    let b = robj::perturb(&objective, &shape, &freqs, &to64(&data), config.seed, 0, batch);
+    let mut b = robj::perturb(&objective, &shape, &freqs, &to64(&data), config.seed, 0, batch);
+    if shape.classes > 0 {
+        b.label(&shape, &labels, config.class_drop, config.seed, 0);
+    }
     let noise_err = worst(noise.iter().zip(&b.noise).map(|(&g, &w)| (g as f64 - w).abs()));
     assert!(noise_err < 2e-4, "noise differs from the reference draw by {noise_err}");
     let fwd = mlp::forward(&shape, &p0, &b.input);
@@ -195,13 +202,28 @@ fn training_step_matches_reference_for_every_objective() {
             300,
         ),
         ("exact sm d=5, residual", Objective::Exact { sigma: 0.1 }, MlpShape::new(5, 3, 40).with_residual(true), 70),
+        // Class-conditional networks (labels, some dropped): the code in the input row of the
+        // plain network, and carried through every layer of the residual one.
+        (
+            "ddpm, 3 classes",
+            Objective::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000 },
+            MlpShape::new(3, 2, 48).with_classes(3),
+            257,
+        ),
+        (
+            "ncsn, residual, 10 classes",
+            Objective::Ncsn { sigma_max: 5.0, sigma_min: 0.01, levels: 10 },
+            MlpShape::new(5, 3, 40).with_residual(true).with_classes(10),
+            130,
+        ),
     ];
     // Every case on the adapter's own operand path; the W1 shape (several chunks, a partial
-    // last one), d = 64, a tangent-row case and the residual network also on the other path.
+    // last one), d = 64, a tangent-row case, the residual network and a conditional one also on
+    // the other path.
     let own = gpu();
     let other = own.clone().with_tuning(Tuning { chunked_operands: !own.tuning().chunked_operands, ..own.tuning() });
     let runs = cases.iter().enumerate().map(|(i, case)| (i, case, &own)).chain(
-        cases.iter().enumerate().filter(|(i, _)| [0, 1, 7, 11, 12].contains(i)).map(|(i, case)| (i, case, &other)),
+        cases.iter().enumerate().filter(|(i, _)| [0, 1, 7, 11, 12, 14].contains(i)).map(|(i, case)| (i, case, &other)),
     );
     for (i, (name, objective, shape, batch), gpu) in runs {
         let (name, shape, batch) = (format!("{name}, {} operands", gpu.tuning().operands()), *shape, *batch);

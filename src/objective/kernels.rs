@@ -21,6 +21,7 @@ pub mod binding {
     crate::bindings! {
         STEP = 0, DATA = 1, TABLE = 2, FREQS = 3, INPUT = 4, NOISE = 5, LEVEL = 6, X_EVAL = 7, COND_EVAL = 8,
         OUTPUT = 9, DOUT = 10, LOSS = 11, TAN_INPUT = 12, TAN_OUTPUT = 13, TAN_DOUT = 14, HEALTH = 15,
+        LABELS = 16,
     }
 }
 
@@ -28,6 +29,7 @@ pub(crate) struct ObjectiveKernels {
     /// Kept alive with the bind groups that read them.
     _data: GpuBuffer<f32>,
     _table: GpuBuffer<f32>,
+    _labels: GpuBuffer<u32>,
     /// Each batch row's noise, level, and loss (the last step's).
     pub noise: GpuBuffer<f32>,
     pub level: GpuBuffer<f32>,
@@ -41,7 +43,7 @@ pub(crate) struct ObjectiveKernels {
 }
 
 /// The objective's constants in objective.wgsl.
-fn constants(config: &TrainConfig, levels: usize) -> [(&'static str, f64); 12] {
+fn constants(config: &TrainConfig, levels: usize) -> [(&'static str, f64); 14] {
     let objective = &config.objective;
     let d = config.shape.dim;
     let (estimator, variance_reduced) = match *objective {
@@ -66,16 +68,20 @@ fn constants(config: &TrainConfig, levels: usize) -> [(&'static str, f64); 12] {
         ("VARIANCE_REDUCED", if variance_reduced { 1.0 } else { 0.0 }),
         ("SCALE", objective.model_level().map_or(1.0, |l| l.sigma)),
         ("MIN_SNR", config.loss_weight.gamma()),
+        ("CLASSES", config.shape.classes as f64),
+        ("CLASS_DROP", config.class_drop),
     ]
 }
 
 impl ObjectiveKernels {
-    /// Uploads `data` and the schedule and binds the kernels to `mlp`'s input and output rows,
+    /// Uploads `data` (with its class `labels`, one per row, for a class-conditional network;
+    /// empty otherwise) and the schedule and binds the kernels to `mlp`'s input and output rows,
     /// the model's embedding frequencies, the health flags and every slot of `ring`.
     pub async fn new(
         gpu: &Gpu,
         config: &TrainConfig,
         data: &[f32],
+        labels: &[u32],
         model: &ScoreMlp,
         mlp: &MlpPass,
         health: &GpuBuffer<u32>,
@@ -84,6 +90,9 @@ impl ObjectiveKernels {
         let (batch, d) = (config.batch, config.shape.dim);
         let none = wgpu::BufferUsages::empty();
         let data_buf = GpuBuffer::from_slice(gpu, "scorefield.train.data", data, none)?;
+        // An unconditional network reads no label, but the binding needs one word.
+        let labels_buf =
+            GpuBuffer::from_slice(gpu, "scorefield.train.labels", if labels.is_empty() { &[0] } else { labels }, none)?;
         let levels = config.objective.levels();
         let mut table: Vec<f32> =
             levels.iter().flat_map(|l| [l.a as f32, l.sigma as f32, l.cond as f32, 0.0]).collect();
@@ -109,6 +118,7 @@ impl ObjectiveKernels {
             &perturb,
             &[
                 (binding::DATA, data_buf.binding()),
+                (binding::LABELS, labels_buf.binding()),
                 (binding::TABLE, table_buf.binding()),
                 (binding::FREQS, model.freqs.binding()),
                 (binding::INPUT, mlp.acts.input.binding()),
@@ -149,6 +159,7 @@ impl ObjectiveKernels {
         Ok(Self {
             _data: data_buf,
             _table: table_buf,
+            _labels: labels_buf,
             noise,
             level,
             loss,

@@ -18,7 +18,8 @@ fn silu_second(z: f64) -> f64 {
     s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
 }
 
-/// The network input rows: x then sin(c w_k), cos(c w_k).
+/// The network input rows: x then sin(c w_k), cos(c w_k), and for a class-conditional network
+/// the "no class" code (zeros; [`set_class_codes`] writes labels).
 pub fn embed(shape: &MlpShape, freqs: &[f64], x: &[f64], cond: &[f64]) -> Vec<f64> {
     let d = shape.dim;
     let mut input = Vec::with_capacity(cond.len() * shape.input_width());
@@ -26,8 +27,20 @@ pub fn embed(shape: &MlpShape, freqs: &[f64], x: &[f64], cond: &[f64]) -> Vec<f6
         input.extend_from_slice(&x[b * d..(b + 1) * d]);
         input.extend(freqs.iter().take(EMBED_FREQS).map(|w| (c * w).sin()));
         input.extend(freqs.iter().take(EMBED_FREQS).map(|w| (c * w).cos()));
+        input.extend(std::iter::repeat_n(0.0, shape.classes));
     }
     input
+}
+
+/// Writes row b's class code into input rows [rows, input_width]: one-hot of `labels[b]`, or
+/// zeros for a label that is no class (not below `shape.classes`).
+pub fn set_class_codes(shape: &MlpShape, input: &mut [f64], labels: &[u32]) {
+    let (width, start) = (shape.input_width(), shape.dim + 2 * EMBED_FREQS);
+    for (row, &label) in input.chunks_mut(width).zip(labels) {
+        for (k, v) in row[start..].iter_mut().enumerate() {
+            *v = if k == label as usize { 1.0 } else { 0.0 };
+        }
+    }
 }
 
 /// A forward pass over a batch: each layer's pre-activation and (hidden layers) post-activation.

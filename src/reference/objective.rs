@@ -2,7 +2,7 @@
 
 use crate::model::MlpShape;
 use crate::objective::{Objective, Parametrisation, Projection, T_MIN};
-use crate::reference::mlp::embed;
+use crate::reference::mlp::{embed, set_class_codes};
 use crate::rng::{self, Stream};
 use crate::train::LossWeight;
 
@@ -17,6 +17,26 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The class codes of a class-conditional network's batch, as `perturb` writes them: row
+    /// b takes the label of its data row, or no class with probability `drop` (uniform b of
+    /// stream `ClassDrop.at(step)` below it).
+    pub fn label(&mut self, shape: &MlpShape, labels: &[u32], drop: f64, seed: u64, step: u32) {
+        let row_labels: Vec<u32> = self
+            .index
+            .iter()
+            .enumerate()
+            .map(|(b, &i)| {
+                let dropped = (rng::uniform_at(seed, Stream::ClassDrop.at(step), b as u64) as f64) < drop as f32 as f64;
+                if dropped {
+                    shape.classes as u32
+                } else {
+                    labels[i]
+                }
+            })
+            .collect();
+        set_class_codes(shape, &mut self.input, &row_labels);
+    }
+
     /// Each row's loss weight: 1, or Min-SNR's min(SNR, gamma) / SNR.
     pub fn loss_weights(&self, weight: LossWeight) -> Vec<f64> {
         match weight {

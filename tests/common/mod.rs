@@ -90,6 +90,11 @@ impl TestRng {
     }
 
     /// Uniform in [lo, hi).
+    /// An integer in 0 .. n.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.uniform(0.0, n as f64) as usize).min(n.saturating_sub(1))
+    }
+
     pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
     }
