@@ -272,7 +272,7 @@ impl Trainer {
         let ring = StepRing::new(gpu, RING_CALLS * config.steps_per_submit);
         let mlp = MlpPass::new(gpu, &model, Weights::Raw, config.batch, tangents, Some(&grads)).await?;
         let health = Health::new(gpu, config.on_nonfinite)?;
-        let objective = ObjectiveKernels::new(gpu, &config, data, labels, &model, &mlp, &health.flags, &ring).await?;
+        let objective = ObjectiveKernels::new(gpu, &config, (data, labels), &model, &mlp, &health.flags, &ring).await?;
         let mut optimizer = Optimizer::new(gpu, &model, &grads, &health.flags, &ring).await?;
         optimizer.keep(gpu, &model, 0);
         Ok(Self {

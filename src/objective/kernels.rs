@@ -80,8 +80,7 @@ impl ObjectiveKernels {
     pub async fn new(
         gpu: &Gpu,
         config: &TrainConfig,
-        data: &[f32],
-        labels: &[u32],
+        (data, labels): (&[f32], &[u32]),
         model: &ScoreMlp,
         mlp: &MlpPass,
         health: &GpuBuffer<u32>,
