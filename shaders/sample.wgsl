@@ -7,7 +7,7 @@
 //   fused:         3 rw saved [N, D] (Heun)  5 read mixture (SOURCE 0)  7 read freqs (SOURCE 1)
 //                  11-15 uniform weight windows, 16 uniform biases (SOURCE 1; see below)
 //   score_mixture: 4 rw score [N, D]  5 read mixture
-//   embed:         7 read freqs  10 rw net_input [N, D + 2F]
+//   embed:         7 read freqs  10 rw net_input [N or 2N, D + 2F + CLASSES]  19 read labels [N]
 //   measure_norms: 4 rw score  8 rw norms [2N]
 //   reduce_norms:  8 rw norms  9 rw norm_sum [2]
 //   update:        3 rw saved  4 rw score  9 rw norm_sum (read only here)
@@ -37,6 +37,12 @@
 //           load and give the same numbers as one per invocation;
 //   staged: per step, score_mixture or embed + the dense-layer kernels (mlp.wgsl) write the
 //           score (or network output) to `score`, then update applies it; for any D and width.
+// A class-conditional network (CLASSES = C > 0, staged only) takes particle n's label as the
+// one-hot code after the noise embedding (labels[n] >= C: no class, zeros). With classifier-free
+// guidance (GUIDED, weight w = GUIDANCE; Ho & Salimans 2022, eq. 6) the network also evaluates
+// every particle without its label, in rows N .. 2N, and the score is
+//     (1 + w) s(x | label) - w s(x),
+// combined from the network outputs (linear in them for either parametrisation).
 // Noise of step i: normals mul_wide(n, ceil(D/4)) + j/4 of stream (step.stream), lane j % 4.
 
 struct SampleStep {
@@ -83,6 +89,9 @@ override WG: u32 = 64u;
 // n0 + q of an invocation keeps dimension j at x[q * D + j] and its activations at
 // h[k * PPI + q].
 override PPI: u32 = 1u;
+override CLASSES: u32 = 0u;     // C: the class code's columns of a class-conditional network
+override GUIDED: bool = false;  // rows N .. 2N hold the unconditional outputs
+override GUIDANCE: f32 = 0.0;   // w
 
 @group(0) @binding(0) var<uniform> cursor: SampleCursor;
 @group(0) @binding(1) var<storage, read> schedule: array<SampleStep>;
@@ -96,6 +105,7 @@ override PPI: u32 = 1u;
 @group(0) @binding(10) var<storage, read_write> net_input: array<f32>;
 @group(0) @binding(17) var<storage, read> known: array<f32>;
 @group(0) @binding(18) var<storage, read> known_mask: array<u32>;
+@group(0) @binding(19) var<storage, read> labels: array<u32>;
 
 fn particle_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -104,6 +114,16 @@ fn particle_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 // The four normals of `stream` for particle n, dimensions j0 .. j0 + 3 (j0 a multiple of 4).
 fn noise4(stream: vec2<u32>, n: u32, j0: u32) -> vec4<f32> {
     return normal4(cursor.seed, stream, add_u64(mul_wide(n, (D + 3u) / 4u), vec2<u32>(j0 / 4u, 0u)));
+}
+
+// The score stage's value for element j of particle n: the score (mixture) or the network
+// output, combined with the unconditional one where guided.
+fn staged_output(n: u32, j: u32) -> f32 {
+    let own = score[n * D + j];
+    if !GUIDED {
+        return own;
+    }
+    return (1.0 + GUIDANCE) * own - GUIDANCE * score[(N + n) * D + j];
 }
 
 // The update of one element: (new x, new p).
@@ -379,12 +399,24 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
         return;
     }
     let cond = schedule[cursor.first].cond;
-    let base = n * (D + 2u * F);
+    write_input(n, n, cond, labels[n]);
+    if GUIDED {
+        write_input(N + n, n, cond, CLASSES);
+    }
+}
+
+// Network input row `row`: particle n, the embedding of `cond`, the code of `label` (zeros
+// for a label that is no class).
+fn write_input(row: u32, n: u32, cond: f32, label: u32) {
+    let base = row * (D + 2u * F + CLASSES);
     for (var j = 0u; j < D; j++) {
         net_input[base + j] = particles[n * D + j];
     }
     for (var k = 0u; k < 2u * F; k++) {
         net_input[base + D + k] = embedding(cond, k);
+    }
+    for (var k = 0u; k < CLASSES; k++) {
+        net_input[base + D + 2u * F + k] = select(0.0, 1.0, k == label);
     }
 }
 
@@ -400,7 +432,7 @@ fn measure_norms(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     for (var j0 = 0u; j0 < D; j0 += 4u) {
         let z = noise4(st.stream, n, j0);
         for (var j = j0; j < min(j0 + 4u, D); j++) {
-            let s = st.out_scale * score[n * D + j];
+            let s = st.out_scale * staged_output(n, j);
             s2 += s * s;
             z2 += z[j - j0] * z[j - j0];
         }
@@ -455,7 +487,7 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         let z = noise4(st.stream, n, j0);
         for (var j = j0; j < min(j0 + 4u, D); j++) {
             let i = n * D + j;
-            let s = select(st.out_scale * score[i], 0.0, no_score);
+            let s = select(st.out_scale * staged_output(n, j), 0.0, no_score);
             let r = update_elem(st, particles[i], s, z[j - j0], saved[i]);
             particles[i] = r.x;
             if save {

@@ -10,7 +10,7 @@ use scorefield::mixture::GaussianMixture;
 use scorefield::model::{MlpShape, ScoreMlp, Weights};
 use scorefield::objective::Parametrisation;
 use scorefield::reference::{mlp, sample as rsample};
-use scorefield::sample::{Churn, Method, Path, Sampler, SamplerConfig, ScoreSource};
+use scorefield::sample::{Churn, Classes, Method, Path, Sampler, SamplerConfig, ScoreSource, NO_CLASS};
 use scorefield::schedule::{NoiseLevel, Sde};
 
 fn run_sampler(gpu: &Gpu, source: ScoreSource<'_>, method: &Method, config: SamplerConfig) -> (Vec<f32>, bool) {
@@ -275,6 +275,85 @@ fn network_scores_match_the_reference(shape: MlpShape, paths: &[Path]) {
             assert!(diff < 1e-5, "fused and staged paths differ by {diff:.2e}");
         }
     }
+}
+
+/// A class-conditional network with classifier-free guidance against the f64 reference: each
+/// particle's label (some no class) in its input row, and (1 + w) s(x | k) - w s(x) from the
+/// network's two evaluations per step, through the update, Heun's saved sum and the corrector's
+/// norms.
+#[test]
+fn guided_class_conditional_sampling_matches_the_reference() {
+    let gpu = gpu();
+    let mut r = TestRng(test_seed());
+    let shape = MlpShape::new(3, 2, 24).with_residual(true).with_classes(4);
+    let model = ScoreMlp::new(&gpu, shape, r.next_u64()).unwrap();
+    let params: Vec<f64> = pollster::block_on(model.params.read(&gpu)).unwrap().iter().map(|&v| v as f64).collect();
+    let freqs: Vec<f64> = pollster::block_on(model.freqs.read(&gpu)).unwrap().iter().map(|&v| v as f64).collect();
+    let n = 150;
+    let mut labels: Vec<u32> = (0..n).map(|_| r.below(shape.classes) as u32).collect();
+    labels[..10].fill(NO_CLASS);
+    let methods = [
+        (Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 5, clip: false }, Parametrisation::Eps),
+        (
+            Method::PredictorCorrector { sde: Sde::ve(0.01, 4.0), steps: 3, snr: 0.16, corrector_steps: 1 },
+            Parametrisation::Score,
+        ),
+        (Method::ProbabilityFlow { sde: Sde::vp_default(), steps: 3, heun: true }, Parametrisation::Score),
+    ];
+    for guidance in [0.0, 2.5] {
+        for (method, param) in &methods {
+            let seed = r.next_u64();
+            let sign = if *param == Parametrisation::Eps { -1.0 } else { 1.0 };
+            let w = guidance as f64;
+            let want = reference_run(method, seed, n, shape.dim, |x, l| {
+                let cond = vec![l.cond as f32 as f64; x.len() / shape.dim];
+                let unconditional = mlp::embed(&shape, &freqs, x, &cond);
+                let mut conditional = unconditional.clone();
+                mlp::set_class_codes(&shape, &mut conditional, &labels);
+                let c = mlp::forward(&shape, &params, &conditional);
+                let u = mlp::forward(&shape, &params, &unconditional);
+                c.output().iter().zip(u.output()).map(|(c, u)| sign * ((1.0 + w) * c - w * u) / l.sigma).collect()
+            });
+            let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: *param };
+            let classes = Classes { labels: labels.clone(), guidance };
+            let mut sampler =
+                pollster::block_on(Sampler::conditional(&gpu, source, method, SamplerConfig::new(n, seed), &classes))
+                    .unwrap();
+            let got = run_poisoned(&gpu, &mut sampler);
+            let err = max_err(&got, &want);
+            eprintln!("conditional {} guidance {guidance}: max error {err:.2e}", method.name());
+            // As network_scores_match_the_reference.
+            assert!(err < 1e-4, "conditional {} guidance {guidance}: max error {err:.2e}", method.name());
+        }
+    }
+}
+
+/// A class-conditional network is sampled through `Sampler::conditional`, with labels it
+/// knows; everything else is refused with a message.
+#[test]
+fn class_conditional_sampling_refuses_what_it_cannot_do() {
+    let gpu = gpu();
+    let method = Method::Ddpm { beta_min: 1e-4, beta_max: 0.2, steps: 5, clip: false };
+    let config = SamplerConfig::new(10, 1);
+    let conditional = ScoreMlp::new(&gpu, MlpShape::new(2, 2, 8).with_classes(3), 1).unwrap();
+    let plain = ScoreMlp::new(&gpu, MlpShape::new(2, 2, 8), 1).unwrap();
+    let source = |model| ScoreSource::Network { model, weights: Weights::Raw, parametrisation: Parametrisation::Eps };
+    let refused = |result: scorefield::Result<Sampler>| result.err().expect("refused").to_string();
+    let err = refused(pollster::block_on(Sampler::new(&gpu, source(&conditional), &method, config)));
+    assert!(err.contains("class-conditional (3 classes)") && err.contains("Sampler::conditional"), "{err}");
+    for (classes, model, says) in [
+        (Classes::one(3, 10, 0.0), &conditional, "knows classes 0 to 2"),
+        (Classes::one(1, 9, 0.0), &conditional, "9 labels for 10 particles"),
+        (Classes::one(1, 10, f32::NAN), &conditional, "not finite"),
+        (Classes::one(1, 10, 0.0), &plain, "not class-conditional"),
+    ] {
+        let err = refused(pollster::block_on(Sampler::conditional(&gpu, source(model), &method, config, &classes)));
+        assert!(err.contains(says), "{err}");
+    }
+    // Every known label and no class are accepted.
+    let mut labels = Classes::each(3, 10, 1.0);
+    labels.labels[0] = NO_CLASS;
+    assert!(pollster::block_on(Sampler::conditional(&gpu, source(&conditional), &method, config, &labels)).is_ok());
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! draw it without a copy. Sampling records into an encoder and never waits; reading back is
 //! asynchronous.
 
+pub mod classes;
 mod fused;
 pub mod known;
 pub mod method;
@@ -15,6 +16,7 @@ mod staged;
 use fused::{fit_loop_budget, fused_kernel};
 use staged::{staged_kernels, Staged};
 
+pub use classes::{Classes, NO_CLASS};
 pub use known::{ImageMask, Known};
 pub use method::{Churn, Method, PlannedStep, SampleCursor, SampleStep};
 
@@ -40,6 +42,14 @@ impl ScoreSource<'_> {
         match self {
             ScoreSource::Mixture(m) => m.dim,
             ScoreSource::Network { model, .. } => model.shape.dim,
+        }
+    }
+
+    /// The classes of a class-conditional network; 0 for any other source.
+    pub fn classes(&self) -> usize {
+        match self {
+            ScoreSource::Mixture(_) => 0,
+            ScoreSource::Network { model, .. } => model.shape.classes,
         }
     }
 }
@@ -95,7 +105,7 @@ pub mod binding {
     crate::bindings! {
         CURSOR = 0, SCHEDULE = 1, PARTICLES = 2, SAVED = 3, SCORE = 4, MIXTURE = 5, FREQS = 7, NORMS = 8,
         NORM_SUM = 9, NET_INPUT = 10, W0 = 11, W1 = 12, W2 = 13, W3 = 14, W4 = 15, BIASES = 16, KNOWN = 17,
-        KNOWN_MASK = 18,
+        KNOWN_MASK = 18, LABELS = 19,
     }
 }
 
@@ -136,15 +146,37 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Builds every pipeline, buffer and bind group of the run; records nothing yet.
+    /// Builds every pipeline, buffer and bind group of the run; records nothing yet. A
+    /// class-conditional network samples through [`Sampler::conditional`].
     pub async fn new(gpu: &Gpu, source: ScoreSource<'_>, method: &Method, config: SamplerConfig) -> Result<Self> {
-        Self::build(gpu, source, method, config, None).await
+        Self::build(gpu, source, method, config, None, None).await
+    }
+
+    /// A sampler of a class-conditional network: each particle follows the score of its class
+    /// (or the unconditional one, [`NO_CLASS`]), with classifier-free guidance of weight
+    /// `classes.guidance` (Ho & Salimans 2022; see [`Classes`]). Runs staged; with guidance the
+    /// network evaluates every particle twice per step.
+    pub async fn conditional(
+        gpu: &Gpu,
+        source: ScoreSource<'_>,
+        method: &Method,
+        config: SamplerConfig,
+        classes: &Classes,
+    ) -> Result<Self> {
+        if config.path == Path::Fused {
+            return Err(Error::invalid(
+                "sampler path",
+                "class-conditional sampling runs staged; use Path::Staged or Auto",
+            ));
+        }
+        Self::build(gpu, source, method, SamplerConfig { path: Path::Staged, ..config }, None, Some(classes)).await
     }
 
     /// A sampler that inpaints: each particle's known coordinates are held at their values
     /// (noised to each step's level, exactly as given at the end) while the method samples the
     /// rest (Song et al. 2021, appendix I.2). `config.particles` must be `known.particles()`.
     /// Runs staged: the known coordinates are reset by a kernel of their own after each step.
+    /// A class-conditional network inpaints with its unconditional score.
     pub async fn inpaint(
         gpu: &Gpu,
         source: ScoreSource<'_>,
@@ -167,7 +199,9 @@ impl Sampler {
         if config.path == Path::Fused {
             return Err(Error::invalid("sampler path", "inpainting runs on the staged path; use Path::Staged or Auto"));
         }
-        Self::build(gpu, source, method, SamplerConfig { path: Path::Staged, ..config }, Some(known)).await
+        let classes = (source.classes() > 0).then(|| Classes::none(config.particles));
+        let config = SamplerConfig { path: Path::Staged, ..config };
+        Self::build(gpu, source, method, config, Some(known), classes.as_ref()).await
     }
 
     async fn build(
@@ -176,6 +210,7 @@ impl Sampler {
         method: &Method,
         config: SamplerConfig,
         known: Option<&Known>,
+        classes: Option<&Classes>,
     ) -> Result<Self> {
         let mut plan = method.plan()?;
         let fusable = !method.couples_particles();
@@ -194,6 +229,20 @@ impl Sampler {
                 have: (max_groups * max_groups * WG as usize) as u64,
                 need: n as u64,
             });
+        }
+        match classes {
+            Some(classes) => classes.check(n, source.classes())?,
+            None if source.classes() > 0 => {
+                return Err(Error::invalid(
+                    "sampler",
+                    format!(
+                        "the network is class-conditional ({} classes): sample it with Sampler::conditional \
+                         (Classes::none for its unconditional score)",
+                        source.classes()
+                    ),
+                ))
+            }
+            None => {}
         }
         for p in &mut plan {
             p.step.out_scale = out_scale(&source, p.level.sigma);
@@ -247,6 +296,9 @@ impl Sampler {
             ("F", EMBED_FREQS as f64),
             ("WG", WG as f64),
             ("PPI", fused_particles as f64),
+            ("CLASSES", source.classes() as f64),
+            ("GUIDED", if classes.is_some_and(Classes::guided) { 1.0 } else { 0.0 }),
+            ("GUIDANCE", classes.map_or(0.0, |c| c.guidance as f64)),
         ];
         let shared = SharedBindings {
             cursor: &cursor,
@@ -261,7 +313,7 @@ impl Sampler {
             keep.push(placeholder);
             (Some(kernel), None)
         } else {
-            let (staged, buffers) = staged_kernels(gpu, &source, &constants, n, &shared, known).await?;
+            let (staged, buffers) = staged_kernels(gpu, &source, &constants, n, &shared, (known, classes)).await?;
             keep.extend(buffers);
             (None, Some(staged))
         };
@@ -490,9 +542,11 @@ fn choose_path(gpu: &Gpu, source: &ScoreSource<'_>, fusable: bool, config: &Samp
     let fused_ok = fusable
         && match *source {
             ScoreSource::Mixture(m) => m.dim <= MAX_FUSED_DIM,
-            // The fused kernel computes the plain network; the residual one runs staged.
+            // The fused kernel computes the plain, unconditional network; the residual and
+            // the class-conditional ones run staged.
             ScoreSource::Network { model, .. } => {
                 !model.shape.residual
+                    && model.shape.classes == 0
                     && model.shape.dim <= MAX_FUSED_DIM
                     && model.shape.width <= MAX_FUSED_WIDTH
                     && model.shape.width.is_multiple_of(4)

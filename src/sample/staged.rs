@@ -3,7 +3,7 @@
 //! when inpainting the imputation; for any network and for methods that couple the particles.
 
 use super::method::{SampleStep, FLAG_IMPUTE, FLAG_NO_SCORE};
-use super::{binding, Known, SharedBindings};
+use super::{binding, Classes, Known, SharedBindings};
 use crate::error::Result;
 use crate::gpu::{Bound, Gpu, GpuBuffer};
 use crate::model::MlpPass;
@@ -13,7 +13,13 @@ use crate::shaders;
 /// How a staged step gets its score.
 enum ScoreStage {
     Mixture(Bound),
-    Network { embed: Bound, mlp: Box<MlpPass> },
+    Network { embed: Embed, mlp: Box<MlpPass> },
+}
+
+/// The `embed` kernel (the network's input rows) and the particles' labels it reads.
+struct Embed {
+    kernel: Bound,
+    _labels: GpuBuffer<u32>,
 }
 
 pub(super) struct Staged {
@@ -39,7 +45,7 @@ impl Staged {
             match &self.score {
                 ScoreStage::Mixture(score) => score.dispatch(pass, grid),
                 ScoreStage::Network { embed, mlp } => {
-                    embed.dispatch(pass, grid);
+                    embed.kernel.dispatch(pass, grid);
                     mlp.record_forward(pass);
                 }
             }
@@ -64,14 +70,16 @@ impl Staged {
 }
 
 /// The staged kernels (score, corrector norms, update, and with `known` the imputation) with
-/// their bind groups, and the buffers they need kept alive.
+/// their bind groups, and the buffers they need kept alive. A class-conditional network reads
+/// each particle's label from `classes` and, guided, evaluates every particle twice (rows N ..
+/// 2N unconditional).
 pub(super) async fn staged_kernels(
     gpu: &Gpu,
     source: &ScoreSource<'_>,
     constants: &[(&str, f64)],
     n: usize,
     shared: &SharedBindings<'_>,
-    known: Option<&Known>,
+    (known, classes): (Option<&Known>, Option<&Classes>),
 ) -> Result<(Staged, Vec<GpuBuffer<f32>>)> {
     let d = source.dim();
     let none = wgpu::BufferUsages::empty();
@@ -93,15 +101,24 @@ pub(super) async fn staged_kernels(
             (ScoreStage::Mixture(Bound::new(pipeline, bg)), raw)
         }
         ScoreSource::Network { model, weights, .. } => {
-            let mlp = MlpPass::new(gpu, model, weights, n, 0, None).await?;
+            let rows = if classes.is_some_and(Classes::guided) { 2 * n } else { n };
+            let mlp = MlpPass::new(gpu, model, weights, rows, 0, None).await?;
+            // An unconditional network reads no label, but the binding needs one word.
+            let labels = classes.map_or(vec![0], |c| c.labels.clone());
+            let labels = GpuBuffer::from_slice(gpu, "scorefield.sample.labels", &labels, none)?;
             let pipeline = gpu.pipeline(&shaders::SAMPLE, "embed", constants).await?;
             let bg = shared.particle_kernel(
                 gpu,
                 &pipeline,
-                &[(binding::FREQS, model.freqs.binding()), (binding::NET_INPUT, mlp.acts.input.binding())],
+                &[
+                    (binding::FREQS, model.freqs.binding()),
+                    (binding::NET_INPUT, mlp.acts.input.binding()),
+                    (binding::LABELS, labels.binding()),
+                ],
             );
             let raw = mlp.output().raw().clone();
-            (ScoreStage::Network { embed: Bound::new(pipeline, bg), mlp: Box::new(mlp) }, raw)
+            let embed = Embed { kernel: Bound::new(pipeline, bg), _labels: labels };
+            (ScoreStage::Network { embed, mlp: Box::new(mlp) }, raw)
         }
     };
     let score_binding =
