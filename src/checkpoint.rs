@@ -5,7 +5,8 @@
 //!
 //! Tensors (all float32, little-endian):
 //! - `layers.{i}.weight` `[fan_out, fan_in]`, `layers.{i}.bias` `[fan_out]`, i = 0 ..= H (the
-//!   first takes x then the 32 embedding features; the last outputs sigma * score or eps);
+//!   first takes x then the 32 embedding features and, class-conditional, the class code; the
+//!   last outputs sigma * score or eps);
 //! - `ema.layers.{i}.weight`, `ema.layers.{i}.bias`: the same for the EMA weights;
 //! - `embedding.freqs` `[16]`: the network input is (x, sin(c w), cos(c w));
 //! - `adam.m`, `adam.v` `[P]`: the moments over the flat parameter vector (layer by layer,
@@ -13,7 +14,9 @@
 //!
 //! Metadata: `scorefield.format` = "1", `shape.dim`, `shape.hidden_layers`, `shape.width`,
 //! `shape.residual` ("1" for the residual network, whose layers above the first take [h, e];
-//! absent or "0": the plain network, as in checkpoints from before it existed),
+//! absent or "0": the plain network, as in checkpoints from before it existed), `shape.classes`
+//! (a class-conditional network's classes, whose one-hot code follows the embedding in the
+//! input row; absent or "0": unconditional),
 //! `step` (steps taken; with the seed this is also the RNG position, since every random number
 //! is a function of (seed, step, index)), plus the caller's entries.
 //!
@@ -97,6 +100,7 @@ impl Checkpoint {
         meta.insert("shape.hidden_layers".into(), self.shape.hidden_layers.to_string());
         meta.insert("shape.width".into(), self.shape.width.to_string());
         meta.insert("shape.residual".into(), u8::from(self.shape.residual).to_string());
+        meta.insert("shape.classes".into(), self.shape.classes.to_string());
         meta.insert("step".into(), self.step.to_string());
         safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))
     }
@@ -123,7 +127,8 @@ impl Checkpoint {
             number("shape.hidden_layers")? as usize,
             number("shape.width")? as usize,
         )
-        .with_residual(residual);
+        .with_residual(residual)
+        .with_classes(if meta.contains_key("shape.classes") { number("shape.classes")? as usize } else { 0 });
         shape.validate()?;
         let step = number("step")?;
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("corrupt tensor data: {e}")))?;

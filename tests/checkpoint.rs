@@ -124,6 +124,31 @@ fn the_residual_network_round_trips_and_older_files_read_as_plain() {
     assert_eq!(read.params, plain.params);
 }
 
+/// A class-conditional network's checkpoint says how many classes it knows, and its layers
+/// take the class code after the embedding; a file without `shape.classes` is unconditional.
+#[test]
+fn class_conditional_networks_round_trip_and_older_files_read_as_unconditional() {
+    let plain = small_checkpoint();
+    let shape = plain.shape.with_residual(true).with_classes(10);
+    let p = shape.param_count();
+    let conditional = Checkpoint {
+        shape,
+        params: vec![0.5; p],
+        ema: vec![0.25; p],
+        adam_m: vec![0.1; p],
+        adam_v: vec![0.01; p],
+        ..plain.clone()
+    };
+    let bytes = conditional.to_bytes().unwrap();
+    assert_eq!(Checkpoint::from_bytes(&bytes).unwrap(), conditional);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("layers.0.weight").unwrap().shape(), &[4, plain.shape.dim + 32 + 10]);
+    assert_eq!(st.tensor("layers.1.weight").unwrap().shape(), &[plain.shape.dim, 4 + 32 + 10]);
+
+    let old = edit_header(&plain.to_bytes().unwrap(), &[("\"shape.classes\":\"0\"", "\"note.xxxxxxxx\":\"0\"")]);
+    assert_eq!(Checkpoint::from_bytes(&old).unwrap().shape.classes, 0);
+}
+
 #[test]
 fn damaged_checkpoints_get_clear_errors() {
     let ckpt = small_checkpoint();
