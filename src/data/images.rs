@@ -65,6 +65,10 @@ pub struct ImageSet {
     pub height: usize,
     /// [count, height * width].
     pub pixels: Vec<f32>,
+    /// Each image's class (the digits' digit), or empty where the images have none.
+    pub labels: Vec<u32>,
+    /// How many classes the labels name (0: unlabelled).
+    pub classes: usize,
 }
 
 /// The 8x8 handwritten digits (1797 images; assets/digits/README.md has their source and
@@ -82,10 +86,11 @@ pub fn digit_labels() -> Vec<usize> {
 impl ImageSet {
     /// The 8x8 digits shipped with the crate.
     pub fn digits() -> Result<Self> {
-        Self::from_tiles(DIGITS_PNG, 8, 8, DIGITS_COUNT)
+        let labels = digit_labels().iter().map(|&l| l as u32).collect();
+        Ok(Self { labels, classes: 10, ..Self::from_tiles(DIGITS_PNG, 8, 8, DIGITS_COUNT)? })
     }
 
-    /// `count` tiles of `tile_w` x `tile_h` from a grid PNG, filled row by row.
+    /// `count` tiles of `tile_w` x `tile_h` from a grid PNG, filled row by row (unlabelled).
     pub fn from_tiles(bytes: &[u8], tile_w: usize, tile_h: usize, count: usize) -> Result<Self> {
         let img = decode(bytes)?;
         let cols = img.width() as usize / tile_w;
@@ -105,7 +110,7 @@ impl ImageSet {
                 }
             }
         }
-        Ok(Self { width: tile_w, height: tile_h, pixels })
+        Ok(Self { width: tile_w, height: tile_h, pixels, labels: Vec::new(), classes: 0 })
     }
 
     /// One image per encoded PNG; `files` are (name, bytes), the name used in errors. All must
@@ -115,7 +120,13 @@ impl ImageSet {
         for (name, bytes) in files {
             let img = decode(bytes).map_err(|e| Error::invalid(format!("image {name}"), e.to_string()))?;
             let (w, h) = (img.width() as usize, img.height() as usize);
-            let set = set.get_or_insert_with(|| Self { width: w, height: h, pixels: Vec::new() });
+            let set = set.get_or_insert_with(|| Self {
+                width: w,
+                height: h,
+                pixels: Vec::new(),
+                labels: Vec::new(),
+                classes: 0,
+            });
             if (w, h) != (set.width, set.height) {
                 return Err(Error::invalid(
                     format!("image {name}"),

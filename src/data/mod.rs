@@ -98,6 +98,29 @@ impl Dataset {
         }
     }
 
+    /// The classes of a labelled dataset: the digits' ten, a mixture's components; 0 where
+    /// the points have no labels.
+    pub fn classes(&self) -> usize {
+        match self {
+            Dataset::Images(set) => set.classes,
+            _ => self.mixture().map_or(0, |m| m.components()),
+        }
+    }
+
+    /// `n` points [n, d] for `seed` with each point's class (see [`Dataset::classes`]): a
+    /// mixture's component, drawn as [`Dataset::sample`] draws the points. Image sets give all
+    /// their images with their labels, whatever `n`. None for an unlabelled dataset.
+    pub fn labelled(&self, n: usize, seed: u64) -> Option<(Vec<f32>, Vec<u32>)> {
+        if self.classes() == 0 {
+            return None;
+        }
+        if let Dataset::Images(set) = self {
+            return Some((set.pixels.clone(), set.labels.clone()));
+        }
+        let (x, components) = self.mixture()?.sample(n, seed);
+        Some((x.iter().map(|&v| v as f32).collect(), components.iter().map(|&k| k as u32).collect()))
+    }
+
     /// `n` points [n, d] for `seed`.
     pub fn sample(&self, n: usize, seed: u64) -> Vec<f32> {
         match self {

@@ -10,7 +10,7 @@ use scorefield::mixture::GaussianMixture;
 use scorefield::model::MlpShape;
 use scorefield::objective::{Objective, Projection};
 use scorefield::optim::{AdamConfig, LrSchedule};
-use scorefield::sample::{Churn, Method};
+use scorefield::sample::{Churn, Classes, Method};
 use scorefield::schedule::{NoiseLevel, Sde};
 use scorefield::train::{LossWeight, NonFinite, TrainConfig};
 
@@ -91,12 +91,16 @@ pub struct ModelConfig {
     pub width: usize,
     /// The noise embedding fed to every layer and skip connections (model.rs).
     pub residual: bool,
+    /// Class-conditional: the network also takes each point's class (the dataset's labels: the
+    /// digits, a mixture's components), dropped with probability train.class_drop, for
+    /// classifier-free guidance.
+    pub conditional: bool,
 }
 
 impl Default for ModelConfig {
     /// W1 (../shared/WORKLOADS.md).
     fn default() -> Self {
-        Self { hidden_layers: 3, width: 128, residual: false }
+        Self { hidden_layers: 3, width: 128, residual: false, conditional: false }
     }
 }
 
@@ -172,6 +176,9 @@ pub struct TrainSettings {
     /// The Min-SNR-gamma loss weight min(SNR, gamma) / SNR per example (Hang et al. 2023: 5);
     /// 0: every example weighs 1.
     pub min_snr: f64,
+    /// A conditional model: the probability that an example's class is dropped, so that the
+    /// network learns the unconditional score too (Ho & Salimans 2022: 0.1-0.2).
+    pub class_drop: f64,
 }
 
 impl Default for TrainSettings {
@@ -198,6 +205,7 @@ impl Default for TrainSettings {
             steps_per_submit: 25,
             on_nonfinite: "backoff".into(),
             min_snr: 0.0,
+            class_drop: 0.1,
         }
     }
 }
@@ -238,6 +246,12 @@ pub struct SampleConfig {
     pub churn_tmin: f64,
     pub churn_tmax: f64,
     pub churn_noise: f64,
+    /// A conditional model's class: a number, "all" (the particles in one block per class) or
+    /// "none" (the unconditional score); required for a conditional model, refused otherwise.
+    pub class: String,
+    /// Classifier-free guidance weight w: (1 + w) s(x | class) - w s(x); 0 samples the
+    /// conditional score as learned.
+    pub guidance: f64,
 }
 
 impl Default for SampleConfig {
@@ -263,6 +277,8 @@ impl Default for SampleConfig {
             churn_tmin: 0.0,
             churn_tmax: f64::INFINITY,
             churn_noise: 1.0,
+            class: String::new(),
+            guidance: 0.0,
         }
     }
 }
@@ -345,7 +361,7 @@ impl RunConfig {
         if self.train.batch > MAX_POINTS {
             bail!("train.batch = {} is more than {MAX_POINTS}", self.train.batch);
         }
-        let train = self.train_config(dataset.dim())?;
+        let train = self.train_config(&dataset)?;
         let method = if exact_score { self.exact_method()? } else { self.method()? };
         if !(1..=MAX_POINTS).contains(&self.sample.particles) {
             bail!("sample.particles = {}; ask for between 1 and {MAX_POINTS}", self.sample.particles);
@@ -355,6 +371,37 @@ impl RunConfig {
         }
         let objective = train.objective.clone();
         Ok(Run { config: self, dataset, objective, train, method })
+    }
+
+    /// The classes to sample a network of `classes` classes with (0: unconditional), from
+    /// sample.class and sample.guidance; None for an unconditional network.
+    pub fn sample_classes(&self, classes: usize, particles: usize) -> Result<Option<Classes>> {
+        let (class, guidance) = (self.sample.class.as_str(), self.sample.guidance);
+        if !guidance.is_finite() {
+            bail!("sample.guidance = {guidance} must be a number");
+        }
+        if classes == 0 {
+            if !class.is_empty() || guidance != 0.0 {
+                bail!(
+                    "--class and --guidance need a class-conditional model; this one is not (train with --conditional)"
+                );
+            }
+            return Ok(None);
+        }
+        let w = guidance as f32;
+        Ok(Some(match class {
+            "" => bail!(
+                "the model is class-conditional ({classes} classes): give --class K (0 to {}), --class all (a block \
+                 of samples per class) or --class none (unconditional)",
+                classes - 1
+            ),
+            "all" => Classes::each(classes, particles, w),
+            "none" => Classes { guidance: w, ..Classes::none(particles) },
+            k => match k.parse::<usize>() {
+                Ok(k) if k < classes => Classes::one(k as u32, particles, w),
+                _ => bail!("--class {k}: the model knows classes 0 to {}; or give all or none", classes - 1),
+            },
+        }))
     }
 
     /// The adapter asked for, if any.
@@ -391,8 +438,8 @@ impl RunConfig {
         Ok(objective)
     }
 
-    pub fn train_config(&self, dim: usize) -> Result<TrainConfig> {
-        let t = &self.train;
+    pub fn train_config(&self, dataset: &Dataset) -> Result<TrainConfig> {
+        let (t, dim) = (&self.train, dataset.dim());
         if t.batch == 0 {
             bail!("train.batch = 0; use at least 1");
         }
@@ -415,7 +462,19 @@ impl RunConfig {
         if t.min_snr > 0.0 && objective.tangents(dim) > 0 {
             bail!("train.min_snr weights noise levels, which objective.kind = \"{}\" has none of", self.objective.kind);
         }
-        let shape = MlpShape::new(dim, self.model.hidden_layers, self.model.width).with_residual(self.model.residual);
+        let classes = if self.model.conditional { dataset.classes() } else { 0 };
+        if self.model.conditional && classes == 0 {
+            bail!(
+                "model.conditional needs a dataset with classes (digits, eight-gaussians or a mixture); {} has none",
+                dataset.name()
+            );
+        }
+        if !(0.0..1.0).contains(&t.class_drop) {
+            bail!("train.class_drop = {} must be a probability in [0, 1) (0.1-0.2 is usual)", t.class_drop);
+        }
+        let shape = MlpShape::new(dim, self.model.hidden_layers, self.model.width)
+            .with_residual(self.model.residual)
+            .with_classes(classes);
         shape.validate().context("in [model]")?;
         Ok(TrainConfig {
             adam: AdamConfig {
@@ -436,6 +495,7 @@ impl RunConfig {
                 0.0 => LossWeight::Uniform,
                 gamma => LossWeight::MinSnr { gamma },
             },
+            class_drop: t.class_drop,
             ..TrainConfig::new(shape, objective)
         })
     }
@@ -647,6 +707,7 @@ mod tests {
         ("model", "hidden_layers"),
         ("model", "width"),
         ("model", "residual"),
+        ("model", "conditional"),
         ("objective", "kind"),
         ("objective", "sigma"),
         ("objective", "sigma_min"),
@@ -668,6 +729,7 @@ mod tests {
         ("train", "steps_per_submit"),
         ("train", "on_nonfinite"),
         ("train", "min_snr"),
+        ("train", "class_drop"),
         ("sample", "sampler"),
         ("sample", "particles"),
         ("sample", "seed"),
@@ -683,6 +745,8 @@ mod tests {
         ("sample", "churn_tmin"),
         ("sample", "churn_tmax"),
         ("sample", "churn_noise"),
+        ("sample", "class"),
+        ("sample", "guidance"),
         ("device", "adapter"),
     ];
 

@@ -63,6 +63,14 @@ struct Overrides {
     /// the hidden layers (for images; see README's digits recipe).
     #[arg(long)]
     residual: bool,
+    /// A class-conditional network: each training point's class (the digits' digit, a mixture's
+    /// component) is an input too, dropped with probability --class-drop so that one network
+    /// learns the conditional and unconditional scores (classifier-free guidance).
+    #[arg(long)]
+    conditional: bool,
+    /// The probability that a training point's class is dropped (Ho & Salimans 2022: 0.1-0.2).
+    #[arg(long)]
+    class_drop: Option<f64>,
     /// Training steps.
     #[arg(long)]
     steps: Option<u64>,
@@ -99,6 +107,14 @@ struct Overrides {
     /// The sampling seed.
     #[arg(long)]
     sample_seed: Option<u64>,
+    /// A conditional model's class to sample: K, all (the samples in one block per class) or
+    /// none (unconditional).
+    #[arg(long)]
+    class: Option<String>,
+    /// Classifier-free guidance weight w: samples follow (1 + w) s(x | class) - w s(x); larger w
+    /// gives samples more typical of their class, less varied.
+    #[arg(long)]
+    guidance: Option<f64>,
 }
 
 impl Overrides {
@@ -129,6 +145,12 @@ impl Overrides {
         }
         if self.residual {
             c.model.residual = true;
+        }
+        if self.conditional {
+            c.model.conditional = true;
+        }
+        if let Some(v) = self.class_drop {
+            c.train.class_drop = v;
         }
         if let Some(v) = self.steps {
             c.train.steps = v;
@@ -162,6 +184,12 @@ impl Overrides {
         }
         if let Some(v) = self.sample_seed {
             c.sample.seed = v;
+        }
+        if let Some(v) = &self.class {
+            c.sample.class = v.clone();
+        }
+        if let Some(v) = self.guidance {
+            c.sample.guidance = v;
         }
         c
     }

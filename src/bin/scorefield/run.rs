@@ -25,16 +25,22 @@ use crate::picture;
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 
-/// The training points of a run (the data seed is derived from the run seed, so changing the
-/// seed changes both).
-fn training_data(run: &Run) -> Result<(Vec<f32>, usize)> {
+/// The training points of a run and, for a class-conditional model, their labels (the data
+/// seed is derived from the run seed, so changing the seed changes both).
+fn training_data(run: &Run) -> Result<(Vec<f32>, Vec<u32>)> {
     let (dataset, config) = (&run.dataset, &run.config);
+    let seed = config.train.seed ^ Stream::Data.at(0);
+    if run.train.shape.classes > 0 {
+        // Checked when the config was resolved: the dataset has labels.
+        let labelled = dataset.labelled(config.data.points, seed);
+        return labelled.ok_or_else(|| anyhow::anyhow!("dataset {} has no class labels", dataset.name()));
+    }
     // An image set trains on all its images.
     let data = match dataset.images() {
         Some(set) => set.pixels.clone(),
-        None => dataset.sample(config.data.points, config.train.seed ^ Stream::Data.at(0)),
+        None => dataset.sample(config.data.points, seed),
     };
-    Ok((data, dataset.dim()))
+    Ok((data, Vec::new()))
 }
 
 /// Trains as the config says, in `dir`; with `resume`, continues from the checkpoint there.
@@ -43,17 +49,17 @@ pub fn train(run: &Run, dir: &Path, resume: bool) -> Result<()> {
     check_writable(&dir.join("config.toml"))?;
     remove_stale_temporaries(dir);
     let gpu = pollster::block_on(Gpu::with_adapter(config.adapter()))?;
-    let (data, _) = training_data(run)?;
+    let (data, labels) = training_data(run)?;
     let train_config = run.train.clone();
     let ckpt_path = dir.join(CHECKPOINT);
     let mut trainer = if resume {
         let ckpt = load_checkpoint(&ckpt_path)?;
-        pollster::block_on(Trainer::resume(&gpu, train_config, &data, &ckpt))?
+        pollster::block_on(Trainer::resume_labelled(&gpu, train_config, &data, &labels, &ckpt))?
     } else {
         write_atomic(&dir.join("config.toml"), config.to_toml()?.as_bytes())?;
         // A fresh run starts a fresh log.
         let _ = std::fs::remove_file(dir.join("log.jsonl"));
-        pollster::block_on(Trainer::new(&gpu, train_config, &data))?
+        pollster::block_on(Trainer::new_labelled(&gpu, train_config, &data, &labels))?
     };
     let total = config.train.steps;
     if trainer.step() >= total {
@@ -342,6 +348,11 @@ pub fn sample(run: &Run, source: Source, dir: &Path, out: &Path) -> Result<()> {
     let steps = method.plan()?.iter().filter(|p| p.boundary).count();
     sampler_config.snapshot_every = if s.snapshot_every > 0 { s.snapshot_every.max(steps / 60) } else { 0 };
     let dataset = &run.dataset;
+    let model_classes = match &source {
+        Source::Checkpoint(ckpt) => ckpt.shape.classes,
+        Source::Exact => 0,
+    };
+    let classes = config.sample_classes(model_classes, s.particles)?;
     let mut model_for_field = None;
     let (x, snapshots, dim) = match source {
         Source::Exact => {
@@ -361,7 +372,12 @@ pub fn sample(run: &Run, source: Source, dir: &Path, out: &Path) -> Result<()> {
             let weights = if s.ema { Weights::Ema } else { Weights::Raw };
             let parametrisation = run.objective.parametrisation();
             let source = ScoreSource::Network { model: &model, weights, parametrisation };
-            let mut sampler = pollster::block_on(Sampler::new(&gpu, source, method, sampler_config))?;
+            let mut sampler = match &classes {
+                Some(classes) => {
+                    pollster::block_on(Sampler::conditional(&gpu, source, method, sampler_config, classes))?
+                }
+                None => pollster::block_on(Sampler::new(&gpu, source, method, sampler_config))?,
+            };
             sampler.run();
             let result =
                 (pollster::block_on(sampler.read())?, pollster::block_on(sampler.read_snapshots())?, ckpt.shape.dim);
@@ -387,10 +403,19 @@ pub fn sample(run: &Run, source: Source, dir: &Path, out: &Path) -> Result<()> {
     write_atomic(out, &npy_bytes(&x, dim)?)?;
     let data = dataset.sample(s.particles, config.train.seed ^ Stream::Data.at(1));
     if let Some(set) = dataset.images() {
-        // Images: a grid of data images beside a grid of samples (no scatter, no animation).
-        picture::image_grids(&dir.join("samples.png"), &data, &x, set.width, set.height)?;
+        // Images: a grid of data images beside a grid of samples (no scatter, no animation);
+        // samples of every class: the first ten of each class, a row per class.
+        let shown = match &classes {
+            Some(c) if config.sample.class == "all" => first_of_each_class(&x, &c.labels, set.dim(), 10),
+            _ => x.clone(),
+        };
+        picture::image_grids(&dir.join("samples.png"), &data, &shown, set.width, set.height)?;
         if config.data.dataset == "digits" {
-            print_quality(&scorefield::quality::QualityJudge::digits()?, &x)?;
+            let judge = scorefield::quality::QualityJudge::digits()?;
+            print_quality(&judge, &x)?;
+            if let Some(c) = &classes {
+                print_class_recognition(&judge, &x, &c.labels)?;
+            }
         }
     } else {
         picture::samples_beside_data(&dir.join("samples.png"), &data, &x, dim, method.name())?;
@@ -578,6 +603,47 @@ pub fn eval(path: &Path) -> Result<()> {
 }
 
 /// A table of the quality of `samples` beside real held-out digits and a Gaussian fit.
+/// The first `per` samples of each class in `labels`, class by class (a row each in a grid of
+/// `per` columns).
+fn first_of_each_class(x: &[f32], labels: &[u32], dim: usize, per: usize) -> Vec<f32> {
+    let mut classes: Vec<u32> = labels.to_vec();
+    classes.sort_unstable();
+    classes.dedup();
+    classes
+        .iter()
+        .flat_map(|&k| {
+            let rows = labels.iter().enumerate().filter(move |(_, &l)| l == k).take(per);
+            rows.flat_map(|(n, _)| x[n * dim..(n + 1) * dim].iter().copied()).collect::<Vec<f32>>()
+        })
+        .collect()
+}
+
+/// For samples of given classes: per class, the share the classifier reads as that class.
+fn print_class_recognition(judge: &scorefield::quality::QualityJudge, x: &[f32], labels: &[u32]) -> Result<()> {
+    let mut per_class: std::collections::BTreeMap<u32, (usize, usize)> = Default::default();
+    for (image, &label) in x.chunks(judge.dim()).zip(labels) {
+        if label == scorefield::sample::NO_CLASS {
+            continue;
+        }
+        let entry = per_class.entry(label).or_default();
+        entry.0 += usize::from(judge.classify(image).0 == label as usize);
+        entry.1 += 1;
+    }
+    if per_class.is_empty() {
+        return Ok(());
+    }
+    let shares: Vec<String> =
+        per_class.iter().map(|(k, (hit, n))| format!("{k}: {:.3}", *hit as f64 / *n as f64)).collect();
+    let (hits, total) = per_class.values().fold((0, 0), |(h, t), (hit, n)| (h + hit, t + n));
+    println!(
+        "samples read as their class: {:.3} overall (chance {:.3}); per class {}",
+        hits as f64 / total as f64,
+        1.0 / judge.classes() as f64,
+        shares.join(", ")
+    );
+    Ok(())
+}
+
 fn print_quality(judge: &scorefield::quality::QualityJudge, samples: &[f32]) -> Result<()> {
     let n = judge.held_out().len() / judge.dim();
     let rows = [
