@@ -1,5 +1,5 @@
 // sample.wgsl: sampler steps over N particles, one invocation per particle. Composed after
-// rng.wgsl and embed.wgsl.
+// rng.wgsl, embed.wgsl and mixture.wgsl (the exact mixture score).
 //
 // Bindings (group 0), by entry point:
 //   all:           0 uniform cursor: SampleCursor (seed; the schedule entries this dispatch runs)
@@ -24,9 +24,7 @@
 // which couples the particles and so runs staged only (measure_norms, reduce_norms, update).
 //
 // The score comes from SOURCE:
-//   0: a Gaussian mixture with diagonal covariances, exactly: component k of the noised density
-//      is N(a mu_k, diag(a^2 s_k^2 + sigma^2)); mixture[k * (1 + 2D)] = log w_k, then mu_k [D],
-//      then s_k [D]. The responsibilities use a max-shifted log-sum-exp.
+//   0: a Gaussian mixture with diagonal covariances, exactly (mixture.wgsl).
 //   1: the score MLP (src/model.rs layout): out_scale * net(x, cond), with out_scale = 1/sigma
 //      (score parametrisation) or -1/sigma (eps parametrisation).
 // Two paths give the same numbers (tests/sample.rs):
@@ -139,44 +137,6 @@ fn update_elem(st: SampleStep, x: f32, s: f32, z: f32, p: f32) -> vec2<f32> {
     }
     let x_new = xc + st.c_s * sc + st.c_z * z + pc;
     return vec2<f32>(x_new, st.k_x * x + st.k_s * s);
-}
-
-// ---- exact scores of a Gaussian mixture -------------------------------------------------------
-
-fn component_logit(x: ptr<function, array<f32, MAX_D>>, k: u32, a: f32, sigma: f32) -> f32 {
-    let base = k * (1u + 2u * D);
-    var l = mixture[base];
-    for (var j = 0u; j < D; j++) {
-        let sd = mixture[base + 1u + D + j];
-        let v = a * a * sd * sd + sigma * sigma;
-        let r = (*x)[j] - a * mixture[base + 1u + j];
-        l -= 0.5 * (r * r / v + log(v));
-    }
-    return l;
-}
-
-fn mixture_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32, MAX_D>>, a: f32, sigma: f32) {
-    var top = -3.0e38;
-    for (var k = 0u; k < K; k++) {
-        top = max(top, component_logit(x, k, a, sigma));
-    }
-    var total = 0.0;
-    for (var j = 0u; j < D; j++) {
-        (*s)[j] = 0.0;
-    }
-    for (var k = 0u; k < K; k++) {
-        let r = exp(component_logit(x, k, a, sigma) - top);
-        total += r;
-        let base = k * (1u + 2u * D);
-        for (var j = 0u; j < D; j++) {
-            let sd = mixture[base + 1u + D + j];
-            let v = a * a * sd * sd + sigma * sigma;
-            (*s)[j] += r * (a * mixture[base + 1u + j] - (*x)[j]) / v;
-        }
-    }
-    for (var j = 0u; j < D; j++) {
-        (*s)[j] /= total;
-    }
 }
 
 // ---- the score MLP, one particle at a time (fused path) ---------------------------------------
@@ -349,7 +309,7 @@ fn fused(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
                 s[j] = 0.0;
             }
         } else if SOURCE == 0u {
-            mixture_score(&x, &s, st.a, st.sigma);
+            _ = mixture_score(&x, &s, st.a, st.sigma);
         } else {
             network_score(&x, &s, st);
         }
@@ -386,7 +346,7 @@ fn score_mixture(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     for (var j = 0u; j < D; j++) {
         x[j] = particles[n * D + j];
     }
-    mixture_score(&x, &s, st.a, st.sigma);
+    _ = mixture_score(&x, &s, st.a, st.sigma);
     for (var j = 0u; j < D; j++) {
         score[n * D + j] = s[j];
     }

@@ -11,6 +11,7 @@ pub const MLP_WGSL: &str = include_str!("../shaders/mlp.wgsl");
 pub const OBJECTIVE_WGSL: &str = include_str!("../shaders/objective.wgsl");
 pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
 pub const SAMPLE_WGSL: &str = include_str!("../shaders/sample.wgsl");
+pub const MIXTURE_WGSL: &str = include_str!("../shaders/mixture.wgsl");
 
 /// Philox output and normals into a buffer.
 pub const NOISE: KernelSource =
@@ -35,8 +36,11 @@ pub const ADAM: KernelSource =
     KernelSource { name: "adam", parts: &[STEP_WGSL, ADAM_WGSL], bindings: crate::optim::binding::ALL };
 
 /// Sampler steps: exact mixture scores, the per-particle network, updates, the corrector's norms.
-pub const SAMPLE: KernelSource =
-    KernelSource { name: "sample", parts: &[RNG_WGSL, EMBED_WGSL, SAMPLE_WGSL], bindings: crate::sample::binding::ALL };
+pub const SAMPLE: KernelSource = KernelSource {
+    name: "sample",
+    parts: &[RNG_WGSL, EMBED_WGSL, MIXTURE_WGSL, SAMPLE_WGSL],
+    bindings: crate::sample::binding::ALL,
+};
 
 /// Every kernel, for the validation test and for warming the pipeline cache.
 pub const ALL: &[KernelSource] = &[NOISE, FMA, MLP, OBJECTIVE, ADAM, SAMPLE];
