@@ -68,6 +68,7 @@ pub mod data;
 mod error;
 pub mod gpu;
 pub mod health;
+pub mod likelihood;
 pub mod mixture;
 pub mod model;
 pub mod noise;

@@ -12,6 +12,7 @@ pub const OBJECTIVE_WGSL: &str = include_str!("../shaders/objective.wgsl");
 pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
 pub const SAMPLE_WGSL: &str = include_str!("../shaders/sample.wgsl");
 pub const MIXTURE_WGSL: &str = include_str!("../shaders/mixture.wgsl");
+pub const LIKELIHOOD_WGSL: &str = include_str!("../shaders/likelihood.wgsl");
 
 /// Philox output and normals into a buffer.
 pub const NOISE: KernelSource =
@@ -42,5 +43,12 @@ pub const SAMPLE: KernelSource = KernelSource {
     bindings: crate::sample::binding::ALL,
 };
 
+/// The probability-flow ODE's Runge-Kutta stages, step control and divergence.
+pub const LIKELIHOOD: KernelSource = KernelSource {
+    name: "likelihood",
+    parts: &[RNG_WGSL, EMBED_WGSL, MIXTURE_WGSL, LIKELIHOOD_WGSL],
+    bindings: crate::likelihood::binding::ALL,
+};
+
 /// Every kernel, for the validation test and for warming the pipeline cache.
-pub const ALL: &[KernelSource] = &[NOISE, FMA, MLP, OBJECTIVE, ADAM, SAMPLE];
+pub const ALL: &[KernelSource] = &[NOISE, FMA, MLP, OBJECTIVE, ADAM, SAMPLE, LIKELIHOOD];

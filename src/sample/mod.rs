@@ -493,7 +493,7 @@ fn out_scale(source: &ScoreSource<'_>, sigma: f64) -> f32 {
 }
 
 /// The mixture as the kernel reads it: per component log w, mean [d], std [d].
-fn pack_mixture(m: &GaussianMixture) -> Vec<f32> {
+pub(crate) fn pack_mixture(m: &GaussianMixture) -> Vec<f32> {
     (0..m.components())
         .flat_map(|k| {
             std::iter::once(m.weights[k].ln() as f32)
