@@ -518,6 +518,25 @@ impl RunConfig {
     }
 
     /// The sampler for a network trained with the objective, on its noise schedule.
+    /// The SDE the objective's model is sampled through by the SDE and ODE samplers (and whose
+    /// probability flow gives its likelihood).
+    pub fn sde(objective: &Objective) -> Sde {
+        match *objective {
+            Objective::VpSde { beta_min, beta_max } => Sde::Vp { beta_min, beta_max },
+            // The VP SDE whose discretisation is this DDPM (score_sde: beta_i = beta(t_i) / N).
+            Objective::Ddpm { beta_min, beta_max, steps } => {
+                Sde::Vp { beta_min: beta_min * steps as f64, beta_max: beta_max * steps as f64 }
+            }
+            Objective::VeSde { sigma_min, sigma_max } | Objective::Ncsn { sigma_max, sigma_min, .. } => {
+                Sde::ve(sigma_min, sigma_max)
+            }
+            Objective::Dsm { .. } | Objective::Exact { .. } | Objective::Sliced { .. } => {
+                let sigma = objective.model_level().map_or(1.0, |l| l.sigma);
+                Sde::ve(sigma, 10.0 * sigma)
+            }
+        }
+    }
+
     pub fn method(&self) -> Result<Method> {
         let method = self.exact_method()?;
         self.check_model_sampler(&method)?;
@@ -551,20 +570,7 @@ impl RunConfig {
             bail!("sample.steps = 0; use at least 1 (2 for the SDE and ODE samplers)");
         }
         let objective = self.objective()?;
-        let sde = match objective {
-            Objective::VpSde { beta_min, beta_max } => Sde::Vp { beta_min, beta_max },
-            // The VP SDE whose discretisation is this DDPM (score_sde: beta_i = beta(t_i) / N).
-            Objective::Ddpm { beta_min, beta_max, steps } => {
-                Sde::Vp { beta_min: beta_min * steps as f64, beta_max: beta_max * steps as f64 }
-            }
-            Objective::VeSde { sigma_min, sigma_max } | Objective::Ncsn { sigma_max, sigma_min, .. } => {
-                Sde::ve(sigma_min, sigma_max)
-            }
-            Objective::Dsm { .. } | Objective::Exact { .. } | Objective::Sliced { .. } => {
-                let sigma = objective.model_level().map_or(1.0, |l| l.sigma);
-                Sde::ve(sigma, 10.0 * sigma)
-            }
-        };
+        let sde = Self::sde(&objective);
         let method = match sampler {
             "annealed" => {
                 // Other schedules: ten levels from the prior down to the VE SDE's sigma_min, or

@@ -79,6 +79,15 @@ pub fn check_writable(path: &Path) -> Result<()> {
 }
 
 /// `values` as a float32 array of shape [n, d] in NumPy's .npy format.
+/// A float32 .npy file: its shape and values.
+pub fn read_npy(path: &Path) -> Result<(Vec<u64>, Vec<f32>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{} is not a .npy file", path.display()))?;
+    let shape = npy.shape().to_vec();
+    let values = npy.into_vec().with_context(|| format!("{}: expected float32 values", path.display()))?;
+    Ok((shape, values))
+}
+
 pub fn npy_bytes(values: &[f32], dim: usize) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     let rows = (values.len() / dim.max(1)) as u64;

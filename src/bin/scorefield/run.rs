@@ -591,10 +591,7 @@ pub fn clamp_to_pixels(x: &mut [f32]) {
 
 /// `eval`: the quality of digit samples in a .npy file, beside the real and Gaussian baselines.
 pub fn eval(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{} is not a .npy file", path.display()))?;
-    let shape = npy.shape().to_vec();
-    let values: Vec<f32> = npy.into_vec().with_context(|| format!("{}: expected float32 samples", path.display()))?;
+    let (shape, values) = crate::files::read_npy(path)?;
     let judge = scorefield::quality::QualityJudge::digits()?;
     if shape.len() != 2 || shape[1] as usize != judge.dim() {
         bail!("{} holds an array of shape {shape:?}; eval judges 8x8 digits, [n, {}]", path.display(), judge.dim());
@@ -602,7 +599,6 @@ pub fn eval(path: &Path) -> Result<()> {
     print_quality(&judge, &values)
 }
 
-/// A table of the quality of `samples` beside real held-out digits and a Gaussian fit.
 /// The first `per` samples of each class in `labels`, class by class (a row each in a grid of
 /// `per` columns).
 fn first_of_each_class(x: &[f32], labels: &[u32], dim: usize, per: usize) -> Vec<f32> {
@@ -644,6 +640,7 @@ fn print_class_recognition(judge: &scorefield::quality::QualityJudge, x: &[f32],
     Ok(())
 }
 
+/// A table of the quality of `samples` beside real held-out digits and a Gaussian fit.
 fn print_quality(judge: &scorefield::quality::QualityJudge, samples: &[f32]) -> Result<()> {
     let n = judge.held_out().len() / judge.dim();
     let rows = [
