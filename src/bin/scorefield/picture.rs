@@ -257,9 +257,15 @@ pub fn inpainting(
 }
 
 /// For image data: a grid of data images (left) beside a grid of samples (right), each under
-/// its title.
-pub fn image_grids(path: &Path, data: &[f32], samples: &[f32], width: usize, height: usize) -> Result<()> {
-    let grids = [("data", image_grid(data, width, height)), ("samples", image_grid(samples, width, height))];
+/// its title (`samples_title` for the samples).
+pub fn image_grids(
+    path: &Path,
+    data: &[f32],
+    samples: &[f32],
+    (width, height): (usize, usize),
+    samples_title: &str,
+) -> Result<()> {
+    let grids = [("data", image_grid(data, width, height)), (samples_title, image_grid(samples, width, height))];
     let (gap, band) = (24u32, 36u32);
     let grid_w = grids[0].1.width().max(grids[1].1.width());
     let total_w = 2 * grid_w + gap;

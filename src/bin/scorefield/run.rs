@@ -405,11 +405,15 @@ pub fn sample(run: &Run, source: Source, dir: &Path, out: &Path) -> Result<()> {
     if let Some(set) = dataset.images() {
         // Images: a grid of data images beside a grid of samples (no scatter, no animation);
         // samples of every class: the first ten of each class, a row per class.
-        let shown = match &classes {
-            Some(c) if config.sample.class == "all" => first_of_each_class(&x, &c.labels, set.dim(), 10),
-            _ => x.clone(),
+        let (shown, title) = match &classes {
+            Some(c) if config.sample.class == "all" => (
+                first_of_each_class(&x, &c.labels, set.dim(), 10),
+                format!("samples, a row per class (guidance {})", config.sample.guidance),
+            ),
+            Some(c) => (x.clone(), format!("samples of class {} (guidance {})", config.sample.class, c.guidance)),
+            None => (x.clone(), "samples".to_string()),
         };
-        picture::image_grids(&dir.join("samples.png"), &data, &shown, set.width, set.height)?;
+        picture::image_grids(&dir.join("samples.png"), &data, &shown, (set.width, set.height), &title)?;
         if config.data.dataset == "digits" {
             let judge = scorefield::quality::QualityJudge::digits()?;
             print_quality(&judge, &x)?;
