@@ -13,6 +13,10 @@
 // fixed probes per point (ESTIMATOR 1 Gaussian, 2 Rademacher; fixed for the whole integration,
 // as score_sde draws its epsilon once, so the ODE is deterministic for the step control).
 //
+// The same solve samples (score_sde's default `ode` sampler): DIRECTION = -1 integrates x alone
+// (DIVERGENCE false: no tangent rows, l stays 0 and is left out of the error norm) from t = 1,
+// the prior's draw, down to T_END = eps. h is a magnitude; time moves by DIRECTION h.
+//
 // One step size for the whole batch (score_sde solves the flattened batch as one ODE): the
 // error norm is the RMS over every point and component of err / (ATOL + RTOL max(|z|, |z_new|)),
 // as scipy's. The step control runs on the device (`control`, one workgroup) and writes `clock`,
@@ -57,6 +61,8 @@ override OUT_SIGN: f32 = 1.0;    // +1: the network predicts sigma * score; -1: 
 override TANGENTS: u32 = 1u;
 override ESTIMATOR: u32 = 0u;
 override STAGE: u32 = 1u;        // 1..7: which Runge-Kutta stage
+override DIRECTION: f32 = 1.0;   // +1: from eps up to T_END = 1 (likelihood); -1: down to T_END = eps
+override DIVERGENCE: bool = true;
 override WG: u32 = 64u;
 
 const MAX_D: u32 = 64u;
@@ -101,6 +107,11 @@ fn point_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 fn width() -> u32 {
     return D + 1u;
+}
+
+// The components the error norm counts: x, and l where the divergence is integrated.
+fn counted() -> u32 {
+    return select(D, D + 1u, DIVERGENCE);
 }
 
 fn input_width() -> u32 {
@@ -173,7 +184,7 @@ fn stage_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         return;
     }
     let i = STAGE - 1u;
-    let h = clock.h;
+    let h = DIRECTION * clock.h;
     for (var c = 0u; c < width(); c++) {
         var acc = 0.0;
         for (var j = 0u; j < i; j++) {
@@ -204,7 +215,7 @@ fn stage_drift(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         return;
     }
     let i = STAGE - 1u;
-    let lv = level_at(clock.t + RK_C[i] * clock.h);
+    let lv = level_at(clock.t + RK_C[i] * DIRECTION * clock.h);
     var x: array<f32, MAX_D>;
     var s: array<f32, MAX_D>;
     for (var j = 0u; j < D; j++) {
@@ -213,6 +224,10 @@ fn stage_drift(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     var div = 0.0;
     if SOURCE == 0u {
         div = mixture_score(&x, &s, lv.a, lv.sigma);
+    } else if !DIVERGENCE {
+        for (var j = 0u; j < D; j++) {
+            s[j] = OUT_SIGN / lv.sigma * net_output[n * D + j];
+        }
     } else {
         let scale = OUT_SIGN / lv.sigma;
         for (var j = 0u; j < D; j++) {
@@ -232,7 +247,7 @@ fn stage_drift(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     for (var j = 0u; j < D; j++) {
         stages[out + j] = lv.alpha * x[j] - 0.5 * lv.g2 * s[j];
     }
-    stages[out + D] = lv.alpha * f32(D) - 0.5 * lv.g2 * div;
+    stages[out + D] = select(0.0, lv.alpha * f32(D) - 0.5 * lv.g2 * div, DIVERGENCE);
 }
 
 // The point's share of the error norm: sum over its components of (err / scale)^2, with y the
@@ -244,7 +259,7 @@ fn point_error(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         return;
     }
     var total = 0.0;
-    for (var c = 0u; c < width(); c++) {
+    for (var c = 0u; c < counted(); c++) {
         var e = 0.0;
         for (var i = 0u; i < 7u; i++) {
             e += RK_E[i] * stage_at(i, n, c);
@@ -283,7 +298,7 @@ fn control(@builtin(local_invocation_index) lid: u32) {
     if lid != 0u {
         return;
     }
-    let err = sqrt(partial[0] / f32(N * width()));
+    let err = sqrt(partial[0] / f32(N * counted()));
     clock.err = err;
     clock.attempts += 1u;
     clock.evaluations += 6u;
@@ -299,18 +314,18 @@ fn control(@builtin(local_invocation_index) lid: u32) {
     if err <= 1.0 {
         clock.accepted = 1u;
         // The step that reaches T_END ends there exactly, whatever t + h rounds to.
-        if clock.h >= T_END - clock.t {
+        if clock.h >= DIRECTION * (T_END - clock.t) {
             clock.t = T_END;
             clock.done = DONE_REACHED;
         } else {
-            clock.t += clock.h;
+            clock.t += DIRECTION * clock.h;
         }
     } else {
         clock.accepted = 0u;
         clock.rejected += 1u;
         factor = min(factor, 1.0);
     }
-    clock.h = min(clock.h * factor, T_END - clock.t);
+    clock.h = min(clock.h * factor, DIRECTION * (T_END - clock.t));
     if clock.done == DONE_RUNNING && clock.h < MIN_STEP {
         clock.done = DONE_FAILED;
     }

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Bound, Gpu, GpuBuffer};
 use crate::model::{MlpPass, EMBED_FREQS};
 use crate::objective::{Parametrisation, Projection};
+use crate::rng::Stream;
 use crate::sample::ScoreSource;
 use crate::schedule::Sde;
 use crate::shaders;
@@ -40,7 +41,7 @@ pub enum Divergence {
 
 /// The ODE's time span, tolerances and divergence.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LikelihoodConfig {
+pub struct OdeConfig {
     /// The SDE whose probability flow is integrated (a DDPM model: its VP SDE).
     pub sde: Sde,
     /// The start time (score_sde: 1e-5); the end is t = 1.
@@ -56,7 +57,7 @@ pub struct LikelihoodConfig {
     pub max_attempts: usize,
 }
 
-impl LikelihoodConfig {
+impl OdeConfig {
     /// score_sde's settings: rtol = atol = 1e-5, eps = 1e-5, exact divergence.
     pub fn new(sde: Sde) -> Self {
         Self {
@@ -139,14 +140,14 @@ pub async fn log_likelihood(
     gpu: &Gpu,
     source: ScoreSource<'_>,
     points: &[f32],
-    config: &LikelihoodConfig,
+    config: &OdeConfig,
 ) -> Result<Likelihood> {
     let d = source.dim();
     check(&source, points, config)?;
     let mut result = Likelihood { log_p: Vec::new(), evaluations: 0, steps: 0, rejected: 0 };
     for batch in points.chunks(config.batch * d) {
-        let solve = Solve::new(gpu, &source, batch.len() / d, config).await?;
-        let (state, clock) = solve.run(gpu, batch, config).await?;
+        let solve = Solve::new(gpu, &source, batch.len() / d, config, Direction::Likelihood).await?;
+        let (state, clock) = solve.run(gpu, batch, config.eps, config).await?;
         let prior = Prior(config.sde);
         for row in state.chunks(d + 1) {
             result.log_p.push(prior.log_density(&row[..d]) + row[d] as f64);
@@ -158,7 +159,42 @@ pub async fn log_likelihood(
     Ok(result)
 }
 
-fn check(source: &ScoreSource<'_>, points: &[f32], config: &LikelihoodConfig) -> Result<()> {
+/// `particles` samples of the model (or mixture) `source` by the probability-flow ODE of
+/// `config.sde` from its prior at t = 1 down to `config.eps`, Dormand-Prince 5(4) with adaptive
+/// steps (score_sde's default `ode` sampler, `solve_ivp(..., method='RK45')` with rtol = atol =
+/// 1e-5; its eps for samples is the SDE's `sampling_eps`). The prior's draw is the other
+/// samplers' initial step, stream `SamplerInit` of `config.seed`. Returns the samples
+/// [particles, d] and the cost (`log_p` empty; the divergence setting is not used).
+pub async fn sample_ode(
+    gpu: &Gpu,
+    source: ScoreSource<'_>,
+    particles: usize,
+    config: &OdeConfig,
+) -> Result<(Vec<f32>, Likelihood)> {
+    let d = source.dim();
+    let std = config.sde.prior_std();
+    let d4 = d.div_ceil(4) as u64 * 4;
+    let prior: Vec<f32> = (0..particles * d)
+        .map(|i| {
+            let z = crate::rng::normal_at(config.seed, Stream::SamplerInit.at(0), (i / d) as u64 * d4 + (i % d) as u64);
+            (std * z) as f32
+        })
+        .collect();
+    check(&source, &prior, &OdeConfig { divergence: Divergence::Exact, ..*config })?;
+    let mut x = Vec::with_capacity(prior.len());
+    let mut cost = Likelihood { log_p: Vec::new(), evaluations: 0, steps: 0, rejected: 0 };
+    for batch in prior.chunks(config.batch * d) {
+        let solve = Solve::new(gpu, &source, batch.len() / d, config, Direction::Sample).await?;
+        let (state, clock) = solve.run(gpu, batch, 1.0, config).await?;
+        x.extend(state.chunks(d + 1).flat_map(|row| row[..d].to_vec()));
+        cost.evaluations += clock.evaluations as usize + 1;
+        cost.steps += (clock.attempts - clock.rejected) as usize;
+        cost.rejected += clock.rejected as usize;
+    }
+    Ok((x, cost))
+}
+
+fn check(source: &ScoreSource<'_>, points: &[f32], config: &OdeConfig) -> Result<()> {
     let d = source.dim();
     if points.is_empty() || !points.len().is_multiple_of(d) {
         return Err(Error::invalid("points", format!("{} floats is not a whole number of rows of {d}", points.len())));
@@ -217,9 +253,25 @@ struct Solve {
     _buffers: Vec<GpuBuffer<f32>>,
 }
 
+/// Which way a solve runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// From eps to 1 with the divergence: log-likelihoods.
+    Likelihood,
+    /// From 1 to eps, x alone: samples.
+    Sample,
+}
+
 impl Solve {
-    async fn new(gpu: &Gpu, source: &ScoreSource<'_>, n: usize, config: &LikelihoodConfig) -> Result<Self> {
+    async fn new(
+        gpu: &Gpu,
+        source: &ScoreSource<'_>,
+        n: usize,
+        config: &OdeConfig,
+        direction: Direction,
+    ) -> Result<Self> {
         let d = source.dim();
+        let sampling = direction == Direction::Sample;
         let width = d + 1;
         let none = wgpu::BufferUsages::empty();
         let buf = |label: &str, len: usize| GpuBuffer::<f32>::new(gpu, label, len.max(1), none);
@@ -229,6 +281,7 @@ impl Solve {
         let y = buf("scorefield.likelihood.y", n * width)?;
         let point_err = buf("scorefield.likelihood.point_err", n)?;
         let (tangents, estimator) = match config.divergence {
+            _ if sampling => (0, ESTIMATOR_EXACT),
             Divergence::Exact => (d, ESTIMATOR_EXACT),
             Divergence::Hutchinson { probes, projection: Projection::Gaussian } => (probes, ESTIMATOR_GAUSSIAN),
             Divergence::Hutchinson { probes, projection: Projection::Rademacher } => (probes, ESTIMATOR_RADEMACHER),
@@ -261,44 +314,51 @@ impl Solve {
             ("TANGENTS", tangents as f64),
             ("ESTIMATOR", estimator as f64),
             ("WG", WG as f64),
+            ("DIRECTION", if sampling { -1.0 } else { 1.0 }),
+            ("T_END", if sampling { config.eps } else { 1.0 }),
+            ("DIVERGENCE", if sampling { 0.0 } else { 1.0 }),
         ];
         let pipeline = |entry: &'static str, constants: Vec<(&'static str, f64)>| async move {
             gpu.pipeline(&shaders::LIKELIHOOD, entry, &constants).await
         };
         let clock_entry = (binding::CLOCK, clock.binding());
         let mut keep = Vec::new();
-        let (mlp, probes, net) = match *source {
+        // The network's buffers by binding; the kernels name them also in branches a mixture
+        // (or a sampling solve, the tangent rows) never takes, so those get placeholders, one
+        // each: a kernel may not bind one buffer both read-only and read-write.
+        let mut net: Vec<(u32, wgpu::Buffer)> = Vec::new();
+        let (mlp, probes) = match *source {
             ScoreSource::Network { model, weights, .. } => {
                 let mlp = MlpPass::new(gpu, model, weights, n, tangents, None).await?;
-                let (Some(tan_input), Some(tan_output)) = (mlp.tangent_input(), mlp.tangent_output()) else {
-                    return Err(Error::invalid("likelihood", "the network pass has no tangent rows"));
-                };
-                let probes = pipeline("probes", constants.clone()).await?;
-                let bg = probes.bind_group(gpu, &[clock_entry.clone(), (binding::TAN_INPUT, tan_input.binding())]);
-                let net = [
+                net.extend([
                     (binding::NET_INPUT, mlp.acts.input.raw().clone()),
-                    (binding::TAN_INPUT, tan_input.raw().clone()),
                     (binding::NET_OUTPUT, mlp.output().raw().clone()),
-                    (binding::TAN_OUTPUT, tan_output.raw().clone()),
                     (binding::FREQS, model.freqs.raw().clone()),
-                ];
-                (Some(mlp), Some(Bound::new(probes, bg)), net.to_vec())
+                ]);
+                let probes = match (mlp.tangent_input(), mlp.tangent_output()) {
+                    (Some(tan_input), Some(tan_output)) => {
+                        net.extend([
+                            (binding::TAN_INPUT, tan_input.raw().clone()),
+                            (binding::TAN_OUTPUT, tan_output.raw().clone()),
+                        ]);
+                        let probes = pipeline("probes", constants.clone()).await?;
+                        let bg =
+                            probes.bind_group(gpu, &[clock_entry.clone(), (binding::TAN_INPUT, tan_input.binding())]);
+                        Some(Bound::new(probes, bg))
+                    }
+                    _ => None,
+                };
+                (Some(mlp), probes)
             }
-            // The kernels name the network's buffers in branches a mixture never takes; their
-            // bindings still need buffers.
-            ScoreSource::Mixture(_) => {
-                // One each: a kernel may not bind one buffer both read-only and read-write.
-                let mut net = Vec::new();
-                for b in
-                    [binding::NET_INPUT, binding::TAN_INPUT, binding::NET_OUTPUT, binding::TAN_OUTPUT, binding::FREQS]
-                {
-                    let placeholder = buf("scorefield.likelihood.unused", 1)?;
-                    net.push((b, placeholder.raw().clone()));
-                    keep.push(placeholder);
-                }
-                (None, None, net)
-            }
+            ScoreSource::Mixture(_) => (None, None),
         };
+        for b in [binding::NET_INPUT, binding::TAN_INPUT, binding::NET_OUTPUT, binding::TAN_OUTPUT, binding::FREQS] {
+            if !net.iter().any(|(have, _)| *have == b) {
+                let placeholder = buf("scorefield.likelihood.unused", 1)?;
+                net.push((b, placeholder.raw().clone()));
+                keep.push(placeholder);
+            }
+        }
         let net_binding = |name: u32| {
             net.iter().find(|(b, _)| *b == name).map(|(b, buffer)| {
                 (*b, wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset: 0, size: None }))
@@ -379,9 +439,9 @@ impl Solve {
         self.stage_drifts[i].dispatch(pass, grid);
     }
 
-    /// Integrates the batch `points` from eps to 1: the final augmented states [n, d + 1] and
-    /// the clock.
-    async fn run(&self, gpu: &Gpu, points: &[f32], config: &LikelihoodConfig) -> Result<(Vec<f32>, Clock)> {
+    /// Integrates the batch `points` from `t0` (eps, or 1 when sampling) to the other end: the
+    /// final augmented states [n, d + 1] and the clock.
+    async fn run(&self, gpu: &Gpu, points: &[f32], t0: f64, config: &OdeConfig) -> Result<(Vec<f32>, Clock)> {
         let (n, d) = (self.n, self.d);
         let mut state = vec![0.0f32; n * (d + 1)];
         for (row, x) in state.chunks_mut(d + 1).zip(points.chunks(d)) {
@@ -391,7 +451,7 @@ impl Solve {
         // A first step of a thousandth of the span; the control grows it up to tenfold a step.
         let start = Clock {
             seed: crate::rng::split(config.seed),
-            t: config.eps as f32,
+            t: t0 as f32,
             h: (1e-3 * (1.0 - config.eps)) as f32,
             ..Clock::default()
         };
@@ -454,7 +514,7 @@ impl Solve {
         }
     }
 
-    fn tangent_rows_per_point(&self, config: &LikelihoodConfig) -> usize {
+    fn tangent_rows_per_point(&self, config: &OdeConfig) -> usize {
         match config.divergence {
             Divergence::Exact => self.d,
             Divergence::Hutchinson { probes, .. } => probes,

@@ -644,7 +644,7 @@ fn class_conditional_models_sample_the_class_asked_for() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Issue #22, part 1: `likelihood` with the exact score of the eight Gaussians gives their
+/// Issue #22: `likelihood` with the exact score of the eight Gaussians gives their
 /// cross-entropy (the mixture's exact log-density at the same points, which it prints beside
 /// it), writes the per-point values, and refuses what it cannot do.
 #[test]
@@ -665,6 +665,11 @@ fn likelihoods_from_the_command_line() {
     let (shape, nll) = read_npy(&dir.join("l/nll.npy"));
     assert_eq!(shape, vec![500, 1]);
     assert!(nll.iter().all(|v| v.is_finite() && *v > 0.0 && *v < 30.0), "per-point NLLs out of range");
+    // The adaptive RK45 sampler (part 2) from the command line; its statistics are held in
+    // tests/likelihood.rs.
+    let out = scorefield(&dir, &["sample", "--exact-score", "--sampler", "rk45", "-n", "300", "--out", "l/rk45.npy"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("rk45: "));
+    assert_eq!(read_npy(&dir.join("l/rk45.npy")).0, vec![300, 2]);
     let out = scorefield(&dir, &["likelihood", "--exact-score", "--divergence", "hutchinson", "--out", "l/h.npy"]);
     assert!(
         !out.status.success()

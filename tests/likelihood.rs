@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use scorefield::likelihood::{log_likelihood, Divergence, LikelihoodConfig};
+use scorefield::likelihood::{log_likelihood, sample_ode, Divergence, OdeConfig};
 use scorefield::mixture::GaussianMixture;
 use scorefield::model::{MlpShape, ScoreMlp, Weights};
 use scorefield::objective::{Parametrisation, Projection};
@@ -31,7 +31,7 @@ fn reference_log_p(z: &[f64], d: usize, sde: Sde) -> Vec<f64> {
 }
 
 /// The reference solve with the exact score of `mixture` (start step as the device's).
-fn reference_mixture(mixture: &GaussianMixture, points: &[f64], config: &LikelihoodConfig) -> Vec<f64> {
+fn reference_mixture(mixture: &GaussianMixture, points: &[f64], config: &OdeConfig) -> Vec<f64> {
     let d = mixture.dim;
     let sde = config.sde;
     let drift = |z: &[f64], t: f64| -> Vec<f64> {
@@ -85,7 +85,7 @@ fn mixture_likelihoods_match_the_reference_and_the_closed_form() {
             let (x, _) = mixture.sample(200, r.next_u64());
             let points: Vec<f32> = x.iter().map(|&v| v as f32).collect();
             let x: Vec<f64> = points.iter().map(|&v| v as f64).collect();
-            let config = LikelihoodConfig { batch: 128, ..LikelihoodConfig::new(sde) };
+            let config = OdeConfig { batch: 128, ..OdeConfig::new(sde) };
             let got =
                 pollster::block_on(log_likelihood(&gpu, ScoreSource::Mixture(mixture), &points, &config)).unwrap();
             assert!(got.log_p.iter().all(|v| v.is_finite()), "non-finite log-likelihoods");
@@ -139,7 +139,7 @@ fn network_likelihoods_match_the_reference() {
     let x: Vec<f64> = points.iter().map(|&v| v as f64).collect();
     for (sde, param) in [(Sde::vp_default(), Parametrisation::Eps), (Sde::ve(0.01, 5.0), Parametrisation::Score)] {
         let sign = if param == Parametrisation::Eps { -1.0 } else { 1.0 };
-        let config = LikelihoodConfig::new(sde);
+        let config = OdeConfig::new(sde);
         let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: param };
         let got = pollster::block_on(log_likelihood(&gpu, source, &points, &config)).unwrap();
         let drift = |z: &[f64], t: f64| -> Vec<f64> {
@@ -187,12 +187,12 @@ fn hutchinson_is_unbiased_with_variance_one_over_m() {
     let n = 400;
     let points: Vec<f32> = (0..n * shape.dim).map(|_| r.normal() as f32).collect();
     let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: Parametrisation::Eps };
-    let base = LikelihoodConfig { seed: r.next_u64(), ..LikelihoodConfig::new(Sde::vp_default()) };
+    let base = OdeConfig { seed: r.next_u64(), ..OdeConfig::new(Sde::vp_default()) };
     let exact = pollster::block_on(log_likelihood(&gpu, source, &points, &base)).unwrap().log_p;
     for projection in [Projection::Gaussian, Projection::Rademacher] {
         let mut variances = Vec::new();
         for probes in [1, 8] {
-            let config = LikelihoodConfig { divergence: Divergence::Hutchinson { probes, projection }, ..base };
+            let config = OdeConfig { divergence: Divergence::Hutchinson { probes, projection }, ..base };
             let got = pollster::block_on(log_likelihood(&gpu, source, &points, &config)).unwrap().log_p;
             let diff: Vec<f64> = got.iter().zip(&exact).map(|(g, e)| g - e).collect();
             let mean = diff.iter().sum::<f64>() / n as f64;
@@ -210,5 +210,25 @@ fn hutchinson_is_unbiased_with_variance_one_over_m() {
         let ratio = variances[0] / variances[1];
         eprintln!("{projection:?}: variance ratio M = 1 / M = 8: {ratio:.2}");
         assert!((5.0..13.0).contains(&ratio), "{projection:?}: variance ratio {ratio:.2}, expected about 8");
+    }
+}
+
+/// The adaptive RK45 probability-flow sampler (score_sde's default ODE sampler) with the exact
+/// score of the eight Gaussians, VE and VP, held to the same statistical check as every other
+/// sampler (tests/common/eight.rs; the solve's stages and step control are the likelihood's,
+/// checked against the f64 reference above).
+#[test]
+fn the_rk45_sampler_matches_the_eight_gaussians() {
+    let gpu = gpu();
+    let mix = GaussianMixture::eight_gaussians();
+    let n = 4000;
+    let seed = test_seed();
+    let check = EightGaussiansCheck::new(n, seed, 0.0);
+    for sde in [Sde::ve(0.01, 10.0), Sde::vp_default()] {
+        let config = OdeConfig { eps: sde.sampling_eps(), seed: seed ^ 12345, batch: 4096, ..OdeConfig::new(sde) };
+        let (x, cost) = pollster::block_on(sample_ode(&gpu, ScoreSource::Mixture(&mix), n, &config)).unwrap();
+        eprintln!("rk45 {sde:?}: {} evaluations, {} steps ({} rejected)", cost.evaluations, cost.steps, cost.rejected);
+        let problems = check.problems(&x);
+        assert!(problems.is_empty(), "rk45 {sde:?}: {problems:#?}");
     }
 }

@@ -214,7 +214,7 @@ impl Default for TrainSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct SampleConfig {
     /// "auto" (the objective's own, see [`RunConfig::sampler`]), "langevin", "annealed",
-    /// "euler-maruyama", "pc", "ode-euler", "ode-heun", "ddpm", "edm" or "dpm-solver++".
+    /// "euler-maruyama", "pc", "ode-euler", "ode-heun", "rk45", "ddpm", "edm" or "dpm-solver++".
     pub sampler: String,
     pub particles: usize,
     pub seed: u64,
@@ -517,7 +517,6 @@ impl RunConfig {
         }
     }
 
-    /// The sampler for a network trained with the objective, on its noise schedule.
     /// The SDE the objective's model is sampled through by the SDE and ODE samplers (and whose
     /// probability flow gives its likelihood).
     pub fn sde(objective: &Objective) -> Sde {
@@ -537,6 +536,7 @@ impl RunConfig {
         }
     }
 
+    /// The sampler for a network trained with the objective, on its noise schedule.
     pub fn method(&self) -> Result<Method> {
         let method = self.exact_method()?;
         self.check_model_sampler(&method)?;
@@ -596,7 +596,9 @@ impl RunConfig {
             "euler-maruyama" => Method::ReverseSde { sde, steps },
             "pc" => Method::PredictorCorrector { sde, steps, snr: s.snr, corrector_steps: 1 },
             "ode-euler" => Method::ProbabilityFlow { sde, steps, heun: false },
-            "ode-heun" => Method::ProbabilityFlow { sde, steps, heun: true },
+            // rk45 is adaptive (`sample` runs likelihood::sample_ode); its plan-based stand-in,
+            // for the checks and the step count, is the same ODE under Heun's steps.
+            "ode-heun" | "rk45" => Method::ProbabilityFlow { sde, steps, heun: true },
             "ddpm" => match objective {
                 Objective::Ddpm { beta_min, beta_max, steps } => Method::Ddpm { beta_min, beta_max, steps, clip: s.clip },
                 // Ho et al.'s schedule on an exact score of another objective's config.
@@ -611,7 +613,7 @@ impl RunConfig {
             "dpm-solver++" => Method::DpmSolver2M { sde, steps },
             other => bail!(
                 "sample.sampler = \"{other}\"; choose auto, annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun, \
-                 ddpm, edm or dpm-solver++"
+                 rk45, ddpm, edm or dpm-solver++"
             ),
         };
         method.validate().context("in [sample]")?;

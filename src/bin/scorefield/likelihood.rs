@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use scorefield::checkpoint::Checkpoint;
 use scorefield::gpu::Gpu;
-use scorefield::likelihood::{log_likelihood, Divergence, LikelihoodConfig};
+use scorefield::likelihood::{log_likelihood, Divergence, OdeConfig};
 use scorefield::model::{ScoreMlp, Weights};
 use scorefield::objective::{Objective, Projection};
 use scorefield::rng::{self, Stream};
@@ -49,13 +49,13 @@ pub fn likelihood(run: &Run, ckpt: Option<&Checkpoint>, request: &Request, out: 
     let (points, dequantized) = points(run, request.points.as_deref(), dim)?;
     let divergence = divergence(request, dim)?;
     let sde = RunConfig::sde(objective);
-    let likelihood_config = LikelihoodConfig {
+    let ode_config = OdeConfig {
         eps: request.eps,
         rtol: request.rtol,
         atol: request.atol,
         divergence,
         seed: config.sample.seed,
-        ..LikelihoodConfig::new(sde)
+        ..OdeConfig::new(sde)
     };
     let gpu = pollster::block_on(Gpu::with_adapter(config.adapter()))?;
     let mixture = run.dataset.mixture();
@@ -64,7 +64,7 @@ pub fn likelihood(run: &Run, ckpt: Option<&Checkpoint>, request: &Request, out: 
             let model = ScoreMlp::from_checkpoint(&gpu, ckpt)?;
             let weights = if config.sample.ema { Weights::Ema } else { Weights::Raw };
             let source = ScoreSource::Network { model: &model, weights, parametrisation: objective.parametrisation() };
-            pollster::block_on(log_likelihood(&gpu, source, &points, &likelihood_config))?
+            pollster::block_on(log_likelihood(&gpu, source, &points, &ode_config))?
         }
         None => {
             let Some(mixture) = &mixture else {
@@ -73,7 +73,7 @@ pub fn likelihood(run: &Run, ckpt: Option<&Checkpoint>, request: &Request, out: 
                     run.dataset.name()
                 );
             };
-            pollster::block_on(log_likelihood(&gpu, ScoreSource::Mixture(mixture), &points, &likelihood_config))?
+            pollster::block_on(log_likelihood(&gpu, ScoreSource::Mixture(mixture), &points, &ode_config))?
         }
     };
     let nll: Vec<f32> = result.log_p.iter().map(|&l| -l as f32).collect();

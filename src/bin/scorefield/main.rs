@@ -86,8 +86,10 @@ struct Overrides {
     /// Hang et al. 2023, who use 5); 0: uniform.
     #[arg(long)]
     min_snr: Option<f64>,
-    /// Sampler: annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun, ddpm, edm (Karras
-    /// et al. 2022; VE models) or dpm-solver++ (DPM-Solver++(2M)); default auto, the
+    /// Sampler: annealed, langevin, euler-maruyama, pc, ode-euler, ode-heun, rk45 (the
+    /// probability-flow ODE with adaptive Dormand-Prince steps, score_sde's default ODE
+    /// sampler), ddpm, edm (Karras et al. 2022; VE models) or dpm-solver++ (DPM-Solver++(2M));
+    /// default auto, the
     /// objective's own (annealed for ncsn, pc for ve, euler-maruyama for vp, ddpm for ddpm,
     /// langevin for the one-level dsm, exact and sliced).
     #[arg(long)]

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use scorefield::checkpoint::Checkpoint;
 use scorefield::gpu::Gpu;
+use scorefield::likelihood::{sample_ode, OdeConfig};
 use scorefield::model::{ScoreMlp, Weights};
 use scorefield::objective::{NoiseLevel, Objective};
 use scorefield::rng::Stream;
@@ -337,6 +338,37 @@ pub enum Source {
     Exact,
 }
 
+/// The samples of `source` by the run's sampler, and its snapshots: the planned samplers
+/// through a `Sampler` (conditional where `classes` say so), rk45 through the adaptive ODE solve
+/// (no snapshots).
+fn draw(
+    gpu: &Gpu,
+    run: &Run,
+    source: ScoreSource<'_>,
+    sampler_config: SamplerConfig,
+    classes: Option<&scorefield::sample::Classes>,
+) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let s = &run.config.sample;
+    if run.config.sampler() == "rk45" {
+        if classes.is_some() {
+            bail!(
+                "the rk45 sampler integrates the unconditional probability flow; sample classes with another sampler"
+            );
+        }
+        let sde = RunConfig::sde(&run.objective);
+        let ode = OdeConfig { eps: sde.sampling_eps(), seed: s.seed, ..OdeConfig::new(sde) };
+        let (x, cost) = pollster::block_on(sample_ode(gpu, source, s.particles, &ode))?;
+        println!("rk45: {} score evaluations in {} steps ({} rejected)", cost.evaluations, cost.steps, cost.rejected);
+        return Ok((x, Vec::new()));
+    }
+    let mut sampler = match classes {
+        Some(classes) => pollster::block_on(Sampler::conditional(gpu, source, &run.method, sampler_config, classes))?,
+        None => pollster::block_on(Sampler::new(gpu, source, &run.method, sampler_config))?,
+    };
+    sampler.run();
+    Ok((pollster::block_on(sampler.read())?, pollster::block_on(sampler.read_snapshots())?))
+}
+
 /// Samples as the config's [sample] says; writes `out` (.npy) and the pictures into `dir`.
 pub fn sample(run: &Run, source: Source, dir: &Path, out: &Path) -> Result<()> {
     let config = &run.config;
@@ -353,6 +385,7 @@ pub fn sample(run: &Run, source: Source, dir: &Path, out: &Path) -> Result<()> {
         Source::Exact => 0,
     };
     let classes = config.sample_classes(model_classes, s.particles)?;
+    let sampler_name = if config.sampler() == "rk45" { "rk45" } else { method.name() };
     let mut model_for_field = None;
     let (x, snapshots, dim) = match source {
         Source::Exact => {
@@ -362,28 +395,17 @@ pub fn sample(run: &Run, source: Source, dir: &Path, out: &Path) -> Result<()> {
                     dataset.name()
                 );
             };
-            let mut sampler =
-                pollster::block_on(Sampler::new(&gpu, ScoreSource::Mixture(&mixture), method, sampler_config))?;
-            sampler.run();
-            (pollster::block_on(sampler.read())?, pollster::block_on(sampler.read_snapshots())?, mixture.dim)
+            let (x, snapshots) = draw(&gpu, run, ScoreSource::Mixture(&mixture), sampler_config, None)?;
+            (x, snapshots, mixture.dim)
         }
         Source::Checkpoint(ckpt) => {
             let model = ScoreMlp::from_checkpoint(&gpu, &ckpt)?;
             let weights = if s.ema { Weights::Ema } else { Weights::Raw };
             let parametrisation = run.objective.parametrisation();
             let source = ScoreSource::Network { model: &model, weights, parametrisation };
-            let mut sampler = match &classes {
-                Some(classes) => {
-                    pollster::block_on(Sampler::conditional(&gpu, source, method, sampler_config, classes))?
-                }
-                None => pollster::block_on(Sampler::new(&gpu, source, method, sampler_config))?,
-            };
-            sampler.run();
-            let result =
-                (pollster::block_on(sampler.read())?, pollster::block_on(sampler.read_snapshots())?, ckpt.shape.dim);
-            drop(sampler);
+            let (x, snapshots) = draw(&gpu, run, source, sampler_config, classes.as_ref())?;
             model_for_field = Some((model, weights));
-            result
+            (x, snapshots, ckpt.shape.dim)
         }
     };
     if dim == 2 {
@@ -422,7 +444,7 @@ pub fn sample(run: &Run, source: Source, dir: &Path, out: &Path) -> Result<()> {
             }
         }
     } else {
-        picture::samples_beside_data(&dir.join("samples.png"), &data, &x, dim, method.name())?;
+        picture::samples_beside_data(&dir.join("samples.png"), &data, &x, dim, sampler_name)?;
         if snapshots.len() > 1 {
             // Snapshot k holds the particles after step k * every (0: the initial draw); the
             // last, after the last step.
@@ -437,7 +459,7 @@ pub fn sample(run: &Run, source: Source, dir: &Path, out: &Path) -> Result<()> {
             picture::animation(&dir.join("sampling.gif"), &snapshots, dim, picture::extent(&data) * 1.5, &titles)?;
         }
     }
-    println!("{} samples ({}) -> {}", s.particles, method.name(), out.display());
+    println!("{} samples ({}) -> {}", s.particles, sampler_name, out.display());
     Ok(())
 }
 
