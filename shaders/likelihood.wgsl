@@ -59,7 +59,7 @@ override RTOL: f32 = 1e-5;
 override ATOL: f32 = 1e-5;
 override OUT_SIGN: f32 = 1.0;    // +1: the network predicts sigma * score; -1: the noise
 override TANGENTS: u32 = 1u;
-override ESTIMATOR: u32 = 0u;
+override ESTIMATOR: u32 = 0u;    // ESTIMATOR_EXACT, _GAUSSIAN or _RADEMACHER
 override STAGE: u32 = 1u;        // 1..7: which Runge-Kutta stage
 override DIRECTION: f32 = 1.0;   // +1: from eps up to T_END = 1 (likelihood); -1: down to T_END = eps
 override DIVERGENCE: bool = true;
@@ -67,6 +67,9 @@ override WG: u32 = 64u;
 
 const MAX_D: u32 = 64u;
 const STREAM_PROBE: u32 = 11u;
+const ESTIMATOR_EXACT: u32 = 0u;
+const ESTIMATOR_GAUSSIAN: u32 = 1u;
+const ESTIMATOR_RADEMACHER: u32 = 2u;
 const DONE_RUNNING: u32 = 0u;
 const DONE_REACHED: u32 = 1u;
 const DONE_FAILED: u32 = 2u;
@@ -160,9 +163,9 @@ fn probes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let d4 = (D + 3u) / 4u;
     for (var j0 = 0u; j0 < D; j0 += 4u) {
         var v = select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(j0, j0 + 1u, j0 + 2u, j0 + 3u) == vec4<u32>(r % TANGENTS));
-        if ESTIMATOR != 0u {
+        if ESTIMATOR != ESTIMATOR_EXACT {
             v = normal4(clock.seed, vec2<u32>(STREAM_PROBE, 0u), mul_wide(r, d4) + vec2<u32>(j0 / 4u, 0u));
-            if ESTIMATOR == 2u {
+            if ESTIMATOR == ESTIMATOR_RADEMACHER {
                 v = select(vec4<f32>(-1.0), vec4<f32>(1.0), v >= vec4<f32>(0.0));
             }
         }
@@ -241,7 +244,7 @@ fn stage_drift(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
             }
         }
         // Exact: the D directions e_j sum the diagonal; Hutchinson: the mean over the probes.
-        div = scale * select(trace / f32(TANGENTS), trace, ESTIMATOR == 0u);
+        div = scale * select(trace / f32(TANGENTS), trace, ESTIMATOR == ESTIMATOR_EXACT);
     }
     let out = (i * N + n) * width();
     for (var j = 0u; j < D; j++) {

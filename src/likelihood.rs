@@ -22,7 +22,8 @@ use bytemuck::{Pod, Zeroable};
 use crate::error::{Error, Result};
 use crate::gpu::{Bound, Gpu, GpuBuffer};
 use crate::model::{MlpPass, EMBED_FREQS};
-use crate::objective::{Parametrisation, Projection};
+// The probes' codes (`ESTIMATOR` in likelihood.wgsl) are score matching's.
+use crate::objective::{Parametrisation, Projection, ESTIMATOR_EXACT, ESTIMATOR_GAUSSIAN, ESTIMATOR_RADEMACHER};
 use crate::rng::Stream;
 use crate::sample::ScoreSource;
 use crate::schedule::Sde;
@@ -112,11 +113,6 @@ pub struct Clock {
 pub const DONE_RUNNING: u32 = 0;
 pub const DONE_REACHED: u32 = 1;
 pub const DONE_FAILED: u32 = 2;
-
-/// Estimator codes of the probes (`ESTIMATOR` in likelihood.wgsl).
-const ESTIMATOR_EXACT: u32 = 0;
-const ESTIMATOR_GAUSSIAN: u32 = 1;
-const ESTIMATOR_RADEMACHER: u32 = 2;
 
 /// Runge-Kutta stages of Dormand-Prince 5(4): six new ones per attempt, the seventh's drift
 /// being the next step's first.

@@ -48,6 +48,8 @@ pub enum Stream {
     /// Whether a training row's class label is dropped to "no class" (class-conditional
     /// networks; sub-stream: the step).
     ClassDrop = 10,
+    /// Hutchinson's probes of a likelihood solve (one set per solve: sub-stream 0).
+    Probe = 11,
     /// Free for tests and user code.
     User = 100,
 }

@@ -176,6 +176,12 @@ fn params_structs_match_their_wgsl_twins() {
         [stream, flags, _pad, a, sigma, cond, out_scale, c_x, c_s, c_z, c_p, k_x, k_s, snr, snr_alpha]
     );
     check_twin!(shaders::SAMPLE, scorefield::sample::SampleCursor, "SampleCursor", [seed, first, count]);
+    check_twin!(
+        shaders::LIKELIHOOD,
+        scorefield::likelihood::Clock,
+        "Clock",
+        [seed, t, h, done, accepted, attempts, rejected, evaluations, err]
+    );
 }
 
 /// The `const NAME: u32 = VALUE;` declarations of a WGSL source, by name.
@@ -209,6 +215,7 @@ fn constants_mirrored_between_wgsl_and_rust_agree() {
     let sample = wgsl_constants(shaders::SAMPLE_WGSL);
     let step = wgsl_constants(shaders::STEP_WGSL);
     let mlp = wgsl_constants(shaders::MLP_WGSL);
+    let likelihood = wgsl_constants(shaders::LIKELIHOOD_WGSL);
     use scorefield::{model, objective};
     let window_vec4s = scorefield::gpu::UNIFORM_WINDOW_BYTES / 16;
     let pairs: Vec<(&str, &std::collections::BTreeMap<String, u64>, u64)> = vec![
@@ -217,6 +224,14 @@ fn constants_mirrored_between_wgsl_and_rust_agree() {
         ("STREAM_NOISE_VALUE", &objective, Stream::NoiseValue as u64),
         ("STREAM_PROJECTION", &objective, Stream::Projection as u64),
         ("STREAM_CLASS_DROP", &objective, Stream::ClassDrop as u64),
+        ("STREAM_PROBE", &likelihood, Stream::Probe as u64),
+        ("ESTIMATOR_EXACT", &likelihood, objective::ESTIMATOR_EXACT as u64),
+        ("ESTIMATOR_GAUSSIAN", &likelihood, objective::ESTIMATOR_GAUSSIAN as u64),
+        ("ESTIMATOR_RADEMACHER", &likelihood, objective::ESTIMATOR_RADEMACHER as u64),
+        ("DONE_RUNNING", &likelihood, scorefield::likelihood::DONE_RUNNING as u64),
+        ("DONE_REACHED", &likelihood, scorefield::likelihood::DONE_REACHED as u64),
+        ("DONE_FAILED", &likelihood, scorefield::likelihood::DONE_FAILED as u64),
+        ("MAX_D", &likelihood, MAX_FUSED_DIM as u64),
         ("FLAG_SAVE", &sample, FLAG_SAVE as u64),
         ("FLAG_NO_SCORE", &sample, FLAG_NO_SCORE as u64),
         ("FLAG_CLIP_X0", &sample, FLAG_CLIP_X0 as u64),
