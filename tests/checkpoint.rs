@@ -96,6 +96,19 @@ fn edit_header(bytes: &[u8], edits: &[(&str, &str)]) -> Vec<u8> {
     bytes
 }
 
+/// `ckpt` with another shape and constant values of its size.
+fn with_shape(ckpt: &Checkpoint, shape: MlpShape) -> Checkpoint {
+    let p = shape.param_count();
+    Checkpoint {
+        shape,
+        params: vec![0.5; p],
+        ema: vec![0.25; p],
+        adam_m: vec![0.1; p],
+        adam_v: vec![0.01; p],
+        ..ckpt.clone()
+    }
+}
+
 /// The residual network's checkpoint says so, and its layers above the first take [h, e]; a
 /// file from before the residual network existed (no `shape.residual`) is the plain network.
 #[test]
@@ -104,14 +117,7 @@ fn the_residual_network_round_trips_and_older_files_read_as_plain() {
     let shape = plain.shape.with_residual(true);
     let p = shape.param_count();
     assert_eq!(p, plain.shape.param_count() + 3 * 32, "the output layer's embedding columns");
-    let residual = Checkpoint {
-        shape,
-        params: vec![0.5; p],
-        ema: vec![0.25; p],
-        adam_m: vec![0.1; p],
-        adam_v: vec![0.01; p],
-        ..plain.clone()
-    };
+    let residual = with_shape(&plain, shape);
     let bytes = residual.to_bytes().unwrap();
     assert_eq!(Checkpoint::from_bytes(&bytes).unwrap(), residual);
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -130,15 +136,7 @@ fn the_residual_network_round_trips_and_older_files_read_as_plain() {
 fn class_conditional_networks_round_trip_and_older_files_read_as_unconditional() {
     let plain = small_checkpoint();
     let shape = plain.shape.with_residual(true).with_classes(10);
-    let p = shape.param_count();
-    let conditional = Checkpoint {
-        shape,
-        params: vec![0.5; p],
-        ema: vec![0.25; p],
-        adam_m: vec![0.1; p],
-        adam_v: vec![0.01; p],
-        ..plain.clone()
-    };
+    let conditional = with_shape(&plain, shape);
     let bytes = conditional.to_bytes().unwrap();
     assert_eq!(Checkpoint::from_bytes(&bytes).unwrap(), conditional);
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

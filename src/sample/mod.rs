@@ -163,13 +163,8 @@ impl Sampler {
         config: SamplerConfig,
         classes: &Classes,
     ) -> Result<Self> {
-        if config.path == Path::Fused {
-            return Err(Error::invalid(
-                "sampler path",
-                "class-conditional sampling runs staged; use Path::Staged or Auto",
-            ));
-        }
-        Self::build(gpu, source, method, SamplerConfig { path: Path::Staged, ..config }, None, Some(classes)).await
+        let config = staged_only(config, "class-conditional sampling")?;
+        Self::build(gpu, source, method, config, None, Some(classes)).await
     }
 
     /// A sampler that inpaints: each particle's known coordinates are held at their values
@@ -196,11 +191,8 @@ impl Sampler {
                 ),
             ));
         }
-        if config.path == Path::Fused {
-            return Err(Error::invalid("sampler path", "inpainting runs on the staged path; use Path::Staged or Auto"));
-        }
+        let config = staged_only(config, "inpainting")?;
         let classes = (source.classes() > 0).then(|| Classes::none(config.particles));
-        let config = SamplerConfig { path: Path::Staged, ..config };
         Self::build(gpu, source, method, config, Some(known), classes.as_ref()).await
     }
 
@@ -481,6 +473,17 @@ impl Sampler {
     pub fn snapshot_count(&self) -> usize {
         self.snapshot_count
     }
+}
+
+/// `config` on the staged path, for what runs there only (`what`); refuses an explicit Fused.
+fn staged_only(config: SamplerConfig, what: &str) -> Result<SamplerConfig> {
+    if config.path == Path::Fused {
+        return Err(Error::invalid(
+            "sampler path",
+            format!("{what} runs on the staged path; use Path::Staged or Auto"),
+        ));
+    }
+    Ok(SamplerConfig { path: Path::Staged, ..config })
 }
 
 /// The factor from the source's output to a score at noise level sigma.
