@@ -92,6 +92,13 @@ impl Likelihood {
     pub fn mean_nll(&self) -> f64 {
         -self.log_p.iter().sum::<f64>() / self.log_p.len().max(1) as f64
     }
+
+    /// Adds a batch's solve to the cost (its first evaluation is the one before the steps).
+    fn tally(&mut self, clock: &Clock) {
+        self.evaluations += clock.evaluations as usize + 1;
+        self.steps += (clock.attempts - clock.rejected) as usize;
+        self.rejected += clock.rejected as usize;
+    }
 }
 
 /// Twin of `Clock` in shaders/likelihood.wgsl.
@@ -148,9 +155,7 @@ pub async fn log_likelihood(
         for row in state.chunks(d + 1) {
             result.log_p.push(prior.log_density(&row[..d]) + row[d] as f64);
         }
-        result.evaluations += clock.evaluations as usize + 1;
-        result.steps += (clock.attempts - clock.rejected) as usize;
-        result.rejected += clock.rejected as usize;
+        result.tally(&clock);
     }
     Ok(result)
 }
@@ -183,9 +188,7 @@ pub async fn sample_ode(
         let solve = Solve::new(gpu, &source, batch.len() / d, config, Direction::Sample).await?;
         let (state, clock) = solve.run(gpu, batch, 1.0, config).await?;
         x.extend(state.chunks(d + 1).flat_map(|row| row[..d].to_vec()));
-        cost.evaluations += clock.evaluations as usize + 1;
-        cost.steps += (clock.attempts - clock.rejected) as usize;
-        cost.rejected += clock.rejected as usize;
+        cost.tally(&clock);
     }
     Ok((x, cost))
 }
