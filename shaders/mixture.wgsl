@@ -38,10 +38,12 @@ fn mixture_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32
         var own = 0.0;
         for (var j = 0u; j < D; j++) {
             let sd = mixture[base + 1u + D + j];
-            let v = a * a * sd * sd + sigma * sigma;
-            let sk = (a * mixture[base + 1u + j] - (*x)[j]) / v;
+            // One division serves the score and the curvature term, so the samplers, which
+            // discard the divergence, pay an FMA for it and no more.
+            let inv_v = 1.0 / (a * a * sd * sd + sigma * sigma);
+            let sk = (a * mixture[base + 1u + j] - (*x)[j]) * inv_v;
             (*s)[j] += r * sk;
-            own += sk * sk - 1.0 / v;
+            own += sk * sk - inv_v;
         }
         curvature += r * own;
     }
