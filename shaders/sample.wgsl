@@ -185,44 +185,76 @@ fn activate(z: vec4<f32>, act: bool) -> vec4<f32> {
 }
 
 // dst = act(W src + b) for layer l (fan_in4 vec4s per row of W; biases from b_off), for the
-// PPI particles of the invocation. Four outputs at a time share each load of src, and the PPI
-// particles each load of W: on llvmpipe the loads, not the FMAs, set the speed.
+// PPI particles of the invocation. Eight outputs at a time share each load of src, and the PPI
+// particles each load of W: on llvmpipe the loads, not the FMAs, set the speed (BENCHMARKS.md,
+// "Eight outputs per activation load"). Rows past fan_out repeat the last one and are not stored.
 fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, dst: ptr<function, array<vec4<f32>, MAX_H4>>, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
-    for (var j = 0u; j < fan_out; j += 4u) {
-        let rows = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(fan_out - 1u)) * fan_in4;
-        var acc0 = vec4<f32>(0.0);
-        var acc1 = vec4<f32>(0.0);
-        var acc2 = vec4<f32>(0.0);
-        var acc3 = vec4<f32>(0.0);
+    let last = fan_out - 1u;
+    for (var j = 0u; j < fan_out; j += 8u) {
+        let lo = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(last)) * fan_in4;
+        let hi = min(vec4<u32>(j + 4u, j + 5u, j + 6u, j + 7u), vec4<u32>(last)) * fan_in4;
+        var lo0 = vec4<f32>(0.0);
+        var hi0 = vec4<f32>(0.0);
+        var lo1 = vec4<f32>(0.0);
+        var hi1 = vec4<f32>(0.0);
+        var lo2 = vec4<f32>(0.0);
+        var hi2 = vec4<f32>(0.0);
+        var lo3 = vec4<f32>(0.0);
+        var hi3 = vec4<f32>(0.0);
         for (var k = 0u; k < fan_in4; k++) {
-            let w0 = weight4(l, rows.x + k);
-            let w1 = weight4(l, rows.y + k);
-            let w2 = weight4(l, rows.z + k);
-            let w3 = weight4(l, rows.w + k);
+            let w0 = weight4(l, lo.x + k);
+            let w1 = weight4(l, lo.y + k);
+            let w2 = weight4(l, lo.z + k);
+            let w3 = weight4(l, lo.w + k);
+            let w4 = weight4(l, hi.x + k);
+            let w5 = weight4(l, hi.y + k);
+            let w6 = weight4(l, hi.z + k);
+            let w7 = weight4(l, hi.w + k);
             let i = k * PPI;
-            acc0 += rows4(w0, w1, w2, w3, (*src)[i]);
+            let h0 = (*src)[i];
+            lo0 += rows4(w0, w1, w2, w3, h0);
+            hi0 += rows4(w4, w5, w6, w7, h0);
             if PPI > 1u {
-                acc1 += rows4(w0, w1, w2, w3, (*src)[i + 1u]);
+                let h1 = (*src)[i + 1u];
+                lo1 += rows4(w0, w1, w2, w3, h1);
+                hi1 += rows4(w4, w5, w6, w7, h1);
             }
             if PPI > 2u {
-                acc2 += rows4(w0, w1, w2, w3, (*src)[i + 2u]);
+                let h2 = (*src)[i + 2u];
+                lo2 += rows4(w0, w1, w2, w3, h2);
+                hi2 += rows4(w4, w5, w6, w7, h2);
             }
             if PPI > 3u {
-                acc3 += rows4(w0, w1, w2, w3, (*src)[i + 3u]);
+                let h3 = (*src)[i + 3u];
+                lo3 += rows4(w0, w1, w2, w3, h3);
+                hi3 += rows4(w4, w5, w6, w7, h3);
             }
         }
-        let last = fan_out - 1u;
-        let b = vec4<f32>(bias(b_off + j), bias(b_off + min(j + 1u, last)), bias(b_off + min(j + 2u, last)), bias(b_off + min(j + 3u, last)));
+        let b_lo = vec4<f32>(bias(b_off + j), bias(b_off + min(j + 1u, last)), bias(b_off + min(j + 2u, last)), bias(b_off + min(j + 3u, last)));
+        let b_hi = vec4<f32>(bias(b_off + min(j + 4u, last)), bias(b_off + min(j + 5u, last)), bias(b_off + min(j + 6u, last)), bias(b_off + min(j + 7u, last)));
         let o = (j / 4u) * PPI;
-        (*dst)[o] = activate(acc0 + b, act);
+        (*dst)[o] = activate(lo0 + b_lo, act);
         if PPI > 1u {
-            (*dst)[o + 1u] = activate(acc1 + b, act);
+            (*dst)[o + 1u] = activate(lo1 + b_lo, act);
         }
         if PPI > 2u {
-            (*dst)[o + 2u] = activate(acc2 + b, act);
+            (*dst)[o + 2u] = activate(lo2 + b_lo, act);
         }
         if PPI > 3u {
-            (*dst)[o + 3u] = activate(acc3 + b, act);
+            (*dst)[o + 3u] = activate(lo3 + b_lo, act);
+        }
+        if j + 4u < fan_out {
+            let p = o + PPI;
+            (*dst)[p] = activate(hi0 + b_hi, act);
+            if PPI > 1u {
+                (*dst)[p + 1u] = activate(hi1 + b_hi, act);
+            }
+            if PPI > 2u {
+                (*dst)[p + 2u] = activate(hi2 + b_hi, act);
+            }
+            if PPI > 3u {
+                (*dst)[p + 3u] = activate(hi3 + b_hi, act);
+            }
         }
     }
 }

@@ -213,7 +213,9 @@ fn every_method_matches_the_reference_with_an_exact_score() {
 
 #[test]
 fn network_scores_match_the_reference_on_both_paths() {
-    network_scores_match_the_reference(MlpShape::new(2, 2, 24), &[Path::Fused, Path::Staged]);
+    // Width 20: the fused kernel computes eight outputs at a time, so its last block of a
+    // hidden layer is half full, as is every block of the 2-wide output layer.
+    network_scores_match_the_reference(MlpShape::new(2, 2, 20), &[Path::Fused, Path::Staged]);
 }
 
 /// The residual network runs staged: the fused kernel computes the plain network, so `auto`
@@ -651,4 +653,27 @@ fn a_mixture_past_the_loop_budget_is_refused_and_one_within_it_is_exact() {
         eprintln!("300 components, d = 16, {path:?}: max error {max:.2e}");
         assert!(max < 1e-3, "{path:?}: max error {max:.2e} against the f64 reference");
     }
+}
+
+/// A network runs in one invocation only on the fused path: on the staged path the dense-layer
+/// kernels evaluate it layer by layer, so no loop budget applies there. A budget too small for
+/// one fused evaluation of a small network must refuse the fused path and leave the staged path
+/// exact (W4, a 3 x 512 network on llvmpipe, was refused on the staged path before).
+#[test]
+fn a_network_past_the_loop_budget_samples_staged() {
+    let plain = gpu();
+    let gpu = plain.clone().with_tuning(Tuning { loop_limit: Some(200), ..plain.tuning() });
+    let mut r = TestRng(test_seed());
+    let model = ScoreMlp::new(&gpu, MlpShape::new(2, 2, 24), r.next_u64()).unwrap();
+    let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: Parametrisation::Score };
+    let method = Method::ProbabilityFlow { sde: Sde::vp_default(), steps: 4, heun: false };
+    let (n, seed) = (64, r.next_u64());
+    match pollster::block_on(Sampler::new(&gpu, source, &method, with_path(SamplerConfig::new(n, seed), Path::Fused))) {
+        Err(e) => assert!(e.to_string().contains("loop budget"), "fused: {e}"),
+        Ok(_) => panic!("the fused path was accepted with a 200-iteration loop budget"),
+    }
+    let (budgeted, _) = run_sampler(&gpu, source, &method, with_path(SamplerConfig::new(n, seed), Path::Staged));
+    let (free, _) = run_sampler(&plain, source, &method, with_path(SamplerConfig::new(n, seed), Path::Staged));
+    let same = budgeted.iter().zip(&free).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
+    assert_eq!(same, free.len(), "staged under the budget: {same} of {} values as without it", free.len());
 }

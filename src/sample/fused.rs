@@ -64,7 +64,9 @@ pub(super) async fn fused_kernel(
 
 /// Where the driver ends an invocation's loops past a budget (llvmpipe), a fused
 /// dispatch runs no more steps than fit half of it, and a score that alone does not fit
-/// (a mixture of very many components) is refused rather than silently cut short.
+/// (a mixture of very many components) is refused rather than silently cut short. A network
+/// on the staged path is evaluated by the dense-layer kernels, layer by layer and row block by
+/// row block, never in one invocation, so it is not held to the budget.
 pub(super) fn fit_loop_budget(
     gpu: &Gpu,
     source: &ScoreSource<'_>,
@@ -72,7 +74,8 @@ pub(super) fn fit_loop_budget(
     fused_particles: usize,
     config: &mut SamplerConfig,
 ) -> Result<()> {
-    if let Some(limit) = gpu.tuning().loop_limit {
+    let in_one_invocation = fused || matches!(source, ScoreSource::Mixture(_));
+    if let (Some(limit), true) = (gpu.tuning().loop_limit, in_one_invocation) {
         let score = score_loop_iterations(source, fused_particles);
         if score > limit / 2 {
             return Err(Error::invalid(
@@ -111,7 +114,7 @@ fn score_loop_iterations(source: &ScoreSource<'_>, ppi: usize) -> usize {
         ScoreSource::Mixture(m) => m.components() * (3 * d + 3) + 2 * d,
         ScoreSource::Network { model, .. } => {
             let dense: usize =
-                model.shape.layers().iter().map(|l| l.fan_out.div_ceil(4) * (l.fan_in.div_ceil(4) + 1)).sum();
+                model.shape.layers().iter().map(|l| l.fan_out.div_ceil(8) * (l.fan_in.div_ceil(4) + 1)).sum();
             model.shape.input_width().div_ceil(4) * (4 + 5 * ppi) + dense + ppi * (d + 1)
         }
     }
