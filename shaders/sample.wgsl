@@ -172,7 +172,7 @@ fn bias(i: u32) -> f32 {
 }
 
 const MAX_W4: u32 = MAX_W / 4u;
-const MAX_PPI: u32 = 8u;
+const MAX_PPI: u32 = 4u;
 const MAX_H4: u32 = MAX_W4 * MAX_PPI;
 
 // Four outputs of a layer for one particle: the rows w0 .. w3 of W against its inputs h.
@@ -184,25 +184,10 @@ fn activate(z: vec4<f32>, act: bool) -> vec4<f32> {
     return select(z, z / (1.0 + exp(-z)), act);
 }
 
-// One particle's eight outputs: W's rows w[0..8] against its inputs h, added to lo and hi.
-fn rows8(lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>, w: array<vec4<f32>, 8>, h: vec4<f32>) {
-    *lo += rows4(w[0], w[1], w[2], w[3], h);
-    *hi += rows4(w[4], w[5], w[6], w[7], h);
-}
-
-// One particle's eight activations into dst[o] and, when `full`, dst[o + PPI].
-fn put(dst: ptr<function, array<vec4<f32>, MAX_H4>>, o: u32, lo: vec4<f32>, hi: vec4<f32>, b_lo: vec4<f32>, b_hi: vec4<f32>, full: bool, act: bool) {
-    (*dst)[o] = activate(lo + b_lo, act);
-    if full {
-        (*dst)[o + PPI] = activate(hi + b_hi, act);
-    }
-}
-
 // dst = act(W src + b) for layer l (fan_in4 vec4s per row of W; biases from b_off), for the
 // PPI particles of the invocation. Eight outputs at a time share each load of src, and the PPI
 // particles each load of W: on llvmpipe the loads, not the FMAs, set the speed (BENCHMARKS.md,
-// "Issue #21 against its starting binary"). Rows past fan_out repeat the last one and are not
-// stored. The particles' accumulators are named, not an array, so that they stay in registers.
+// "Eight outputs per activation load"). Rows past fan_out repeat the last one and are not stored.
 fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, dst: ptr<function, array<vec4<f32>, MAX_H4>>, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
     let last = fan_out - 1u;
     for (var j = 0u; j < fan_out; j += 8u) {
@@ -216,68 +201,60 @@ fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, dst: ptr<function, array<
         var hi2 = vec4<f32>(0.0);
         var lo3 = vec4<f32>(0.0);
         var hi3 = vec4<f32>(0.0);
-        var lo4 = vec4<f32>(0.0);
-        var hi4 = vec4<f32>(0.0);
-        var lo5 = vec4<f32>(0.0);
-        var hi5 = vec4<f32>(0.0);
-        var lo6 = vec4<f32>(0.0);
-        var hi6 = vec4<f32>(0.0);
-        var lo7 = vec4<f32>(0.0);
-        var hi7 = vec4<f32>(0.0);
         for (var k = 0u; k < fan_in4; k++) {
-            let w = array<vec4<f32>, 8>(
-                weight4(l, lo.x + k), weight4(l, lo.y + k), weight4(l, lo.z + k), weight4(l, lo.w + k),
-                weight4(l, hi.x + k), weight4(l, hi.y + k), weight4(l, hi.z + k), weight4(l, hi.w + k),
-            );
+            let w0 = weight4(l, lo.x + k);
+            let w1 = weight4(l, lo.y + k);
+            let w2 = weight4(l, lo.z + k);
+            let w3 = weight4(l, lo.w + k);
+            let w4 = weight4(l, hi.x + k);
+            let w5 = weight4(l, hi.y + k);
+            let w6 = weight4(l, hi.z + k);
+            let w7 = weight4(l, hi.w + k);
             let i = k * PPI;
-            rows8(&lo0, &hi0, w, (*src)[i]);
+            let h0 = (*src)[i];
+            lo0 += rows4(w0, w1, w2, w3, h0);
+            hi0 += rows4(w4, w5, w6, w7, h0);
             if PPI > 1u {
-                rows8(&lo1, &hi1, w, (*src)[i + 1u]);
+                let h1 = (*src)[i + 1u];
+                lo1 += rows4(w0, w1, w2, w3, h1);
+                hi1 += rows4(w4, w5, w6, w7, h1);
             }
             if PPI > 2u {
-                rows8(&lo2, &hi2, w, (*src)[i + 2u]);
+                let h2 = (*src)[i + 2u];
+                lo2 += rows4(w0, w1, w2, w3, h2);
+                hi2 += rows4(w4, w5, w6, w7, h2);
             }
             if PPI > 3u {
-                rows8(&lo3, &hi3, w, (*src)[i + 3u]);
-            }
-            if PPI > 4u {
-                rows8(&lo4, &hi4, w, (*src)[i + 4u]);
-            }
-            if PPI > 5u {
-                rows8(&lo5, &hi5, w, (*src)[i + 5u]);
-            }
-            if PPI > 6u {
-                rows8(&lo6, &hi6, w, (*src)[i + 6u]);
-            }
-            if PPI > 7u {
-                rows8(&lo7, &hi7, w, (*src)[i + 7u]);
+                let h3 = (*src)[i + 3u];
+                lo3 += rows4(w0, w1, w2, w3, h3);
+                hi3 += rows4(w4, w5, w6, w7, h3);
             }
         }
         let b_lo = vec4<f32>(bias(b_off + j), bias(b_off + min(j + 1u, last)), bias(b_off + min(j + 2u, last)), bias(b_off + min(j + 3u, last)));
         let b_hi = vec4<f32>(bias(b_off + min(j + 4u, last)), bias(b_off + min(j + 5u, last)), bias(b_off + min(j + 6u, last)), bias(b_off + min(j + 7u, last)));
         let o = (j / 4u) * PPI;
-        let full = j + 4u < fan_out;
-        put(dst, o, lo0, hi0, b_lo, b_hi, full, act);
+        (*dst)[o] = activate(lo0 + b_lo, act);
         if PPI > 1u {
-            put(dst, o + 1u, lo1, hi1, b_lo, b_hi, full, act);
+            (*dst)[o + 1u] = activate(lo1 + b_lo, act);
         }
         if PPI > 2u {
-            put(dst, o + 2u, lo2, hi2, b_lo, b_hi, full, act);
+            (*dst)[o + 2u] = activate(lo2 + b_lo, act);
         }
         if PPI > 3u {
-            put(dst, o + 3u, lo3, hi3, b_lo, b_hi, full, act);
+            (*dst)[o + 3u] = activate(lo3 + b_lo, act);
         }
-        if PPI > 4u {
-            put(dst, o + 4u, lo4, hi4, b_lo, b_hi, full, act);
-        }
-        if PPI > 5u {
-            put(dst, o + 5u, lo5, hi5, b_lo, b_hi, full, act);
-        }
-        if PPI > 6u {
-            put(dst, o + 6u, lo6, hi6, b_lo, b_hi, full, act);
-        }
-        if PPI > 7u {
-            put(dst, o + 7u, lo7, hi7, b_lo, b_hi, full, act);
+        if j + 4u < fan_out {
+            let p = o + PPI;
+            (*dst)[p] = activate(hi0 + b_hi, act);
+            if PPI > 1u {
+                (*dst)[p + 1u] = activate(hi1 + b_hi, act);
+            }
+            if PPI > 2u {
+                (*dst)[p + 2u] = activate(hi2 + b_hi, act);
+            }
+            if PPI > 3u {
+                (*dst)[p + 3u] = activate(hi3 + b_hi, act);
+            }
         }
     }
 }

@@ -372,7 +372,7 @@ fn several_particles_per_fused_invocation_give_the_same_particles() {
         run_sampler(&gpu, source, &method, config).0
     };
     let one = run(1);
-    for ppi in [2, 3, 5, 8] {
+    for ppi in [2, 3, 4] {
         let got = run(ppi);
         let same = one.iter().zip(&got).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
         assert_eq!(same, one.len(), "{ppi} particles per invocation: {same} of {} values as with one", one.len());

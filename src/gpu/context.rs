@@ -53,12 +53,11 @@ pub struct Tuning {
     /// sampler keeps each invocation within half of it (fewer fused steps per dispatch) and
     /// refuses a mixture score too large for one invocation. None: no such limit.
     pub loop_limit: Option<usize>,
-    /// Particles per invocation of the fused sampler kernel with a network score (1 to 8):
+    /// Particles per invocation of the fused sampler kernel with a network score (1 to 4):
     /// they share each load of a weight. On llvmpipe the loads, not the FMAs, set the speed
     /// (BENCHMARKS.md). On a GPU a weight load is a broadcast to the whole warp already, and
-    /// several particles' activations would take that many times the private memory per
-    /// invocation (already spilled at W1's width), so there it stays 1; on CPU adapters 8
-    /// (1.27x over 4 on W3, BENCHMARKS.md). Not measured on a GPU.
+    /// four particles' activations would take four times the private memory per invocation
+    /// (already spilled at W1's width), so there it stays 1. Not measured on a GPU.
     pub fused_particles: u32,
 }
 
@@ -66,13 +65,13 @@ pub struct Tuning {
 pub const LLVMPIPE_LOOP_ITERATIONS: usize = 65535;
 
 impl Tuning {
-    /// Chunked operands and eight particles per fused invocation on CPU adapters (llvmpipe,
+    /// Chunked operands and four particles per fused invocation on CPU adapters (llvmpipe,
     /// SwiftShader, WARP), neither on GPUs; the loop budget on llvmpipe.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
         Self {
             chunked_operands: cpu,
-            fused_particles: if cpu { 8 } else { 1 },
+            fused_particles: if cpu { 4 } else { 1 },
             loop_limit: info.name.contains("llvmpipe").then_some(LLVMPIPE_LOOP_ITERATIONS),
         }
     }

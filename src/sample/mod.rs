@@ -96,7 +96,7 @@ pub const MAX_FUSED_WIDTH: usize = 128;
 /// Most layers (hidden + output) of a fused network (`MAX_LAYERS` in sample.wgsl).
 pub const MAX_FUSED_LAYERS: usize = 5;
 /// Most particles per invocation of the fused network kernel (`MAX_PPI` in sample.wgsl).
-const MAX_FUSED_PARTICLES: usize = 8;
+const MAX_FUSED_PARTICLES: usize = 4;
 /// Bytes of one uniform weight window (`WINDOW` vec4s in sample.wgsl).
 const WINDOW_BYTES: u64 = UNIFORM_WINDOW_BYTES;
 

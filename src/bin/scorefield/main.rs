@@ -379,9 +379,9 @@ enum Command {
         /// adapter has GPU timestamps (the default there).
         #[arg(long)]
         host_clock: bool,
-        /// Particles per invocation of the fused sampler with a network score, 1 to 8
-        /// (default: the adapter's choice, 8 on CPU adapters).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
+        /// Particles per invocation of the fused sampler with a network score, 1 to 4
+        /// (default: the adapter's choice, 4 on CPU adapters).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4))]
         fused_particles: Option<u32>,
     },
 }
