@@ -187,7 +187,8 @@ fn activate(z: vec4<f32>, act: bool) -> vec4<f32> {
 // dst = act(W src + b) for layer l (fan_in4 vec4s per row of W; biases from b_off), for the
 // PPI particles of the invocation. Eight outputs at a time share each load of src, and the PPI
 // particles each load of W: on llvmpipe the loads, not the FMAs, set the speed (BENCHMARKS.md,
-// "Eight outputs per activation load"). Rows past fan_out repeat the last one and are not stored.
+// "Issue #21 against its starting binary", item 1). Rows past fan_out repeat the last one and
+// are not stored.
 fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, dst: ptr<function, array<vec4<f32>, MAX_H4>>, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
     let last = fan_out - 1u;
     for (var j = 0u; j < fan_out; j += 8u) {
