@@ -27,7 +27,7 @@
 //! division by sigma happens where a score is needed, not inside the network.
 
 use crate::error::{Error, Result};
-use crate::gpu::{uniform_window, Bound, Gpu, GpuBuffer, WeightWindows, UNIFORM_WINDOW_BYTES};
+use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, WeightWindows, UNIFORM_WINDOW_BYTES};
 use crate::objective::kernels::binding as embed;
 use crate::rng::{self, Stream};
 use crate::shaders;
@@ -383,7 +383,17 @@ fn matmul_grid(m: usize, n: usize) -> [u32; 2] {
     [n.div_ceil(8 * x) as u32, m.div_ceil(8 * y) as u32]
 }
 
-/// One dense-layer dispatch: C is [m, n] with a k-long reduction (see mlp.wgsl).
+/// Rows of C per workgroup of mlp_subgroup.wgsl (8 lanes, 4 rows each).
+const SUBGROUP_ROWS: usize = 32;
+
+/// Columns of C per workgroup of mlp_subgroup.wgsl (COLS): 16, or 4 or 8 for a narrower C (the
+/// d = 2 output layer of W1 computes 4 columns, not 16).
+fn subgroup_cols(n: usize) -> usize {
+    n.next_multiple_of(4).next_power_of_two().min(16)
+}
+
+/// One dense-layer dispatch: C is [m, n] with a k-long reduction (see dense.wgsl), by the
+/// device's dense kernel; by the block kernel where the subgroup kernel's grid would be too tall.
 async fn dense(
     gpu: &Gpu,
     variant: Variant,
@@ -391,9 +401,20 @@ async fn dense(
     layer: &Layer,
     entries: &[(u32, wgpu::BindingResource<'_>)],
 ) -> Result<Dispatch> {
-    let pipeline = gpu.pipeline(&shaders::MLP, "main", &shape_constants(variant, m, n, k, layer)).await?;
+    let mut constants = shape_constants(variant, m, n, k, layer).to_vec();
+    let rows_fit = m.div_ceil(SUBGROUP_ROWS) <= gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let (kernel, grid) = if gpu.tuning().dense == DenseKernel::Subgroup && rows_fit {
+        let cols = subgroup_cols(n);
+        constants.push(("COLS", cols as f64));
+        (&shaders::MLP_SUBGROUP, [n.div_ceil(cols) as u32, m.div_ceil(SUBGROUP_ROWS) as u32])
+    } else {
+        let [wg_x, wg_y] = matmul_workgroup(m, n);
+        constants.extend([("WG_X", wg_x as f64), ("WG_Y", wg_y as f64)]);
+        (&shaders::MLP, matmul_grid(m, n))
+    };
+    let pipeline = gpu.pipeline(kernel, "main", &constants).await?;
     let bg = pipeline.bind_group(gpu, entries);
-    Ok((Bound::new(pipeline, bg), matmul_grid(m, n)))
+    Ok((Bound::new(pipeline, bg), grid))
 }
 
 /// A side of a pass: its activations, its rows, and the tangent directions per primal row (0 for
@@ -731,12 +752,10 @@ struct Variant {
     keep_dh: bool,
 }
 
-fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 16] {
+/// The override constants dense.wgsl declares (the kernel's own shape constants come on top).
+fn shape_constants(v: Variant, m: usize, n: usize, k: usize, layer: &Layer) -> [(&'static str, f64); 14] {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    let [wg_x, wg_y] = matmul_workgroup(m, n);
     [
-        ("WG_X", wg_x as f64),
-        ("WG_Y", wg_y as f64),
         ("TANGENTS", v.tangents as f64),
         ("MODE", v.mode as f64),
         ("ACT", flag(v.act)),

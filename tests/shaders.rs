@@ -16,7 +16,9 @@ use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 fn parse_and_validate(name: &str, source: &str) -> Result<(naga::Module, ModuleInfo), String> {
     let module =
         naga::front::wgsl::parse_str(source).map_err(|e| format!("{name}: parse: {}", e.emit_to_string(source)))?;
-    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+    // Subgroup operations are allowed here; only kernels marked `subgroups` use them (checked
+    // below), and the host builds those only on devices with the feature.
+    let info = Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP)
         .validate(&module)
         .map_err(|e| format!("{name}: validate: {}", e.emit_to_string(source)))?;
     Ok((module, info))
@@ -67,6 +69,10 @@ fn every_kernel_validates_and_translates_to_every_backend() {
                 continue;
             }
         };
+        if !kernel.subgroups && Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&module).is_err()
+        {
+            errors.push(format!("{}: uses subgroup operations but is not marked `subgroups`", kernel.name));
+        }
         for ep in &module.entry_points {
             let stage_ep = Some((ep.stage, ep.name.as_str()));
             // Specialise with the defaults, as a pipeline without constants would.
@@ -80,7 +86,12 @@ fn every_kernel_validates_and_translates_to_every_backend() {
             let tag = format!("{}.{}", kernel.name, ep.name);
 
             let spv_opts = naga::back::spv::PipelineOptions { shader_stage: ep.stage, entry_point: ep.name.clone() };
-            match naga::back::spv::write_vec(&m, &i, &Default::default(), Some(&spv_opts)) {
+            // Group operations need SPIR-V 1.3, which wgpu's Vulkan backend writes for them.
+            let spv = naga::back::spv::Options {
+                lang_version: if kernel.subgroups { (1, 3) } else { naga::back::spv::Options::default().lang_version },
+                ..Default::default()
+            };
+            match naga::back::spv::write_vec(&m, &i, &spv, Some(&spv_opts)) {
                 Ok(words) => {
                     let file = dir.join(format!("{tag}.spv"));
                     std::fs::write(&file, bytemuck::cast_slice::<u32, u8>(&words)).expect("write spv");
@@ -101,13 +112,25 @@ fn every_kernel_validates_and_translates_to_every_backend() {
                 errors.push(format!("{tag}: MSL: {e}"));
             }
 
-            let hlsl_opts = naga::back::hlsl::Options::default();
+            // Wave intrinsics (subgroups) need shader model 6.
+            let hlsl_opts = naga::back::hlsl::Options {
+                shader_model: if kernel.subgroups {
+                    naga::back::hlsl::ShaderModel::V6_0
+                } else {
+                    naga::back::hlsl::Options::default().shader_model
+                },
+                ..Default::default()
+            };
             let hlsl_pipe = naga::back::hlsl::PipelineOptions { entry_point: Some((ep.stage, ep.name.clone())) };
             let mut hlsl = String::new();
             if let Err(e) = naga::back::hlsl::Writer::new(&mut hlsl, &hlsl_opts, &hlsl_pipe).write(&m, &i, None) {
                 errors.push(format!("{tag}: HLSL: {e}"));
             }
 
+            // wgpu's GL backend offers no subgroups: such kernels never run there.
+            if kernel.subgroups {
+                continue;
+            }
             let glsl_opts = naga::back::glsl::Options {
                 version: naga::back::glsl::Version::Embedded { version: 310, is_webgl: false },
                 ..Default::default()
@@ -214,7 +237,7 @@ fn constants_mirrored_between_wgsl_and_rust_agree() {
     let objective = wgsl_constants(shaders::OBJECTIVE_WGSL);
     let sample = wgsl_constants(shaders::SAMPLE_WGSL);
     let step = wgsl_constants(shaders::STEP_WGSL);
-    let mlp = wgsl_constants(shaders::MLP_WGSL);
+    let mlp = wgsl_constants(shaders::DENSE_WGSL);
     let likelihood = wgsl_constants(shaders::LIKELIHOOD_WGSL);
     use scorefield::{model, objective};
     let window_vec4s = scorefield::gpu::UNIFORM_WINDOW_BYTES / 16;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use scorefield::gpu::{Gpu, Tuning};
+use scorefield::gpu::{DenseKernel, Gpu, Tuning};
 use scorefield::mixture::GaussianMixture;
 use scorefield::model::{init_params, Evaluator, MlpShape, ScoreMlp, Weights};
 use scorefield::objective::{Objective, Parametrisation, Projection};
@@ -374,6 +374,87 @@ fn small_config(seed: u64, batch: usize, steps_per_submit: usize, on_nonfinite: 
         steps_per_submit,
         on_nonfinite,
         ..TrainConfig::new(MlpShape::new(2, 2, 32), Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 })
+    }
+}
+
+/// The two dense-layer kernels (mlp.wgsl's block, mlp_subgroup.wgsl's shared loads) compute
+/// every output with the same FMA chain, so a training step gives the same gradients, losses and
+/// weights to the bit with either: on every operand path, with tangent rows (exact and sliced
+/// score matching, second order), the residual network (skips, carried embedding, kept dL/dh),
+/// a conditional one, a d = 64 input, and batches that fill neither tile nor chunk. The
+/// reference test above checks the adapter's own kernel against f64 on every objective.
+#[test]
+fn dense_kernels_agree_bit_for_bit() {
+    let own = gpu();
+    if !own.runs(DenseKernel::Subgroup) {
+        eprintln!("this adapter has no subgroups of 8 or more lanes: only the block kernel runs here");
+        return;
+    }
+    let seed = test_seed();
+    let cases = [
+        (
+            "ncsn, W1 shape",
+            Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 },
+            MlpShape::new(2, 3, 128),
+            300,
+        ),
+        ("ncsn d=64", Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 }, MlpShape::new(64, 2, 96), 70),
+        ("exact sm d=5, residual", Objective::Exact { sigma: 0.1 }, MlpShape::new(5, 3, 40).with_residual(true), 70),
+        (
+            "sliced sm, Rademacher, M=2",
+            Objective::Sliced {
+                sigma: 0.2,
+                projections: 2,
+                projection: Projection::Rademacher,
+                variance_reduced: true,
+            },
+            MlpShape::new(3, 2, 44),
+            129,
+        ),
+        (
+            "ddpm, residual, 10 classes",
+            Objective::Ddpm { beta_min: 1e-4, beta_max: 0.02, steps: 1000 },
+            MlpShape::new(5, 3, 40).with_residual(true).with_classes(10),
+            130,
+        ),
+    ];
+    // Every case with chunked operands, the d = 64 and tangent-row cases also from storage.
+    let runs =
+        cases.iter().enumerate().map(|c| (true, c)).chain(cases.iter().enumerate().skip(1).take(2).map(|c| (false, c)));
+    for (chunked, (i, (name, objective, shape, batch))) in runs {
+        {
+            let mut r = TestRng(seed.wrapping_add(i as u64));
+            let data = random_data(&mut r, 200, shape.dim);
+            let labels: Vec<u32> =
+                (0..200 * usize::from(shape.classes > 0)).map(|_| r.below(shape.classes) as u32).collect();
+            let config = TrainConfig {
+                class_drop: 0.3,
+                batch: *batch,
+                seed: r.next_u64(),
+                steps_per_submit: 2,
+                ..TrainConfig::new(*shape, objective.clone())
+            };
+            let step = |dense: DenseKernel| {
+                let gpu = own.clone().with_tuning(Tuning { dense, chunked_operands: chunked, ..own.tuning() });
+                let mut t = pollster::block_on(Trainer::new_labelled(&gpu, config.clone(), &data, &labels)).unwrap();
+                t.grads().fill(&gpu, POISON);
+                // Two steps: the second runs on weights the first updated.
+                t.run(2, 0).unwrap();
+                let grads = pollster::block_on(t.grads().read(&gpu)).unwrap();
+                let params = pollster::block_on(t.model().params.read(&gpu)).unwrap();
+                let losses = pollster::block_on(t.last_losses()).unwrap().losses;
+                assert_written("grads", &grads);
+                (grads, params, losses)
+            };
+            let (block, subgroup) = (step(DenseKernel::Block), step(DenseKernel::Subgroup));
+            let what = format!("{name}, {} operands", if chunked { "chunked" } else { "storage" });
+            // `==` on floats: equal values, a zero's sign aside (see mlp_subgroup.wgsl).
+            let differ = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(x, y)| x != y).count();
+            assert_eq!(differ(&block.0, &subgroup.0), 0, "{what}: gradients differ between the dense kernels");
+            assert_eq!(differ(&block.1, &subgroup.1), 0, "{what}: weights differ between the dense kernels");
+            assert_eq!(differ(&block.2, &subgroup.2), 0, "{what}: losses differ between the dense kernels");
+            eprintln!("{what}: {} gradients, {} weights equal", block.0.len(), block.1.len());
+        }
     }
 }
 

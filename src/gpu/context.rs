@@ -59,20 +59,60 @@ pub struct Tuning {
     /// four particles' activations would take four times the private memory per invocation
     /// (already spilled at W1's width), so there it stays 1. Not measured on a GPU.
     pub fused_particles: u32,
+    /// Which kernel computes the dense layers ([`DenseKernel`]).
+    pub dense: DenseKernel,
+}
+
+/// The dense layers' kernel: shaders/mlp.wgsl or shaders/mlp_subgroup.wgsl. Both compute every
+/// output with the same chain of FMAs, so they agree bit for bit and the choice is speed alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenseKernel {
+    /// An 8 x 8 block of outputs per invocation, loading its own operands (any adapter).
+    Block,
+    /// Eight lanes of a subgroup share each load of B through `subgroupBroadcast`: needs the
+    /// `SUBGROUP` feature and subgroups of 8 or more lanes. On llvmpipe, where every load is a
+    /// per-lane gather, it loads a third as much per FMA (BENCHMARKS.md). On a GPU a workgroup of
+    /// 8 would leave most of a 32- or 64-wide warp idle. Not measured on a GPU.
+    Subgroup,
+}
+
+impl DenseKernel {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DenseKernel::Block => "block",
+            DenseKernel::Subgroup => "subgroup",
+        }
+    }
+
+    /// Whether a device can run this kernel.
+    pub fn runs_on(&self, features: wgpu::Features, info: &wgpu::AdapterInfo) -> bool {
+        match self {
+            DenseKernel::Block => true,
+            // Not in browsers: their WGSL needs `enable subgroups;`, which naga (30) refuses.
+            DenseKernel::Subgroup => {
+                !cfg!(target_arch = "wasm32")
+                    && features.contains(wgpu::Features::SUBGROUP)
+                    && info.subgroup_min_size >= 8
+            }
+        }
+    }
 }
 
 /// llvmpipe's loop budget per invocation, see [`Tuning::loop_limit`].
 pub const LLVMPIPE_LOOP_ITERATIONS: usize = 65535;
 
 impl Tuning {
-    /// Chunked operands and four particles per fused invocation on CPU adapters (llvmpipe,
-    /// SwiftShader, WARP), neither on GPUs; the loop budget on llvmpipe.
-    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+    /// Chunked operands, four particles per fused invocation and (where the device has
+    /// subgroups) the subgroup dense kernel on CPU adapters (llvmpipe, SwiftShader, WARP), none
+    /// of them on GPUs; the loop budget on llvmpipe.
+    pub fn for_adapter(info: &wgpu::AdapterInfo, features: wgpu::Features) -> Self {
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let subgroup = cpu && DenseKernel::Subgroup.runs_on(features, info);
         Self {
             chunked_operands: cpu,
             fused_particles: if cpu { 4 } else { 1 },
             loop_limit: info.name.contains("llvmpipe").then_some(LLVMPIPE_LOOP_ITERATIONS),
+            dense: if subgroup { DenseKernel::Subgroup } else { DenseKernel::Block },
         }
     }
 
@@ -128,8 +168,9 @@ impl Gpu {
         let adapter = choose_adapter(&instance, wanted).await?;
         let summary = AdapterSummary::of(&adapter);
         check_limits(&summary.limits)?;
-        // Timestamp queries feed the benchmarks (`GpuTimer`); take them where the adapter has them.
-        let wanted = wgpu::Features::TIMESTAMP_QUERY;
+        // Timestamp queries feed the benchmarks (`GpuTimer`), subgroups a dense-layer kernel
+        // (`DenseKernel::Subgroup`); take them where the adapter has them.
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("scorefield.device"),
@@ -169,8 +210,13 @@ impl Gpu {
     }
 
     fn wrap(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        let tuning = Tuning::for_adapter(&info);
+        let tuning = Tuning::for_adapter(&info, device.features());
         Self { device, queue, info, tuning, pipelines: Arc::new(PipelineCache::default()), fault: Arc::default() }
+    }
+
+    /// Whether this device can run a dense-layer kernel.
+    pub fn runs(&self, kernel: DenseKernel) -> bool {
+        kernel.runs_on(self.device.features(), &self.info)
     }
 
     /// The kernel choices made for this adapter ([`Tuning::for_adapter`]).

@@ -19,6 +19,9 @@ pub struct KernelSource {
     /// The group-0 bindings the host binds: (WGSL variable, binding number), from the family's
     /// [`bindings!`](crate::bindings) table (tests/shaders.rs checks it against the shader).
     pub bindings: &'static [(&'static str, u32)],
+    /// Whether the kernel uses subgroup operations: built only on devices with the `SUBGROUP`
+    /// feature (and translated for the backends that have them).
+    pub subgroups: bool,
 }
 
 /// Declares a kernel family's group-0 binding numbers under the names of their WGSL variables,

@@ -9,7 +9,7 @@ mod kernel;
 mod timer;
 
 pub use buffer::{uniform_window, GpuBuffer, PendingRead, WeightWindows, UNIFORM_WINDOW_BYTES};
-pub use context::{list_adapters, AdapterSummary, Gpu, Tuning, LLVMPIPE_LOOP_ITERATIONS, MIN_LIMITS};
+pub use context::{list_adapters, AdapterSummary, DenseKernel, Gpu, Tuning, LLVMPIPE_LOOP_ITERATIONS, MIN_LIMITS};
 pub use kernel::{Bound, KernelSource, Pipeline};
 #[cfg(not(target_arch = "wasm32"))]
 pub use timer::{Clock, GpuTimer};

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use scorefield::gpu::{list_adapters, Clock, Gpu, Tuning};
+use scorefield::gpu::{list_adapters, Clock, DenseKernel, Gpu, Tuning};
 
 use config::{Run, RunConfig};
 
@@ -383,6 +383,11 @@ enum Command {
         /// (default: the adapter's choice, 4 on CPU adapters).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4))]
         fused_particles: Option<u32>,
+        /// The dense layers' kernel: an 8 x 8 block per invocation, or subgroups sharing each
+        /// weight load (needs subgroups of 8 or more lanes; default: the adapter's choice,
+        /// subgroup on CPU adapters that have them).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "block", "subgroup"])]
+        dense: String,
     },
 }
 
@@ -487,8 +492,9 @@ fn run(command: Option<Command>) -> Result<()> {
             operands,
             host_clock,
             fused_particles,
+            dense,
         } => {
-            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands, fused_particles))?;
+            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands, fused_particles, &dense))?;
             let clock = Clock::new(&gpu, host_clock);
             if kernels {
                 pollster::block_on(bench_kernels(&gpu, &clock, steps.unwrap_or(10), repeats))
@@ -541,11 +547,12 @@ async fn info(repeats: usize, adapter: Option<&str>) -> Result<()> {
         let l = &a.limits;
         println!("  {}", a.describe());
         println!(
-            "    workgroup storage {} KiB, invocations/workgroup {}, storage binding {} MiB, max buffer {} MiB, \
-             storage buffers/stage {}, workgroups/dim {}",
+            "    workgroup storage {} KiB, invocations/workgroup {}, storage binding {} MiB, uniform binding {} KiB, \
+             max buffer {} MiB, storage buffers/stage {}, workgroups/dim {}",
             l.max_compute_workgroup_storage_size / 1024,
             l.max_compute_invocations_per_workgroup,
             l.max_storage_buffer_binding_size / (1 << 20),
+            l.max_uniform_buffer_binding_size / 1024,
             l.max_buffer_size / (1 << 20),
             l.max_storage_buffers_per_shader_stage,
             l.max_compute_workgroups_per_dimension,
@@ -578,10 +585,18 @@ async fn info(repeats: usize, adapter: Option<&str>) -> Result<()> {
 }
 
 /// The device of a benchmark, with the kernel choices asked for (`--operands`,
-/// `--fused-particles`) in place of the adapter's own ("auto", or none, keeps them).
-async fn bench_gpu(adapter: Option<&str>, operands: &str, fused_particles: Option<u32>) -> Result<Gpu> {
+/// `--fused-particles`, `--dense`) in place of the adapter's own ("auto", or none, keeps them).
+async fn bench_gpu(adapter: Option<&str>, operands: &str, fused_particles: Option<u32>, dense: &str) -> Result<Gpu> {
     let gpu = Gpu::with_adapter(adapter).await?;
     let own = gpu.tuning();
+    let dense = match dense {
+        "block" => DenseKernel::Block,
+        "subgroup" => DenseKernel::Subgroup,
+        _ => own.dense,
+    };
+    if !gpu.runs(dense) {
+        bail!("--dense {}: this adapter has no subgroups of 8 or more lanes; use --dense block or auto", dense.name());
+    }
     let tuning = Tuning {
         chunked_operands: match operands {
             "chunked" => true,
@@ -589,6 +604,7 @@ async fn bench_gpu(adapter: Option<&str>, operands: &str, fused_particles: Optio
             _ => own.chunked_operands,
         },
         fused_particles: fused_particles.unwrap_or(own.fused_particles),
+        dense,
         ..own
     };
     Ok(gpu.with_tuning(tuning))
@@ -598,8 +614,9 @@ async fn bench_gpu(adapter: Option<&str>, operands: &str, fused_particles: Optio
 fn operands_line(gpu: &Gpu) -> String {
     let t = gpu.tuning();
     format!(
-        "dense-layer operands: {} (bench --operands chunked|storage); fused sampler: {} particle(s) per invocation \
-         with a network (--fused-particles)",
+        "dense layers: {} kernel (bench --dense block|subgroup), {} operands (--operands chunked|storage); fused \
+         sampler: {} particle(s) per invocation with a network (--fused-particles)",
+        t.dense.name(),
         t.operands(),
         t.fused_particles
     )

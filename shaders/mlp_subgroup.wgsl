@@ -1,0 +1,125 @@
+// mlp_subgroup.wgsl: the dense layers' subgroup kernel (the modes, operands and bindings are in
+// dense.wgsl). Needs the `subgroups` feature and subgroups of at least 8 lanes (the host checks
+// the adapter's smallest subgroup size).
+//
+// A workgroup is 8 invocations, lanes of one subgroup, and computes a 32 x COLS tile of C
+// (COLS = 4, 8 or 16): lane l holds rows r + l, r + l + 8, r + l + 16 and r + l + 24, every column,
+// in up to sixteen vec4 registers. For each block of 8 k, lane l loads B(k0 + l, n) of the tile's
+// COLS columns, so one load across the 8 lanes fetches 8 different values where mlp.wgsl's lanes
+// fetch one column each; `subgroupBroadcast` then hands lane j's values to every lane for
+// k = k0 + j (a register shuffle on llvmpipe, where every load is a per-lane gather). Per k and
+// 8 lanes: 4 loads of A and COLS / 8 of B for 4 x COLS FMAs per lane (the 8 x 8 block: 16 loads
+// per 64). With W in storage (the 512-wide layers) the B loads are the dear ones, and the
+// subgroup loads an eighth as many of them.
+//
+// Each output is the same fma chain over k = 0, 1, ..., K - 1 as in mlp.wgsl, so the two kernels
+// agree bit for bit (a k past K adds fma(0, 0, c): c itself, up to the sign of a zero).
+
+// Columns per workgroup (model.rs subgroup_cols): 16, or fewer for a narrow C.
+override COLS: u32 = 16u;
+
+// The accumulators of one lane: row i of the lane's four, columns 4q..4q+3 of the tile in cq;
+// bias: row sums of A for MODE 2's bias gradient.
+struct Tile {
+    r0c0: vec4<f32>, r0c1: vec4<f32>, r0c2: vec4<f32>, r0c3: vec4<f32>,
+    r1c0: vec4<f32>, r1c1: vec4<f32>, r1c2: vec4<f32>, r1c3: vec4<f32>,
+    r2c0: vec4<f32>, r2c1: vec4<f32>, r2c2: vec4<f32>, r2c3: vec4<f32>,
+    r3c0: vec4<f32>, r3c1: vec4<f32>, r3c2: vec4<f32>, r3c3: vec4<f32>,
+    bias: vec4<f32>,
+}
+
+// B(k0 + lane, c + 4q .. c + 4q + 3): this lane's share of the tile's B values for a block of k.
+fn load_b4(k: u32, n: u32) -> vec4<f32> {
+    return vec4<f32>(load_b(k, n), load_b(k, n + 1u), load_b(k, n + 2u), load_b(k, n + 3u));
+}
+
+// One k for the lane's four rows from r: b0..b3 are B(k, c .. c + 15), broadcast by the caller
+// (a lane index must be a constant).
+fn accumulate(t: ptr<function, Tile>, r: u32, k: u32, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) {
+    let a0 = vec4<f32>(load_a(r, k));
+    let a1 = vec4<f32>(load_a(r + 8u, k));
+    let a2 = vec4<f32>(load_a(r + 16u, k));
+    let a3 = vec4<f32>(load_a(r + 24u, k));
+    (*t).r0c0 = fma(a0, b0, (*t).r0c0);
+    (*t).r1c0 = fma(a1, b0, (*t).r1c0);
+    (*t).r2c0 = fma(a2, b0, (*t).r2c0);
+    (*t).r3c0 = fma(a3, b0, (*t).r3c0);
+    if COLS > 4u {
+        (*t).r0c1 = fma(a0, b1, (*t).r0c1);
+        (*t).r1c1 = fma(a1, b1, (*t).r1c1);
+        (*t).r2c1 = fma(a2, b1, (*t).r2c1);
+        (*t).r3c1 = fma(a3, b1, (*t).r3c1);
+    }
+    if COLS > 8u {
+        (*t).r0c2 = fma(a0, b2, (*t).r0c2);
+        (*t).r1c2 = fma(a1, b2, (*t).r1c2);
+        (*t).r2c2 = fma(a2, b2, (*t).r2c2);
+        (*t).r3c2 = fma(a3, b2, (*t).r3c2);
+        (*t).r0c3 = fma(a0, b3, (*t).r0c3);
+        (*t).r1c3 = fma(a1, b3, (*t).r1c3);
+        (*t).r2c3 = fma(a2, b3, (*t).r2c3);
+        (*t).r3c3 = fma(a3, b3, (*t).r3c3);
+    }
+    if MODE == MODE_BACKWARD_WEIGHT {
+        (*t).bias += vec4<f32>(a0.x, a1.x, a2.x, a3.x);
+    }
+}
+
+// Row r's columns c + 4q .. c + 4q + 3, where the tile has them.
+fn store_cols(r: u32, c: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
+    store4(r, c, v0);
+    if COLS > 4u {
+        store4(r, c + 4u, v1);
+    }
+    if COLS > 8u {
+        store4(r, c + 8u, v2);
+        store4(r, c + 12u, v3);
+    }
+}
+
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let r = wid.y * 32u + lane;
+    let c = wid.x * COLS;
+    let zero = vec4<f32>(0.0);
+    var t = Tile(zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero);
+    for (var k0 = 0u; k0 < K; k0 += 8u) {
+        let kl = k0 + lane;
+        let b0 = load_b4(kl, c);
+        var b1 = zero;
+        var b2 = zero;
+        var b3 = zero;
+        if COLS > 4u {
+            b1 = load_b4(kl, c + 4u);
+        }
+        if COLS > 8u {
+            b2 = load_b4(kl, c + 8u);
+            b3 = load_b4(kl, c + 12u);
+        }
+        accumulate(&t, r, k0, subgroupBroadcast(b0, 0u), subgroupBroadcast(b1, 0u), subgroupBroadcast(b2, 0u), subgroupBroadcast(b3, 0u));
+        accumulate(&t, r, k0 + 1u, subgroupBroadcast(b0, 1u), subgroupBroadcast(b1, 1u), subgroupBroadcast(b2, 1u), subgroupBroadcast(b3, 1u));
+        accumulate(&t, r, k0 + 2u, subgroupBroadcast(b0, 2u), subgroupBroadcast(b1, 2u), subgroupBroadcast(b2, 2u), subgroupBroadcast(b3, 2u));
+        accumulate(&t, r, k0 + 3u, subgroupBroadcast(b0, 3u), subgroupBroadcast(b1, 3u), subgroupBroadcast(b2, 3u), subgroupBroadcast(b3, 3u));
+        accumulate(&t, r, k0 + 4u, subgroupBroadcast(b0, 4u), subgroupBroadcast(b1, 4u), subgroupBroadcast(b2, 4u), subgroupBroadcast(b3, 4u));
+        accumulate(&t, r, k0 + 5u, subgroupBroadcast(b0, 5u), subgroupBroadcast(b1, 5u), subgroupBroadcast(b2, 5u), subgroupBroadcast(b3, 5u));
+        accumulate(&t, r, k0 + 6u, subgroupBroadcast(b0, 6u), subgroupBroadcast(b1, 6u), subgroupBroadcast(b2, 6u), subgroupBroadcast(b3, 6u));
+        accumulate(&t, r, k0 + 7u, subgroupBroadcast(b0, 7u), subgroupBroadcast(b1, 7u), subgroupBroadcast(b2, 7u), subgroupBroadcast(b3, 7u));
+    }
+
+    store_cols(r, c, t.r0c0, t.r0c1, t.r0c2, t.r0c3);
+    store_cols(r + 8u, c, t.r1c0, t.r1c1, t.r1c2, t.r1c3);
+    store_cols(r + 16u, c, t.r2c0, t.r2c1, t.r2c2, t.r2c3);
+    store_cols(r + 24u, c, t.r3c0, t.r3c1, t.r3c2, t.r3c3);
+    if MODE == MODE_BACKWARD_WEIGHT && TANGENTS == 0u && c == 0u {
+        store_bias(r, t.bias.x);
+        store_bias(r + 8u, t.bias.y);
+        store_bias(r + 16u, t.bias.z);
+        store_bias(r + 24u, t.bias.w);
+    }
+    if MODE == MODE_FORWARD && ACT && CARRY > 0u && c == 0u {
+        carry_row(r);
+        carry_row(r + 8u);
+        carry_row(r + 16u);
+        carry_row(r + 24u);
+    }
+}
