@@ -175,6 +175,21 @@ const MAX_W4: u32 = MAX_W / 4u;
 const MAX_PPI: u32 = 4u;
 const MAX_H4: u32 = MAX_W4 * MAX_PPI;
 
+// Rows lo.x .. hi.w of layer l's W at vec4 column k: the eight rows `dense` computes at a time.
+// `rows8` is in fused_rows.wgsl (each invocation loads all eight) or fused_rows_subgroup.wgsl
+// (eight lanes of a subgroup load one row each and broadcast them), which also hold the `fused`
+// entry point; both return the same values.
+struct Rows8 {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+    r4: vec4<f32>,
+    r5: vec4<f32>,
+    r6: vec4<f32>,
+    r7: vec4<f32>,
+}
+
 // Four outputs of a layer for one particle: the rows w0 .. w3 of W against its inputs h.
 fn rows4(w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>, h: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(dot(w0, h), dot(w1, h), dot(w2, h), dot(w3, h));
@@ -203,14 +218,15 @@ fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, dst: ptr<function, array<
         var lo3 = vec4<f32>(0.0);
         var hi3 = vec4<f32>(0.0);
         for (var k = 0u; k < fan_in4; k++) {
-            let w0 = weight4(l, lo.x + k);
-            let w1 = weight4(l, lo.y + k);
-            let w2 = weight4(l, lo.z + k);
-            let w3 = weight4(l, lo.w + k);
-            let w4 = weight4(l, hi.x + k);
-            let w5 = weight4(l, hi.y + k);
-            let w6 = weight4(l, hi.z + k);
-            let w7 = weight4(l, hi.w + k);
+            let rows = rows8(l, lo, hi, k);
+            let w0 = rows.r0;
+            let w1 = rows.r1;
+            let w2 = rows.r2;
+            let w3 = rows.r3;
+            let w4 = rows.r4;
+            let w5 = rows.r5;
+            let w6 = rows.r6;
+            let w7 = rows.r7;
             let i = k * PPI;
             let h0 = (*src)[i];
             lo0 += rows4(w0, w1, w2, w3, h0);
@@ -320,14 +336,13 @@ fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32
 
 // ---- entry points -----------------------------------------------------------------------------
 
-@compute @workgroup_size(WG)
-fn fused(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+// The body of the `fused` entry point (fused_rows.wgsl, fused_rows_subgroup.wgsl). Invocations
+// past the last particle run along on zeros and store nothing: a subgroup's lanes must all be
+// there when they share the weights.
+fn fused_steps(gid: vec3<u32>, nwg: vec3<u32>) {
     let n0 = particle_id(gid, nwg) * PPI;
-    if n0 >= N {
-        return;
-    }
     // The invocation's particles: PPI, fewer at the end (the rest stay zero and are not stored).
-    let count = min(PPI, N - n0);
+    let count = min(PPI, N - min(n0, N));
     var x: array<f32, MAX_D>;
     var p: array<f32, MAX_D>;
     var s: array<f32, MAX_D>;

@@ -13,6 +13,8 @@ pub const MLP_SUBGROUP_WGSL: &str = include_str!("../shaders/mlp_subgroup.wgsl")
 pub const OBJECTIVE_WGSL: &str = include_str!("../shaders/objective.wgsl");
 pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
 pub const SAMPLE_WGSL: &str = include_str!("../shaders/sample.wgsl");
+pub const FUSED_ROWS_WGSL: &str = include_str!("../shaders/fused_rows.wgsl");
+pub const FUSED_ROWS_SUBGROUP_WGSL: &str = include_str!("../shaders/fused_rows_subgroup.wgsl");
 pub const MIXTURE_WGSL: &str = include_str!("../shaders/mixture.wgsl");
 pub const LIKELIHOOD_WGSL: &str = include_str!("../shaders/likelihood.wgsl");
 
@@ -64,9 +66,16 @@ pub const ADAM: KernelSource = KernelSource {
 /// Sampler steps: exact mixture scores, the per-particle network, updates, the corrector's norms.
 pub const SAMPLE: KernelSource = KernelSource {
     name: "sample",
-    parts: &[RNG_WGSL, EMBED_WGSL, MIXTURE_WGSL, SAMPLE_WGSL],
+    parts: &[RNG_WGSL, EMBED_WGSL, MIXTURE_WGSL, SAMPLE_WGSL, FUSED_ROWS_WGSL],
     bindings: crate::sample::binding::ALL,
     subgroups: false,
+};
+/// The same, with the fused network's weight loads shared by the lanes of a subgroup.
+pub const SAMPLE_SUBGROUP: KernelSource = KernelSource {
+    name: "sample_subgroup",
+    parts: &[RNG_WGSL, EMBED_WGSL, MIXTURE_WGSL, SAMPLE_WGSL, FUSED_ROWS_SUBGROUP_WGSL],
+    bindings: crate::sample::binding::ALL,
+    subgroups: true,
 };
 
 /// The probability-flow ODE's Runge-Kutta stages, step control and divergence.
@@ -78,4 +87,4 @@ pub const LIKELIHOOD: KernelSource = KernelSource {
 };
 
 /// Every kernel, for the validation test and for warming the pipeline cache.
-pub const ALL: &[KernelSource] = &[NOISE, FMA, MLP, MLP_SUBGROUP, OBJECTIVE, ADAM, SAMPLE, LIKELIHOOD];
+pub const ALL: &[KernelSource] = &[NOISE, FMA, MLP, MLP_SUBGROUP, OBJECTIVE, ADAM, SAMPLE, SAMPLE_SUBGROUP, LIKELIHOOD];

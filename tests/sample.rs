@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use scorefield::gpu::{Gpu, Tuning};
+use scorefield::gpu::{DenseKernel, Gpu, Tuning};
 use scorefield::mixture::GaussianMixture;
 use scorefield::model::{MlpShape, ScoreMlp, Weights};
 use scorefield::objective::Parametrisation;
@@ -358,24 +358,37 @@ fn class_conditional_sampling_refuses_what_it_cannot_do() {
     assert!(pollster::block_on(Sampler::conditional(&gpu, source(&conditional), &method, config, &labels)).is_ok());
 }
 
+/// The fused kernel's choices (particles per invocation; weight loads of its own or shared by a
+/// subgroup's lanes) change how it loads, not what it computes: the same particles to the bit.
 #[test]
-fn several_particles_per_fused_invocation_give_the_same_particles() {
+fn the_fused_kernels_choices_give_the_same_particles() {
     let gpu = gpu();
     let mut r = TestRng(test_seed());
-    let model = ScoreMlp::new(&gpu, MlpShape::new(3, 2, 24), r.next_u64()).unwrap();
+    // Width 20: the last of each layer's blocks of eight rows is half full.
+    let model = ScoreMlp::new(&gpu, MlpShape::new(3, 2, 20), r.next_u64()).unwrap();
     let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: Parametrisation::Score };
     let method = Method::ProbabilityFlow { sde: Sde::vp_default(), steps: 4, heun: true };
-    // 203 particles: the last invocation has fewer than its share.
+    // 203 particles: the last invocation has fewer than its share, and the invocations past the
+    // end share a subgroup with some that are not.
     let config = SamplerConfig { path: Path::Fused, ..SamplerConfig::new(203, r.next_u64()) };
-    let run = |ppi: u32| {
-        let gpu = gpu.clone().with_tuning(Tuning { fused_particles: ppi, ..gpu.tuning() });
+    let run = |ppi: u32, dense: DenseKernel| {
+        let gpu = gpu.clone().with_tuning(Tuning { fused_particles: ppi, dense, ..gpu.tuning() });
         run_sampler(&gpu, source, &method, config).0
     };
-    let one = run(1);
-    for ppi in [2, 3, 4] {
-        let got = run(ppi);
+    let one = run(1, DenseKernel::Block);
+    // Shared loads with four particles per invocation, as CPU adapters with subgroups run it
+    // (each fused pipeline takes seconds to build on llvmpipe).
+    let shared = gpu.runs(DenseKernel::Subgroup).then_some((4, DenseKernel::Subgroup));
+    for (ppi, dense) in [2, 3, 4].map(|ppi| (ppi, DenseKernel::Block)).into_iter().chain(shared) {
+        let got = run(ppi, dense);
         let same = one.iter().zip(&got).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
-        assert_eq!(same, one.len(), "{ppi} particles per invocation: {same} of {} values as with one", one.len());
+        assert_eq!(
+            same,
+            one.len(),
+            "{ppi} particles per invocation, {} weight loads: {same} of {} values as with one, block",
+            dense.name(),
+            one.len()
+        );
     }
 }
 

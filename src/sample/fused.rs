@@ -4,7 +4,7 @@
 
 use super::{binding, SharedBindings, MAX_FUSED_LAYERS, WINDOW_BYTES};
 use crate::error::{Error, Result};
-use crate::gpu::{uniform_window, Bound, Gpu, GpuBuffer, WeightWindows};
+use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, WeightWindows};
 use crate::model::Weights;
 use crate::sample::{SamplerConfig, ScoreSource};
 use crate::shaders;
@@ -17,7 +17,14 @@ pub(super) async fn fused_kernel(
     constants: &[(&str, f64)],
     shared: &SharedBindings<'_>,
 ) -> Result<((Bound, WeightWindows), GpuBuffer<f32>)> {
-    let pipeline = gpu.pipeline(&shaders::SAMPLE, "fused", constants).await?;
+    // A network's weight loads shared by the lanes of a subgroup where the device runs the
+    // subgroup kernels (the same values either way).
+    let network = matches!(source, ScoreSource::Network { .. });
+    let kernel = match gpu.tuning().dense {
+        DenseKernel::Subgroup if network => &shaders::SAMPLE_SUBGROUP,
+        _ => &shaders::SAMPLE,
+    };
+    let pipeline = gpu.pipeline(kernel, "fused", constants).await?;
     // Both score sources are in the kernel, so every binding must be filled; the one
     // not used gets a placeholder.
     let placeholder = GpuBuffer::<f32>::new(gpu, "scorefield.sample.unused", 1, wgpu::BufferUsages::empty())?;
