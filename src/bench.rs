@@ -6,7 +6,7 @@
 use crate::error::Result;
 use crate::gpu::{Clock, Gpu};
 use crate::mixture::GaussianMixture;
-use crate::model::{MlpShape, ScoreMlp, Weights};
+use crate::model::{DenseChoice, MlpShape, ScoreMlp, Weights};
 use crate::objective::{geometric_sigmas, Objective, Parametrisation};
 use crate::rng::{self, Stream};
 use crate::sample::{Method, Path, Sampler, SamplerConfig, ScoreSource};
@@ -109,7 +109,8 @@ pub async fn run(
     let n = workload.size();
     let repeats = repeats.max(1);
     if workload.is_training() {
-        let seconds = time_training(gpu, clock, shape, objective(), n, &data(workload), steps, repeats).await?;
+        let (seconds, dense) =
+            time_training(gpu, clock, shape, objective(), n, &data(workload), steps, repeats).await?;
         let flop = 3.0 * shape.forward_flop() * n as f64 * steps as f64;
         return Ok(BenchResult {
             workload,
@@ -118,7 +119,7 @@ pub async fn run(
             figure: steps as f64 / seconds[0],
             figure_unit: "steps/s",
             gflops: flop / seconds[0] / 1e9,
-            path: staged_path(gpu),
+            path: staged_path(gpu, Some(dense)),
             timing: clock.describe(),
         });
     }
@@ -154,18 +155,23 @@ pub async fn run(
         figure: particle_steps / seconds[0],
         figure_unit: "particle-steps/s",
         gflops: shape.forward_flop() * particle_steps / seconds[0] / 1e9,
-        path: if sampler.is_fused() { "fused".into() } else { staged_path(gpu) },
+        path: match sampler.dense() {
+            _ if sampler.is_fused() => format!("fused, {} weight loads", gpu.tuning().dense.name()),
+            dense => staged_path(gpu, dense),
+        },
         timing: clock.describe(),
     })
 }
 
-/// "staged", with how the dense layers read their operands (`Tuning::operands`).
-fn staged_path(gpu: &Gpu) -> String {
-    format!("staged, {} operands", gpu.tuning().operands())
+/// "staged", with how the dense layers read their operands (`Tuning::operands`) and the kernel
+/// they ran on.
+fn staged_path(gpu: &Gpu, dense: Option<DenseChoice>) -> String {
+    let kernel = dense.map_or(String::new(), |d| format!(", {}", d.describe()));
+    format!("staged, {} operands{kernel}", gpu.tuning().operands())
 }
 
 /// Seconds for `steps` training steps of `objective` (median, min, max of `repeats` timings),
-/// after two warm-up steps.
+/// after two warm-up steps, and the dense kernel they ran on.
 #[allow(clippy::too_many_arguments)]
 async fn time_training(
     gpu: &Gpu,
@@ -176,7 +182,7 @@ async fn time_training(
     data: &[f32],
     steps: usize,
     repeats: usize,
-) -> Result<[f64; 3]> {
+) -> Result<([f64; 3], DenseChoice)> {
     let config = TrainConfig { batch, seed: 1, steps_per_submit: 20, ..TrainConfig::new(shape, objective) };
     let mut trainer = Trainer::new(gpu, config, data).await?;
     trainer.run(2, 0)?;
@@ -186,7 +192,7 @@ async fn time_training(
         times.push(clock.time(gpu, || trainer.run(steps as u64, 0)).await?);
         trainer.finish().await?;
     }
-    Ok(median_min_max(times))
+    Ok((median_min_max(times), trainer.dense()))
 }
 
 /// The objectives whose training-step cost [`objective_costs`] compares: denoising score
@@ -215,7 +221,7 @@ pub async fn objective_costs(
     let data: Vec<f32> = rng::normals(1, Stream::Data.at(0), 0, 4096 * shape.dim).iter().map(|&v| v as f32).collect();
     let mut costs = Vec::new();
     for (name, objective) in cost_objectives() {
-        let t = time_training(gpu, clock, shape, objective, batch, &data, steps, repeats).await?;
+        let (t, _) = time_training(gpu, clock, shape, objective, batch, &data, steps, repeats).await?;
         costs.push((name, t.map(|s| s / steps.max(1) as f64)));
     }
     Ok(costs)

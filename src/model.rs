@@ -27,7 +27,7 @@
 //! division by sigma happens where a score is needed, not inside the network.
 
 use crate::error::{Error, Result};
-use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, WeightWindows, UNIFORM_WINDOW_BYTES};
+use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, Tuning, WeightWindows, UNIFORM_WINDOW_BYTES};
 use crate::objective::kernels::binding as embed;
 use crate::rng::{self, Stream};
 use crate::shaders;
@@ -312,7 +312,41 @@ pub(crate) struct MlpPass {
     _dummy_write: GpuBuffer<f32>,
     /// The weights' uniform windows (layer l's W in window l, where the layer is windowed).
     windows: WeightWindows,
+    /// The kernel its dense layers run on, and how it was chosen.
+    pub dense: DenseChoice,
 }
+
+/// The dense kernel of a pass, with the forward timings it was chosen by when it was measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DenseChoice {
+    pub kernel: DenseKernel,
+    /// Seconds of one forward pass over the measured rows, the best of the alternated runs:
+    /// [block, subgroup]. None where the tuning chose without measuring.
+    pub measured: Option<[f64; 2]>,
+}
+
+impl DenseChoice {
+    /// "subgroup kernel (measured: block 12.3 ms, subgroup 6.5 ms per forward)", or "block
+    /// kernel" where it was not measured.
+    pub fn describe(&self) -> String {
+        match self.measured {
+            Some([block, subgroup]) => format!(
+                "{} kernel (measured: block {:.1} ms, subgroup {:.1} ms per forward)",
+                self.kernel.name(),
+                block * 1e3,
+                subgroup * 1e3
+            ),
+            None => format!("{} kernel", self.kernel.name()),
+        }
+    }
+}
+
+/// Rows of the forward passes that time the dense kernels (`Tuning::measure_dense`): with
+/// chunked operands, the same chunks the run dispatches, so timing all of a large batch would
+/// tell nothing more.
+const MEASURE_ROWS: usize = 1024;
+/// Forward passes per kernel, alternated; the best counts (the least disturbed by other load).
+const MEASURE_ROUNDS: usize = 3;
 
 /// Bytes of one uniform window (`wwin`, `awin` in mlp.wgsl).
 const WINDOW_BYTES: u64 = UNIFORM_WINDOW_BYTES;
@@ -614,6 +648,9 @@ impl MlpPass {
     /// Buffers and dispatches for `batch` rows through `model`'s `weights`, each with `tangents`
     /// forward-mode directions (0 for none); with `grads`, also the backward pass writing
     /// parameter gradients there.
+    ///
+    /// The dense kernel is the tuning's, or where it asks for a measurement and the device runs
+    /// both, the faster at this network's forward pass (the kernels give the same results).
     pub async fn new(
         gpu: &Gpu,
         model: &ScoreMlp,
@@ -622,6 +659,34 @@ impl MlpPass {
         tangents: usize,
         grads: Option<&GpuBuffer<f32>>,
     ) -> Result<Self> {
+        let tuning = gpu.tuning();
+        let mut dense = DenseChoice { kernel: tuning.dense, measured: None };
+        if tuning.measure_dense && gpu.runs(DenseKernel::Block) && gpu.runs(DenseKernel::Subgroup) {
+            let rows = batch.clamp(1, MEASURE_ROWS);
+            let mut passes = Vec::new();
+            for kernel in [DenseKernel::Block, DenseKernel::Subgroup] {
+                let fixed = DenseChoice { kernel, measured: None };
+                passes.push(Self::build(gpu, model, weights, rows, 0, None, fixed).await?);
+            }
+            let measured = time_forwards(gpu, &passes)?;
+            let kernel = if measured[1] < measured[0] { DenseKernel::Subgroup } else { DenseKernel::Block };
+            dense = DenseChoice { kernel, measured: Some(measured) };
+        }
+        Self::build(gpu, model, weights, batch, tangents, grads, dense).await
+    }
+
+    /// [`MlpPass::new`] on a given dense kernel.
+    async fn build(
+        gpu: &Gpu,
+        model: &ScoreMlp,
+        weights: Weights,
+        batch: usize,
+        tangents: usize,
+        grads: Option<&GpuBuffer<f32>>,
+        dense: DenseChoice,
+    ) -> Result<Self> {
+        // The dispatches below read the kernel from the tuning.
+        let gpu = &gpu.clone().with_tuning(Tuning { dense: dense.kernel, ..gpu.tuning() });
         let layers = model.shape.layers();
         let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
         let tangent_rows = batch.saturating_mul(tangents);
@@ -686,7 +751,16 @@ impl MlpPass {
             Some(grads) => bindings.backward(&sides, &acts, tangent.as_ref(), grads).await?,
             None => Vec::new(),
         };
-        Ok(Self { acts, tangent, forward, backward, _dummy_read: dummy_read, _dummy_write: dummy_write, windows })
+        Ok(Self {
+            acts,
+            tangent,
+            forward,
+            backward,
+            _dummy_read: dummy_read,
+            _dummy_write: dummy_write,
+            windows,
+            dense,
+        })
     }
 
     /// The network output (sigma * score or predicted noise), [batch, d].
@@ -732,6 +806,32 @@ impl MlpPass {
             kernel.dispatch(pass, *grid);
         }
     }
+}
+
+/// The best of [`MEASURE_ROUNDS`] forward passes of each pass, alternated, in seconds by the host
+/// clock around a submit and its wait (each pass's weights copied first, untimed).
+fn time_forwards(gpu: &Gpu, passes: &[MlpPass]) -> Result<[f64; 2]> {
+    let mut best = [f64::INFINITY; 2];
+    for _ in 0..MEASURE_ROUNDS {
+        for (pass, best) in passes.iter().zip(&mut best) {
+            let mut encoder = gpu.encoder("scorefield.mlp.measure_copies");
+            pass.record_weight_copies(&mut encoder);
+            gpu.wait(Some(gpu.submit(encoder)))?;
+            let mut encoder = gpu.encoder("scorefield.mlp.measure");
+            {
+                let mut compute = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("scorefield.mlp.measure"),
+                    timestamp_writes: None,
+                });
+                pass.record_forward(&mut compute);
+            }
+            // Not reached in browsers (no `Instant` there): they run the block kernel only.
+            let start = std::time::Instant::now();
+            gpu.wait(Some(gpu.submit(encoder)))?;
+            *best = best.min(start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(best)
 }
 
 /// How a dense-layer dispatch is specialised: the mode, the activation, whether W (or, for

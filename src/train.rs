@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuBuffer, PendingRead};
 use crate::health::{first_nonfinite, Health};
 pub use crate::health::{Backoff, NonFinite, HEALTH_CLEAN, HEALTH_QUANTITIES};
-use crate::model::{MlpPass, MlpShape, ScoreMlp, Weights};
+use crate::model::{DenseChoice, MlpPass, MlpShape, ScoreMlp, Weights};
 use crate::objective::{Objective, ObjectiveKernels, MAX_TANGENTS, T_MIN};
 use crate::optim::{AdamConfig, Optimizer};
 pub use crate::step::StepParams;
@@ -366,6 +366,11 @@ impl Trainer {
 
     pub fn grads(&self) -> &GpuBuffer<f32> {
         &self.grads
+    }
+
+    /// The kernel the dense layers run on and how it was chosen (`Tuning::measure_dense`).
+    pub fn dense(&self) -> DenseChoice {
+        self.mlp.dense
     }
 
     /// Adam's first and second moments.

@@ -458,6 +458,40 @@ fn dense_kernels_agree_bit_for_bit() {
     }
 }
 
+/// With `Tuning::measure_dense` (the library's default), building a pass times the dense kernels
+/// the device runs and keeps the faster: the choice is reported with its timings, and training
+/// gives the same weights as on either kernel chosen outright.
+#[test]
+fn the_dense_kernel_is_chosen_by_timing_and_changes_no_result() {
+    let own = gpu();
+    let mut r = TestRng(test_seed());
+    let data = random_data(&mut r, 64, 2);
+    let config = small_config(r.next_u64(), 300, 3, NonFinite::Stop);
+    let train = |tuning: Tuning| {
+        let gpu = own.clone().with_tuning(tuning);
+        let mut t = pollster::block_on(Trainer::new(&gpu, config.clone(), &data)).unwrap();
+        t.run(3, 0).unwrap();
+        (t.dense(), pollster::block_on(t.model().params.read(&gpu)).unwrap())
+    };
+    let (chosen, measured_weights) = train(Tuning { measure_dense: true, ..own.tuning() });
+    eprintln!("chosen: {}", chosen.describe());
+    if own.runs(DenseKernel::Subgroup) {
+        let [block, subgroup] = chosen.measured.expect("both kernels run here, so they were timed");
+        assert!(block > 0.0 && subgroup > 0.0 && block.is_finite() && subgroup.is_finite(), "{block} {subgroup}");
+        let faster = if subgroup < block { DenseKernel::Subgroup } else { DenseKernel::Block };
+        assert_eq!(chosen.kernel, faster, "{}", chosen.describe());
+    } else {
+        assert_eq!(chosen.measured, None, "one kernel runs here: nothing to time");
+        assert_eq!(chosen.kernel, DenseKernel::Block);
+    }
+    for kernel in [DenseKernel::Block, DenseKernel::Subgroup].into_iter().filter(|k| own.runs(*k)) {
+        let (fixed, weights) = train(Tuning { measure_dense: false, dense: kernel, ..own.tuning() });
+        assert_eq!(fixed.kernel, kernel);
+        assert_eq!(fixed.measured, None);
+        assert!(weights == measured_weights, "{} kernel: other weights than the measured choice", kernel.name());
+    }
+}
+
 #[test]
 fn same_seed_gives_bit_identical_weights() {
     let gpu = gpu();

@@ -59,8 +59,14 @@ pub struct Tuning {
     /// four particles' activations would take four times the private memory per invocation
     /// (already spilled at W1's width), so there it stays 1. Not measured on a GPU.
     pub fused_particles: u32,
-    /// Which kernel computes the dense layers ([`DenseKernel`]).
+    /// Which kernel computes the dense layers ([`DenseKernel`]): the guess from the adapter's
+    /// kind, used as it is unless `measure_dense` replaces it.
     pub dense: DenseKernel,
+    /// Where the device runs both dense kernels: time them on each pass's network when the pass
+    /// is built (`MlpPass`: three alternated forward passes over up to 1024 rows each, a fraction
+    /// of a second) and keep the faster. They give the same results, so only speed depends on
+    /// it. The fused sampler's shared weight loads follow `dense` (not measured).
+    pub measure_dense: bool,
 }
 
 /// The dense layers' kernel: shaders/mlp.wgsl or shaders/mlp_subgroup.wgsl. Both compute every
@@ -113,6 +119,7 @@ impl Tuning {
             fused_particles: if cpu { 4 } else { 1 },
             loop_limit: info.name.contains("llvmpipe").then_some(LLVMPIPE_LOOP_ITERATIONS),
             dense: if subgroup { DenseKernel::Subgroup } else { DenseKernel::Block },
+            measure_dense: true,
         }
     }
 

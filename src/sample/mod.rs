@@ -23,7 +23,7 @@ pub use method::{Churn, Method, PlannedStep, SampleCursor, SampleStep};
 use crate::error::{Error, Result};
 use crate::gpu::{Bound, Gpu, GpuBuffer, WeightWindows, UNIFORM_WINDOW_BYTES};
 use crate::mixture::GaussianMixture;
-use crate::model::{ScoreMlp, Weights, EMBED_FREQS};
+use crate::model::{DenseChoice, ScoreMlp, Weights, EMBED_FREQS};
 use crate::objective::Parametrisation;
 use method::FLAG_IMPUTE;
 
@@ -347,6 +347,12 @@ impl Sampler {
     /// Whether the fused path was chosen.
     pub fn is_fused(&self) -> bool {
         self.fused.is_some()
+    }
+
+    /// The dense kernel of the staged network pass and how it was chosen; None when fused or
+    /// with a mixture score.
+    pub fn dense(&self) -> Option<DenseChoice> {
+        self.staged.as_ref().and_then(Staged::network).map(|mlp| mlp.dense)
     }
 
     /// The planned steps (the initial draw first).

@@ -8,12 +8,18 @@ mod eight;
 pub use digits::DigitsCheck;
 #[allow(unused_imports)]
 pub use eight::{mode_shares, EightGaussiansCheck};
-use scorefield::gpu::Gpu;
+use scorefield::gpu::{Gpu, Tuning};
 
-/// The test GPU. No adapter is a failure, never a skip: CI must find lavapipe.
+/// The test GPU. No adapter is a failure, never a skip: CI must find lavapipe. Its dense kernel
+/// is the adapter's guess, not timed per network (`Tuning::measure_dense`): the kernels agree
+/// to the bit, tests that compare them choose them, and timing each network the tests build
+/// would only add minutes (train.rs tests the measurement itself).
 pub fn gpu() -> Gpu {
     match pollster::block_on(Gpu::new()) {
-        Ok(gpu) => gpu,
+        Ok(gpu) => {
+            let tuning = Tuning { measure_dense: false, ..gpu.tuning() };
+            gpu.with_tuning(tuning)
+        }
         Err(e) => panic!("GPU tests need an adapter (CI installs lavapipe): {e}"),
     }
 }

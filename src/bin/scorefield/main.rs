@@ -384,8 +384,9 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4))]
         fused_particles: Option<u32>,
         /// The dense layers' kernel: an 8 x 8 block per invocation, or subgroups sharing each
-        /// weight load (needs subgroups of 8 or more lanes; default: the adapter's choice,
-        /// subgroup on CPU adapters that have them).
+        /// weight load (needs subgroups of 8 or more lanes). Default: where the device runs
+        /// both, the faster for each network, timed when it is built; the fused sampler's
+        /// weight loads: subgroup on CPU adapters that have them.
         #[arg(long, default_value = "auto", value_parser = ["auto", "block", "subgroup"])]
         dense: String,
     },
@@ -589,10 +590,10 @@ async fn info(repeats: usize, adapter: Option<&str>) -> Result<()> {
 async fn bench_gpu(adapter: Option<&str>, operands: &str, fused_particles: Option<u32>, dense: &str) -> Result<Gpu> {
     let gpu = Gpu::with_adapter(adapter).await?;
     let own = gpu.tuning();
-    let dense = match dense {
-        "block" => DenseKernel::Block,
-        "subgroup" => DenseKernel::Subgroup,
-        _ => own.dense,
+    let (dense, measure_dense) = match dense {
+        "block" => (DenseKernel::Block, false),
+        "subgroup" => (DenseKernel::Subgroup, false),
+        _ => (own.dense, own.measure_dense),
     };
     if !gpu.runs(dense) {
         bail!("--dense {}: this adapter has no subgroups of 8 or more lanes; use --dense block or auto", dense.name());
@@ -605,6 +606,7 @@ async fn bench_gpu(adapter: Option<&str>, operands: &str, fused_particles: Optio
         },
         fused_particles: fused_particles.unwrap_or(own.fused_particles),
         dense,
+        measure_dense,
         ..own
     };
     Ok(gpu.with_tuning(tuning))
@@ -613,12 +615,17 @@ async fn bench_gpu(adapter: Option<&str>, operands: &str, fused_particles: Optio
 /// The kernel choices on `gpu`, for the benchmarks' headers.
 fn operands_line(gpu: &Gpu) -> String {
     let t = gpu.tuning();
+    let dense = if t.measure_dense && gpu.runs(DenseKernel::Subgroup) {
+        "the faster of the block and subgroup kernels, timed per network".to_string()
+    } else {
+        format!("{} kernel", t.dense.name())
+    };
     format!(
-        "dense layers: {} kernel (bench --dense block|subgroup), {} operands (--operands chunked|storage); fused \
-         sampler: {} particle(s) per invocation with a network (--fused-particles)",
-        t.dense.name(),
+        "dense layers: {dense} (bench --dense block|subgroup), {} operands (--operands chunked|storage); fused \
+         sampler: {} particle(s) per invocation with a network (--fused-particles), {} weight loads",
         t.operands(),
-        t.fused_particles
+        t.fused_particles,
+        t.dense.name()
     )
 }
 
