@@ -661,7 +661,8 @@ impl MlpPass {
     ) -> Result<Self> {
         let tuning = gpu.tuning();
         let mut dense = DenseChoice { kernel: tuning.dense, measured: None };
-        if tuning.measure_dense && gpu.runs(DenseKernel::Block) && gpu.runs(DenseKernel::Subgroup) {
+        // The block kernel runs everywhere: a choice exists where the subgroup kernel runs too.
+        if tuning.measure_dense && gpu.runs(DenseKernel::Subgroup) {
             let rows = batch.clamp(1, MEASURE_ROWS);
             let mut passes = Vec::new();
             for kernel in [DenseKernel::Block, DenseKernel::Subgroup] {
