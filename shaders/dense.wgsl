@@ -52,8 +52,8 @@
 //   MODE 1: the adjoint of h' = silu'(z) z':  out0 = C * silu'(aux[b*N + n])  (dL/dz' below),
 //           out1 = C  (dL/dh' below, for the second-order term; C + skip with SKIP)
 //   MODE 2: as usual, but no bias gradient: z' has no bias.
-// mlp.wgsl's entry `second_order` (one invocation per primal element, M = batch, N = features) adds the
-// second-order term of h' = silu'(z) z' to the primal gradient:
+// mlp.wgsl's entry `second_order` (one invocation per primal element, M = batch, N = features)
+// adds the second-order term of h' = silu'(z) z' to the primal gradient:
 //   out0[b*N + j] += silu''(aux[b*N + j]) * sum_t lhs[(b*T + t)*N + j] * rhs[(b*T + t)*N + j]
 //   with aux = z, lhs = z', rhs = dL/dh', out0 = dL/dz of the primal rows.
 
