@@ -320,9 +320,20 @@ pub(crate) struct MlpPass {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DenseChoice {
     pub kernel: DenseKernel,
-    /// Seconds of one forward pass over the measured rows, the best of the alternated runs:
-    /// [block, subgroup]. None where the tuning chose without measuring.
-    pub measured: Option<[f64; 2]>,
+    /// How the kernels did on this network, where the choice was measured.
+    pub measured: Option<DenseMeasurement>,
+}
+
+/// The two dense kernels on one network's forward pass over the same input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DenseMeasurement {
+    /// Seconds of one forward pass, the best of the alternated runs.
+    pub block: f64,
+    pub subgroup: f64,
+    /// Whether their outputs agreed (as they must: the same FMA chains). Where they do not (a
+    /// device that maps a workgroup's invocations to subgroup lanes otherwise than the kernel
+    /// assumes), the block kernel is kept whatever the timings.
+    pub agree: bool,
 }
 
 impl DenseChoice {
@@ -330,15 +341,22 @@ impl DenseChoice {
     /// kernel" where it was not measured.
     pub fn describe(&self) -> String {
         match self.measured {
-            Some([block, subgroup]) => format!(
-                "{} kernel (measured: block {:.1} ms, subgroup {:.1} ms per forward)",
+            Some(m) => format!(
+                "{} kernel (measured: block {:.1} ms, subgroup {:.1} ms per forward{})",
                 self.kernel.name(),
-                block * 1e3,
-                subgroup * 1e3
+                m.block * 1e3,
+                m.subgroup * 1e3,
+                if m.agree { "" } else { "; the subgroup kernel's outputs differed, so it is not used" }
             ),
             None => format!("{} kernel", self.kernel.name()),
         }
     }
+}
+
+/// Whether two kernels' outputs are the same numbers (a zero's sign aside; NaN where both have
+/// one, as neither kernel makes one from finite input).
+pub fn same_outputs(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
 }
 
 /// Rows of the forward passes that time the dense kernels (`Tuning::measure_dense`): with
@@ -664,14 +682,21 @@ impl MlpPass {
         // The block kernel runs everywhere: a choice exists where the subgroup kernel runs too.
         if tuning.measure_dense && gpu.runs(DenseKernel::Subgroup) {
             let rows = batch.clamp(1, MEASURE_ROWS);
+            // The same input rows for both, values in [-1, 1) (the embedding's range), so
+            // their outputs can be compared.
+            let width = model.shape.input_width();
+            let input: Vec<f32> = (0..rows * width).map(|i| (i * 7919 % 2048) as f32 / 1024.0 - 1.0).collect();
             let mut passes = Vec::new();
             for kernel in [DenseKernel::Block, DenseKernel::Subgroup] {
                 let fixed = DenseChoice { kernel, measured: None };
-                passes.push(Self::build(gpu, model, weights, rows, 0, None, fixed).await?);
+                let pass = Self::build(gpu, model, weights, rows, 0, None, fixed).await?;
+                pass.acts.input.write(gpu, 0, &input);
+                passes.push(pass);
             }
-            let measured = time_forwards(gpu, &passes)?;
-            let kernel = if measured[1] < measured[0] { DenseKernel::Subgroup } else { DenseKernel::Block };
-            dense = DenseChoice { kernel, measured: Some(measured) };
+            let [block, subgroup] = time_forwards(gpu, &passes)?;
+            let agree = same_outputs(&passes[0].output().read(gpu).await?, &passes[1].output().read(gpu).await?);
+            let kernel = if agree && subgroup < block { DenseKernel::Subgroup } else { DenseKernel::Block };
+            dense = DenseChoice { kernel, measured: Some(DenseMeasurement { block, subgroup, agree }) };
         }
         Self::build(gpu, model, weights, batch, tangents, grads, dense).await
     }

@@ -476,9 +476,10 @@ fn the_dense_kernel_is_chosen_by_timing_and_changes_no_result() {
     let (chosen, measured_weights) = train(Tuning { measure_dense: true, ..own.tuning() });
     eprintln!("chosen: {}", chosen.describe());
     if own.runs(DenseKernel::Subgroup) {
-        let [block, subgroup] = chosen.measured.expect("both kernels run here, so they were timed");
-        assert!(block > 0.0 && subgroup > 0.0 && block.is_finite() && subgroup.is_finite(), "{block} {subgroup}");
-        let faster = if subgroup < block { DenseKernel::Subgroup } else { DenseKernel::Block };
+        let m = chosen.measured.expect("both kernels run here, so they were timed");
+        assert!(m.block > 0.0 && m.subgroup > 0.0 && m.block.is_finite() && m.subgroup.is_finite(), "{m:?}");
+        assert!(m.agree, "the kernels' outputs differ on the measured input: {}", chosen.describe());
+        let faster = if m.subgroup < m.block { DenseKernel::Subgroup } else { DenseKernel::Block };
         assert_eq!(chosen.kernel, faster, "{}", chosen.describe());
     } else {
         assert_eq!(chosen.measured, None, "one kernel runs here: nothing to time");
@@ -490,6 +491,16 @@ fn the_dense_kernel_is_chosen_by_timing_and_changes_no_result() {
         assert_eq!(fixed.measured, None);
         assert!(weights == measured_weights, "{} kernel: other weights than the measured choice", kernel.name());
     }
+}
+
+/// The measurement's comparison of the kernels' outputs: equal numbers, a zero's sign aside.
+#[test]
+fn outputs_compare_as_numbers() {
+    use scorefield::model::same_outputs;
+    assert!(same_outputs(&[1.0, -0.0, f32::NAN], &[1.0, 0.0, f32::NAN]));
+    assert!(!same_outputs(&[1.0, 2.0], &[1.0, f32::from_bits(2.0f32.to_bits() + 1)]));
+    assert!(!same_outputs(&[1.0, f32::NAN], &[1.0, 0.0]));
+    assert!(!same_outputs(&[1.0], &[1.0, 1.0]));
 }
 
 #[test]
