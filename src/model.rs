@@ -835,14 +835,16 @@ impl MlpPass {
 }
 
 /// The best of [`MEASURE_ROUNDS`] forward passes of each pass, alternated, in seconds by the host
-/// clock around a submit and its wait (each pass's weights copied first, untimed).
+/// clock around a submit and its wait (the passes' weight windows filled once before, untimed).
 fn time_forwards(gpu: &Gpu, passes: &[MlpPass]) -> Result<[f64; 2]> {
+    let mut encoder = gpu.encoder("scorefield.mlp.measure_copies");
+    for pass in passes {
+        pass.record_weight_copies(&mut encoder);
+    }
+    gpu.wait(Some(gpu.submit(encoder)))?;
     let mut best = [f64::INFINITY; 2];
     for _ in 0..MEASURE_ROUNDS {
         for (pass, best) in passes.iter().zip(&mut best) {
-            let mut encoder = gpu.encoder("scorefield.mlp.measure_copies");
-            pass.record_weight_copies(&mut encoder);
-            gpu.wait(Some(gpu.submit(encoder)))?;
             let mut encoder = gpu.encoder("scorefield.mlp.measure");
             {
                 let mut compute = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
