@@ -155,9 +155,10 @@ pub async fn run(
         figure: particle_steps / seconds[0],
         figure_unit: "particle-steps/s",
         gflops: shape.forward_flop() * particle_steps / seconds[0] / 1e9,
-        path: match sampler.dense() {
-            _ if sampler.is_fused() => format!("fused, {} weight loads", gpu.tuning().dense.name()),
-            dense => staged_path(gpu, dense),
+        path: if sampler.is_fused() {
+            format!("fused, {} weight loads", gpu.tuning().dense.name())
+        } else {
+            staged_path(gpu, sampler.dense())
         },
         timing: clock.describe(),
     })
