@@ -6,6 +6,8 @@
 //                  1 read schedule: array<SampleStep>     2 rw particles [N, D]
 //   fused:         3 rw saved [N, D] (Heun)  5 read mixture (SOURCE 0)  7 read freqs (SOURCE 1)
 //                  11-15 uniform weight windows, 16 uniform biases (SOURCE 1; see below)
+//                  20 read net: packed weights and biases, 21 rw scratch: activations
+//                  (SOURCE 1 with WIDE)
 //   score_mixture: 4 rw score [N, D]  5 read mixture
 //   embed:         7 read freqs  10 rw net_input [N or 2N, D + 2F + CLASSES]  19 read labels [N]
 //   measure_norms: 4 rw score  8 rw norms [2N]
@@ -29,10 +31,10 @@
 //      (score parametrisation) or -1/sigma (eps parametrisation).
 // Two paths give the same numbers (tests/sample.rs):
 //   fused:  every step of cursor.first .. first + count in one dispatch, the particle in private
-//           memory, the network evaluated per particle (D <= MAX_D, W <= MAX_W, W a multiple
-//           of 4, at most 4 hidden layers), the weights read through uniform bindings; with a
-//           network, PPI particles per invocation (PPI D <= MAX_D), which share each weight
-//           load and give the same numbers as one per invocation;
+//           memory, the network evaluated per particle (D <= 64, W <= 512, W a multiple of 4,
+//           at most 4 hidden layers); with a network, PPI particles per invocation
+//           (PPI D <= MAX_D), which share each weight load and give the same numbers as one per
+//           invocation;
 //   staged: per step, score_mixture or embed + the dense-layer kernels (mlp.wgsl) write the
 //           score (or network output) to `score`, then update applies it; for any D and width.
 // A class-conditional network (CLASSES = C > 0, staged only) takes particle n's label as the
@@ -72,8 +74,7 @@ const FLAG_NO_SCORE: u32 = 2u;
 const FLAG_CLIP_X0: u32 = 4u;
 const FLAG_IMPUTE: u32 = 8u;
 const STREAM_SAMPLER_IMPUTE: u32 = 9u;
-const MAX_D: u32 = 64u;      // private particle arrays (fused path and mixture scores)
-const MAX_W: u32 = 128u;     // private activations of the fused network (width and input width)
+const MAX_D: u32 = 256u;     // private particle arrays: PPI particles of D (fused path, mixture scores)
 
 override D: u32 = 2u;        // particle dimension
 override N: u32 = 1u;        // particles
@@ -87,6 +88,9 @@ override WG: u32 = 64u;
 // n0 + q of an invocation keeps dimension j at x[q * D + j] and its activations at
 // h[k * PPI + q].
 override PPI: u32 = 1u;
+// A network wider than 128 (or with an input wider than 128): weights from `net` instead of the
+// uniform windows, activations in `scratch` instead of private arrays (see below).
+override WIDE: bool = false;
 override CLASSES: u32 = 0u;     // C: the class code's columns of a class-conditional network
 override GUIDED: bool = false;  // rows N .. 2N hold the unconditional outputs
 override GUIDANCE: f32 = 0.0;   // w
@@ -141,11 +145,13 @@ fn update_elem(st: SampleStep, x: f32, s: f32, z: f32, p: f32) -> vec2<f32> {
 
 // ---- the score MLP, one particle at a time (fused path) ---------------------------------------
 //
-// The weights come through uniform bindings, repacked by the host (src/sample/mod.rs) from the
-// flat parameter buffer: layer l's W [fan_out, round_up(fan_in, 4)] (zero-padded rows) in
-// window l, every bias in `biases`. Every invocation reads the same weight at the same time, so
-// uniform reads are the right path on GPUs (a constant-cache broadcast) and on llvmpipe, where
-// they cost a twelfth of a storage read (BENCHMARKS.md).
+// The weights are packed by the host (src/sample/fused.rs) from the flat parameter buffer: layer
+// l's W [fan_out, round_up(fan_in, 4)] (zero-padded rows), then every bias. Every invocation
+// reads the same weight at the same time: a broadcast on GPUs, and on llvmpipe the subgroup's
+// lanes share the load (fused_rows_subgroup.wgsl). A network up to 128 wide reads them through
+// uniform windows: W of layer l in window l, the biases in `biases`. A wider one (WIDE) reads
+// them from `net`, W of layer l from vec4 layer_start(l), which measured 13% slower on W3 on
+// llvmpipe but fits any width (BENCHMARKS.md, "The fused sampler for wide networks").
 
 const WINDOW: u32 = 4096u;   // vec4s per 64 KiB uniform window
 const MAX_LAYERS: u32 = 5u;  // fused networks have at most 4 hidden layers
@@ -156,8 +162,20 @@ const MAX_LAYERS: u32 = 5u;  // fused networks have at most 4 hidden layers
 @group(0) @binding(14) var<uniform> w3: array<vec4<f32>, WINDOW>;
 @group(0) @binding(15) var<uniform> w4: array<vec4<f32>, WINDOW>;
 @group(0) @binding(16) var<uniform> biases: array<vec4<f32>, WINDOW>;
+@group(0) @binding(20) var<storage, read> net: array<vec4<f32>>;
+@group(0) @binding(21) var<storage, read_write> scratch: array<vec4<f32>>;
+
+// Where layer l's W starts in `net` (l = H: the output layer's; l = H + 1: the biases).
+fn layer_start(l: u32) -> u32 {
+    let first = W * ((D + 2u * F + 3u) / 4u);
+    let hidden = W * (W / 4u);
+    return select(0u, select(first + (l - 1u) * hidden, first + (H - 1u) * hidden + D * (W / 4u), l > H), l > 0u);
+}
 
 fn weight4(l: u32, i: u32) -> vec4<f32> {
+    if WIDE {
+        return net[layer_start(l) + i];
+    }
     switch l {
         case 0u: { return w0[i]; }
         case 1u: { return w1[i]; }
@@ -168,12 +186,42 @@ fn weight4(l: u32, i: u32) -> vec4<f32> {
 }
 
 fn bias(i: u32) -> f32 {
+    if WIDE {
+        return net[layer_start(H + 1u) + i / 4u][i % 4u];
+    }
     return biases[i / 4u][i % 4u];
 }
 
-const MAX_W4: u32 = MAX_W / 4u;
 const MAX_PPI: u32 = 4u;
-const MAX_H4: u32 = MAX_W4 * MAX_PPI;
+// vec4s of a private activation array: one layer's inputs or outputs for the PPI particles of a
+// network up to 128 wide. Larger arrays took minutes to compile on llvmpipe (4.5 minutes at
+// 512), so wider networks keep their activations in `scratch` (WIDE), 2 act4() per invocation.
+const MAX_H4: u32 = 128u;
+
+// vec4s of one activation array of an invocation: the widest layer input for the PPI particles.
+fn act4() -> u32 {
+    return max((D + 2u * F + 3u) / 4u, W / 4u) * PPI;
+}
+
+// Where this invocation's activations start in `scratch` (WIDE; set by fused_steps): h at
+// scratch_base, g after it.
+var<private> scratch_base: u32;
+
+// Activation i of the array a (h or g), which starts at `at` in scratch where WIDE.
+fn load_act(a: ptr<function, array<vec4<f32>, MAX_H4>>, at: u32, i: u32) -> vec4<f32> {
+    if WIDE {
+        return scratch[at + i];
+    }
+    return (*a)[i];
+}
+
+fn store_act(a: ptr<function, array<vec4<f32>, MAX_H4>>, at: u32, i: u32, v: vec4<f32>) {
+    if WIDE {
+        scratch[at + i] = v;
+    } else {
+        (*a)[i] = v;
+    }
+}
 
 // Rows lo.x .. hi.w of layer l's W at vec4 column k: the eight rows `dense` computes at a time.
 // `rows8` is in fused_rows.wgsl (each invocation loads all eight) or fused_rows_subgroup.wgsl
@@ -204,7 +252,7 @@ fn activate(z: vec4<f32>, act: bool) -> vec4<f32> {
 // particles each load of W: on llvmpipe the loads, not the FMAs, set the speed (BENCHMARKS.md,
 // "Issue #21 against its starting binary", item 1). Rows past fan_out repeat the last one and
 // are not stored.
-fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, dst: ptr<function, array<vec4<f32>, MAX_H4>>, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
+fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, src_at: u32, dst: ptr<function, array<vec4<f32>, MAX_H4>>, dst_at: u32, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
     let last = fan_out - 1u;
     for (var j = 0u; j < fan_out; j += 8u) {
         let lo = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(last)) * fan_in4;
@@ -228,21 +276,21 @@ fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, dst: ptr<function, array<
             let w6 = rows.r6;
             let w7 = rows.r7;
             let i = k * PPI;
-            let h0 = (*src)[i];
+            let h0 = load_act(src, src_at, i);
             lo0 += rows4(w0, w1, w2, w3, h0);
             hi0 += rows4(w4, w5, w6, w7, h0);
             if PPI > 1u {
-                let h1 = (*src)[i + 1u];
+                let h1 = load_act(src, src_at, i + 1u);
                 lo1 += rows4(w0, w1, w2, w3, h1);
                 hi1 += rows4(w4, w5, w6, w7, h1);
             }
             if PPI > 2u {
-                let h2 = (*src)[i + 2u];
+                let h2 = load_act(src, src_at, i + 2u);
                 lo2 += rows4(w0, w1, w2, w3, h2);
                 hi2 += rows4(w4, w5, w6, w7, h2);
             }
             if PPI > 3u {
-                let h3 = (*src)[i + 3u];
+                let h3 = load_act(src, src_at, i + 3u);
                 lo3 += rows4(w0, w1, w2, w3, h3);
                 hi3 += rows4(w4, w5, w6, w7, h3);
             }
@@ -250,27 +298,27 @@ fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, dst: ptr<function, array<
         let b_lo = vec4<f32>(bias(b_off + j), bias(b_off + min(j + 1u, last)), bias(b_off + min(j + 2u, last)), bias(b_off + min(j + 3u, last)));
         let b_hi = vec4<f32>(bias(b_off + min(j + 4u, last)), bias(b_off + min(j + 5u, last)), bias(b_off + min(j + 6u, last)), bias(b_off + min(j + 7u, last)));
         let o = (j / 4u) * PPI;
-        (*dst)[o] = activate(lo0 + b_lo, act);
+        store_act(dst, dst_at, o, activate(lo0 + b_lo, act));
         if PPI > 1u {
-            (*dst)[o + 1u] = activate(lo1 + b_lo, act);
+            store_act(dst, dst_at, o + 1u, activate(lo1 + b_lo, act));
         }
         if PPI > 2u {
-            (*dst)[o + 2u] = activate(lo2 + b_lo, act);
+            store_act(dst, dst_at, o + 2u, activate(lo2 + b_lo, act));
         }
         if PPI > 3u {
-            (*dst)[o + 3u] = activate(lo3 + b_lo, act);
+            store_act(dst, dst_at, o + 3u, activate(lo3 + b_lo, act));
         }
         if j + 4u < fan_out {
             let p = o + PPI;
-            (*dst)[p] = activate(hi0 + b_hi, act);
+            store_act(dst, dst_at, p, activate(hi0 + b_hi, act));
             if PPI > 1u {
-                (*dst)[p + 1u] = activate(hi1 + b_hi, act);
+                store_act(dst, dst_at, p + 1u, activate(hi1 + b_hi, act));
             }
             if PPI > 2u {
-                (*dst)[p + 2u] = activate(hi2 + b_hi, act);
+                store_act(dst, dst_at, p + 2u, activate(hi2 + b_hi, act));
             }
             if PPI > 3u {
-                (*dst)[p + 3u] = activate(hi3 + b_hi, act);
+                store_act(dst, dst_at, p + 3u, activate(hi3 + b_hi, act));
             }
         }
     }
@@ -280,6 +328,8 @@ fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, dst: ptr<function, array<
 fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32, MAX_D>>, st: SampleStep) {
     var h: array<vec4<f32>, MAX_H4>;
     var g: array<vec4<f32>, MAX_H4>;
+    let hs = scratch_base;
+    let gs = scratch_base + act4();
     // The input: x, sin(c w), cos(c w), zeros up to a multiple of 4; the embedding is the same
     // for every particle of the step.
     let fan_in4 = (D + 2u * F + 3u) / 4u;
@@ -299,36 +349,35 @@ fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32
                     u[t] = (*x)[q * D + i];
                 }
             }
-            h[k * PPI + q] = u;
+            store_act(&h, hs, k * PPI + q, u);
         }
     }
     let w4 = W / 4u;
-    // The layers are spelled out with constant indices (MAX_LAYERS - 1 hidden at most) so that
-    // weight4's switch folds away once dense is inlined: a switch left inside the k loop cost
-    // 2.7x on llvmpipe.
-    dense(&h, &g, 0u, fan_in4, W, 0u, true);
+    // The layers are spelled out (MAX_LAYERS - 1 hidden at most), each with a constant l, so
+    // layer_start folds once dense is inlined.
+    dense(&h, hs, &g, gs, 0u, fan_in4, W, 0u, true);
     if H > 1u {
-        dense(&g, &h, 1u, w4, W, W, true);
+        dense(&g, gs, &h, hs, 1u, w4, W, W, true);
     }
     if H > 2u {
-        dense(&h, &g, 2u, w4, W, 2u * W, true);
+        dense(&h, hs, &g, gs, 2u, w4, W, 2u * W, true);
     }
     if H > 3u {
-        dense(&g, &h, 3u, w4, W, 3u * W, true);
+        dense(&g, gs, &h, hs, 3u, w4, W, 3u * W, true);
     }
     // After H hidden layers the activations are in g (H odd) or h (H even).
     if (H & 1u) == 1u {
-        dense(&g, &h, H, w4, D, H * W, false);
+        dense(&g, gs, &h, hs, H, w4, D, H * W, false);
         for (var q = 0u; q < PPI; q++) {
             for (var j = 0u; j < D; j++) {
-                (*s)[q * D + j] = st.out_scale * h[(j / 4u) * PPI + q][j % 4u];
+                (*s)[q * D + j] = st.out_scale * load_act(&h, hs, (j / 4u) * PPI + q)[j % 4u];
             }
         }
     } else {
-        dense(&h, &g, H, w4, D, H * W, false);
+        dense(&h, hs, &g, gs, H, w4, D, H * W, false);
         for (var q = 0u; q < PPI; q++) {
             for (var j = 0u; j < D; j++) {
-                (*s)[q * D + j] = st.out_scale * g[(j / 4u) * PPI + q][j % 4u];
+                (*s)[q * D + j] = st.out_scale * load_act(&g, gs, (j / 4u) * PPI + q)[j % 4u];
             }
         }
     }
@@ -341,6 +390,7 @@ fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32
 // there when they share the weights.
 fn fused_steps(gid: vec3<u32>, nwg: vec3<u32>) {
     let n0 = particle_id(gid, nwg) * PPI;
+    scratch_base = particle_id(gid, nwg) * 2u * act4();
     // The invocation's particles: PPI, fewer at the end (the rest stay zero and are not stored).
     let count = min(PPI, N - min(n0, N));
     var x: array<f32, MAX_D>;

@@ -156,7 +156,8 @@ pub async fn run(
         figure_unit: "particle-steps/s",
         gflops: shape.forward_flop() * particle_steps / seconds[0] / 1e9,
         path: if sampler.is_fused() {
-            format!("fused, {} weight loads", gpu.tuning().dense.name())
+            let wide = if sampler.fused_wide() { ", wide (storage weights and activations)" } else { "" };
+            format!("fused, {} weight loads{wide}", gpu.tuning().dense.name())
         } else {
             staged_path(gpu, sampler.dense())
         },

@@ -27,7 +27,7 @@
 //! division by sigma happens where a score is needed, not inside the network.
 
 use crate::error::{Error, Result};
-use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, Tuning, WeightWindows, UNIFORM_WINDOW_BYTES};
+use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, PackedWeights, Tuning, UNIFORM_WINDOW_BYTES};
 use crate::objective::kernels::binding as embed;
 use crate::rng::{self, Stream};
 use crate::shaders;
@@ -311,7 +311,7 @@ pub(crate) struct MlpPass {
     _dummy_read: GpuBuffer<f32>,
     _dummy_write: GpuBuffer<f32>,
     /// The weights' uniform windows (layer l's W in window l, where the layer is windowed).
-    windows: WeightWindows,
+    windows: PackedWeights,
     /// The kernel its dense layers run on, and how it was chosen.
     pub dense: DenseChoice,
 }
@@ -759,7 +759,7 @@ impl MlpPass {
                 (layer.w_offset as u64 * 4, l as u64 * WINDOW_BYTES, (layer.fan_in * layer.fan_out * 4) as u64)
             })
             .collect();
-        let windows = WeightWindows::new(gpu, "scorefield.mlp.weight_windows", w.raw(), layers.len(), copies);
+        let windows = PackedWeights::windows(gpu, "scorefield.mlp.weight_windows", w.raw(), layers.len(), copies);
         // The primal rows, then the tangent rows (rows, directions per primal row).
         let mut sides = vec![(&acts, batch, 0)];
         sides.extend(tangent.as_ref().map(|t| (t, tangent_rows, tangents)));

@@ -218,6 +218,13 @@ fn network_scores_match_the_reference_on_both_paths() {
     network_scores_match_the_reference(MlpShape::new(2, 2, 20), &[Path::Fused, Path::Staged]);
 }
 
+/// A network wider than 128 runs fused with its weights and activations in storage buffers
+/// (WIDE); width 132 leaves its last block of eight outputs half full.
+#[test]
+fn a_wide_network_matches_the_reference_on_both_paths() {
+    network_scores_match_the_reference(MlpShape::new(2, 2, 132), &[Path::Fused, Path::Staged]);
+}
+
 /// The residual network runs staged: the fused kernel computes the plain network, so `auto`
 /// picks staged and asking for fused is refused with a message.
 #[test]
@@ -362,10 +369,36 @@ fn class_conditional_sampling_refuses_what_it_cannot_do() {
 /// subgroup's lanes) change how it loads, not what it computes: the same particles to the bit.
 #[test]
 fn the_fused_kernels_choices_give_the_same_particles() {
+    // Width 20: the last of each layer's blocks of eight rows is half full.
+    fused_choices_give_the_same_particles(20);
+}
+
+/// The same for a wide network, whose weights and activations are in storage buffers, each
+/// invocation's activations in its own part of the scratch buffer.
+#[test]
+fn the_fused_kernels_choices_give_the_same_particles_for_a_wide_network() {
+    fused_choices_give_the_same_particles(132);
+}
+
+/// `auto` runs a wide network fused only where the tuning says so (CPU adapters), and staged
+/// otherwise (GPUs, where the staged path's matrix products are expected to be faster).
+#[test]
+fn auto_runs_a_wide_network_fused_where_the_tuning_says_so() {
+    let gpu = gpu();
+    let model = ScoreMlp::new(&gpu, MlpShape::new(2, 1, 132), test_seed()).unwrap();
+    let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: Parametrisation::Score };
+    let method = Method::ProbabilityFlow { sde: Sde::vp_default(), steps: 2, heun: false };
+    for fused_wide in [false, true] {
+        let gpu = gpu.clone().with_tuning(Tuning { fused_wide, ..gpu.tuning() });
+        let sampler = pollster::block_on(Sampler::new(&gpu, source, &method, SamplerConfig::new(8, 1))).unwrap();
+        assert_eq!((sampler.is_fused(), sampler.fused_wide()), (fused_wide, fused_wide), "fused_wide {fused_wide}");
+    }
+}
+
+fn fused_choices_give_the_same_particles(width: usize) {
     let gpu = gpu();
     let mut r = TestRng(test_seed());
-    // Width 20: the last of each layer's blocks of eight rows is half full.
-    let model = ScoreMlp::new(&gpu, MlpShape::new(3, 2, 20), r.next_u64()).unwrap();
+    let model = ScoreMlp::new(&gpu, MlpShape::new(3, 2, width), r.next_u64()).unwrap();
     let source = ScoreSource::Network { model: &model, weights: Weights::Raw, parametrisation: Parametrisation::Score };
     let method = Method::ProbabilityFlow { sde: Sde::vp_default(), steps: 4, heun: true };
     // 203 particles: the last invocation has fewer than its share, and the invocations past the
@@ -376,6 +409,8 @@ fn the_fused_kernels_choices_give_the_same_particles() {
         run_sampler(&gpu, source, &method, config).0
     };
     let one = run(1, DenseKernel::Block);
+    let wide = pollster::block_on(Sampler::new(&gpu, source, &method, config)).unwrap().fused_wide();
+    assert_eq!(wide, width > 128, "width {width}: runs wide");
     // Shared loads with four particles per invocation, as CPU adapters with subgroups run it
     // (each fused pipeline takes seconds to build on llvmpipe).
     let shared = gpu.runs(DenseKernel::Subgroup).then_some((4, DenseKernel::Subgroup));
@@ -385,7 +420,7 @@ fn the_fused_kernels_choices_give_the_same_particles() {
         assert_eq!(
             same,
             one.len(),
-            "{ppi} particles per invocation, {} weight loads: {same} of {} values as with one, block",
+            "width {width}, {ppi} particles per invocation, {} weight loads: {same} of {} values as with one, block",
             dense.name(),
             one.len()
         );

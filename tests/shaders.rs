@@ -231,7 +231,9 @@ fn wgsl_constants(source: &str) -> std::collections::BTreeMap<String, u64> {
 fn constants_mirrored_between_wgsl_and_rust_agree() {
     use scorefield::rng::Stream;
     use scorefield::sample::method::{FLAG_CLIP_X0, FLAG_IMPUTE, FLAG_NO_SCORE, FLAG_SAVE};
-    use scorefield::sample::{MAX_FUSED_DIM, MAX_FUSED_LAYERS, MAX_FUSED_WIDTH};
+    use scorefield::sample::{
+        MAX_FUSED_DIM, MAX_FUSED_FLOATS, MAX_FUSED_LAYERS, MAX_FUSED_NARROW_WIDTH, MAX_FUSED_PARTICLES,
+    };
     use scorefield::shaders;
     use scorefield::train::{HEALTH_CLEAN, HEALTH_QUANTITIES};
     let objective = wgsl_constants(shaders::OBJECTIVE_WGSL);
@@ -260,8 +262,9 @@ fn constants_mirrored_between_wgsl_and_rust_agree() {
         ("FLAG_CLIP_X0", &sample, FLAG_CLIP_X0 as u64),
         ("FLAG_IMPUTE", &sample, FLAG_IMPUTE as u64),
         ("STREAM_SAMPLER_IMPUTE", &sample, Stream::SamplerImpute as u64),
-        ("MAX_D", &sample, MAX_FUSED_DIM as u64),
-        ("MAX_W", &sample, MAX_FUSED_WIDTH as u64),
+        ("MAX_D", &sample, MAX_FUSED_FLOATS as u64),
+        ("MAX_PPI", &sample, MAX_FUSED_PARTICLES as u64),
+        ("MAX_H4", &sample, (MAX_FUSED_NARROW_WIDTH / 4 * MAX_FUSED_PARTICLES) as u64),
         ("MAX_LAYERS", &sample, MAX_FUSED_LAYERS as u64),
         ("WINDOW", &sample, window_vec4s),
         ("HEALTH_LOSS", &step, HEALTH_QUANTITIES.iter().position(|q| *q == "loss").unwrap() as u64),

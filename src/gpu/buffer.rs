@@ -24,38 +24,56 @@ pub fn uniform_window(buffer: &wgpu::Buffer, offset: u64) -> wgpu::BindingResour
     })
 }
 
-/// Uniform windows of `UNIFORM_WINDOW_BYTES` each, filled by buffer copies from a parameter
-/// buffer: how the dense layers and the fused sampler read weights through the uniform path. The
-/// copies are fixed at creation; `record` replays them (outside any pass) whenever the weights
-/// changed since.
-pub struct WeightWindows {
+/// Weights repacked from a parameter buffer by buffer copies: uniform windows of
+/// `UNIFORM_WINDOW_BYTES` each, how the dense layers read W through the uniform path, or one
+/// storage buffer, how the fused sampler reads its network. The copies are fixed at creation;
+/// `record` replays them (outside any pass) whenever the weights changed since.
+pub struct PackedWeights {
     src: wgpu::Buffer,
-    windows: wgpu::Buffer,
-    /// (source offset, window-buffer offset, bytes).
+    packed: wgpu::Buffer,
+    /// (source offset, packed-buffer offset, bytes).
     copies: Vec<(u64, u64, u64)>,
 }
 
-impl WeightWindows {
-    /// `count` windows filled from `src` by `copies` (source offset, window-buffer offset, bytes).
-    pub fn new(gpu: &Gpu, label: &str, src: &wgpu::Buffer, count: usize, copies: Vec<(u64, u64, u64)>) -> Self {
-        let windows = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+impl PackedWeights {
+    /// `count` uniform windows filled from `src` by `copies` (source offset, window-buffer
+    /// offset, bytes).
+    pub fn windows(gpu: &Gpu, label: &str, src: &wgpu::Buffer, count: usize, copies: Vec<(u64, u64, u64)>) -> Self {
+        let bytes = count.max(1) as u64 * UNIFORM_WINDOW_BYTES;
+        Self::new(gpu, label, src, bytes, wgpu::BufferUsages::UNIFORM, copies)
+    }
+
+    /// One storage buffer of `bytes` filled from `src` by `copies`.
+    pub fn storage(gpu: &Gpu, label: &str, src: &wgpu::Buffer, bytes: u64, copies: Vec<(u64, u64, u64)>) -> Self {
+        Self::new(gpu, label, src, bytes.max(16), wgpu::BufferUsages::STORAGE, copies)
+    }
+
+    fn new(
+        gpu: &Gpu,
+        label: &str,
+        src: &wgpu::Buffer,
+        bytes: u64,
+        usage: wgpu::BufferUsages,
+        copies: Vec<(u64, u64, u64)>,
+    ) -> Self {
+        let packed = gpu.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: count.max(1) as u64 * UNIFORM_WINDOW_BYTES,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            size: bytes,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Self { src: src.clone(), windows, copies }
+        Self { src: src.clone(), packed, copies }
     }
 
-    /// The window buffer, to bind with [`uniform_window`].
+    /// The packed buffer, to bind whole or with [`uniform_window`].
     pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.windows
+        &self.packed
     }
 
-    /// Records the copies that refresh every window from the parameter buffer.
+    /// Records the copies that refresh the packed weights from the parameter buffer.
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
         for &(from, to, bytes) in &self.copies {
-            encoder.copy_buffer_to_buffer(&self.src, from, &self.windows, to, bytes);
+            encoder.copy_buffer_to_buffer(&self.src, from, &self.packed, to, bytes);
         }
     }
 }

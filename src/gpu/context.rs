@@ -59,6 +59,13 @@ pub struct Tuning {
     /// four particles' activations would take four times the private memory per invocation
     /// (already spilled at W1's width), so there it stays 1. Not measured on a GPU.
     pub fused_particles: u32,
+    /// Whether the sampler's `auto` path runs networks wider than 128 (up to 512) fused, their
+    /// activations in a storage scratch buffer where they do not fit private arrays. On llvmpipe
+    /// W4 (3 x 512) ran 1.4x faster so than staged (BENCHMARKS.md, "The fused sampler for wide
+    /// networks"); on a GPU, where one invocation per particle would evaluate a 512-wide network
+    /// alone while the staged path's matrix products fill the device, it stays off. Not
+    /// measured on a GPU; `--path fused` forces it.
+    pub fused_wide: bool,
     /// Which kernel computes the dense layers ([`DenseKernel`]): the guess from the adapter's
     /// kind, used as it is unless `measure_dense` replaces it.
     pub dense: DenseKernel,
@@ -117,6 +124,7 @@ impl Tuning {
         Self {
             chunked_operands: cpu,
             fused_particles: if cpu { 4 } else { 1 },
+            fused_wide: cpu,
             loop_limit: info.name.contains("llvmpipe").then_some(LLVMPIPE_LOOP_ITERATIONS),
             dense: if subgroup { DenseKernel::Subgroup } else { DenseKernel::Block },
             measure_dense: true,

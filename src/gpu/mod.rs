@@ -8,7 +8,7 @@ mod kernel;
 #[cfg(not(target_arch = "wasm32"))]
 mod timer;
 
-pub use buffer::{uniform_window, GpuBuffer, PendingRead, WeightWindows, UNIFORM_WINDOW_BYTES};
+pub use buffer::{uniform_window, GpuBuffer, PackedWeights, PendingRead, UNIFORM_WINDOW_BYTES};
 pub use context::{list_adapters, AdapterSummary, DenseKernel, Gpu, Tuning, LLVMPIPE_LOOP_ITERATIONS, MIN_LIMITS};
 pub use kernel::{Bound, KernelSource, Pipeline};
 #[cfg(not(target_arch = "wasm32"))]

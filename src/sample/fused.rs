@@ -1,55 +1,84 @@
 //! The fused path: every step of a dispatch in one kernel per particle (or PPI particles), the
-//! particle in private memory, the network's weights through uniform windows; and the loop
+//! particle in private memory, a network's weights through uniform windows and its activations
+//! in private arrays, or, for a network wider than 128, both in storage buffers; and the loop
 //! budget that caps its steps per dispatch on llvmpipe.
 
-use super::{binding, SharedBindings, MAX_FUSED_LAYERS, WINDOW_BYTES};
+use super::{binding, SharedBindings, MAX_FUSED_LAYERS, MAX_FUSED_NARROW_WIDTH};
 use crate::error::{Error, Result};
-use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, WeightWindows};
+use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, PackedWeights, UNIFORM_WINDOW_BYTES};
 use crate::model::Weights;
+use crate::model::{Layer, MlpShape};
 use crate::sample::{SamplerConfig, ScoreSource};
 use crate::shaders;
 
+/// Whether the fused kernel runs `shape` as a wide network (WIDE in sample.wgsl).
+pub(super) fn is_wide(shape: &MlpShape) -> bool {
+    shape.width.max(shape.input_width()) > MAX_FUSED_NARROW_WIDTH
+}
+
+/// Floats of a wide network's scratch activations for `invocations` fused invocations of
+/// `ppi` particles each (all the dispatches run, past the last particle included): h and g of
+/// `act4` vec4s each (sample.wgsl), the widest layer input for the invocation's particles.
+pub(super) fn scratch_floats(shape: &MlpShape, ppi: usize, invocations: usize) -> usize {
+    invocations * 2 * shape.input_width().div_ceil(4).max(shape.width / 4) * ppi * 4
+}
+
 /// The fused kernel with its bind group and, for a network, the copies that fill its weight
-/// windows; and the placeholder buffer bound where the other score source's inputs go.
+/// windows or pack its weights; and the buffers bound besides (placeholders, the scratch
+/// activations: `scratch` floats, a wide network's, or 0) to keep alive.
 pub(super) async fn fused_kernel(
     gpu: &Gpu,
     source: &ScoreSource<'_>,
     constants: &[(&str, f64)],
+    scratch: usize,
     shared: &SharedBindings<'_>,
-) -> Result<((Bound, WeightWindows), GpuBuffer<f32>)> {
+) -> Result<((Bound, PackedWeights), Vec<GpuBuffer<f32>>)> {
     // A network's weight loads shared by the lanes of a subgroup where the device runs the
     // subgroup kernels (the same values either way).
-    let network = matches!(source, ScoreSource::Network { .. });
+    let is_network = matches!(source, ScoreSource::Network { .. });
     let kernel = match gpu.tuning().dense {
-        DenseKernel::Subgroup if network => &shaders::SAMPLE_SUBGROUP,
+        DenseKernel::Subgroup if is_network => &shaders::SAMPLE_SUBGROUP,
         _ => &shaders::SAMPLE,
     };
     let pipeline = gpu.pipeline(kernel, "fused", constants).await?;
     // Both score sources are in the kernel, so every binding must be filled; the one
     // not used gets a placeholder.
     let placeholder = GpuBuffer::<f32>::new(gpu, "scorefield.sample.unused", 1, wgpu::BufferUsages::empty())?;
-    let windows = match *source {
-        ScoreSource::Network { model, weights, .. } => {
-            let src = match weights {
+    let network = match *source {
+        ScoreSource::Network { model, weights, .. } => Some((
+            &model.shape,
+            match weights {
                 Weights::Raw => &model.params,
                 Weights::Ema => &model.ema,
-            };
-            fused_weight_windows(gpu, &model.shape, src.raw())?
-        }
-        ScoreSource::Mixture(_) => {
-            WeightWindows::new(gpu, "scorefield.sample.weights_unused", placeholder.raw(), 1, Vec::new())
-        }
+            },
+        )),
+        ScoreSource::Mixture(_) => None,
     };
-    let layers = match *source {
-        ScoreSource::Network { model, .. } => model.shape.hidden_layers + 1,
-        ScoreSource::Mixture(_) => 0,
+    let wide = network.is_some_and(|(shape, _)| is_wide(shape));
+    // The weights through uniform windows, or for a wide network in one storage buffer; the
+    // other kind's bindings get placeholders (a 64 KiB window, a vec4).
+    let weights = match network {
+        Some((shape, src)) if wide => packed_weights(gpu, shape, src.raw()),
+        Some((shape, src)) => weight_windows(gpu, shape, src.raw())?,
+        None => PackedWeights::windows(gpu, "scorefield.sample.weights_unused", placeholder.raw(), 1, Vec::new()),
     };
+    let spare =
+        wide.then(|| PackedWeights::windows(gpu, "scorefield.sample.windows_unused", placeholder.raw(), 1, Vec::new()));
+    let window_buffer = spare.as_ref().unwrap_or(&weights).buffer();
+    let layers = if wide { 0 } else { network.map_or(0, |(shape, _)| shape.hidden_layers + 1) };
     let window = |w: usize| {
-        // Windows past the network's layers are never read; they repeat window 0, as do
-        // all of them for a mixture.
+        // Windows past the network's layers are never read; they repeat window 0, as do all of
+        // them for a mixture or a wide network.
         let at = if layers > 0 && (w < layers || w == MAX_FUSED_LAYERS) { w } else { 0 };
-        uniform_window(windows.buffer(), at as u64 * WINDOW_BYTES)
+        uniform_window(window_buffer, at as u64 * UNIFORM_WINDOW_BYTES)
     };
+    let vec4 = || GpuBuffer::<f32>::new(gpu, "scorefield.sample.unused_vec4", 4, wgpu::BufferUsages::empty());
+    let (net, scratch) = if wide {
+        (None, GpuBuffer::<f32>::new(gpu, "scorefield.sample.scratch", scratch, wgpu::BufferUsages::empty())?)
+    } else {
+        (Some(vec4()?), vec4()?)
+    };
+    let net_binding = net.as_ref().map_or_else(|| weights.buffer().as_entire_binding(), GpuBuffer::binding);
     let f = match *source {
         ScoreSource::Network { model, .. } => model.freqs.binding(),
         ScoreSource::Mixture(_) => placeholder.binding(),
@@ -64,9 +93,11 @@ pub(super) async fn fused_kernel(
         (binding::W3, window(3)),
         (binding::W4, window(4)),
         (binding::BIASES, window(MAX_FUSED_LAYERS)),
+        (binding::NET, net_binding),
+        (binding::SCRATCH, scratch.binding()),
     ];
     let bg = shared.particle_kernel(gpu, &pipeline, &entries);
-    Ok(((Bound::new(pipeline, bg), windows), placeholder))
+    Ok(((Bound::new(pipeline, bg), weights), [placeholder, scratch].into_iter().chain(net).collect()))
 }
 
 /// Where the driver ends an invocation's loops past a budget (llvmpipe), a fused
@@ -127,28 +158,53 @@ fn score_loop_iterations(source: &ScoreSource<'_>, ppi: usize) -> usize {
     }
 }
 
-/// The fused kernel's view of the network: each layer's W with rows padded to a multiple of 4
-/// in its own 64 KiB uniform window, then every bias in one more window; the copies that fill
-/// them from the flat parameter buffer, recorded before each batch of sampling dispatches.
-fn fused_weight_windows(gpu: &Gpu, shape: &crate::model::MlpShape, src: &wgpu::Buffer) -> Result<WeightWindows> {
+/// The fused kernel's view of a network up to 128 wide: each layer's W with rows padded to a
+/// multiple of 4 in its own 64 KiB uniform window, then every bias in one more window; the
+/// copies that fill them from the flat parameter buffer, recorded before each batch of sampling
+/// dispatches.
+fn weight_windows(gpu: &Gpu, shape: &MlpShape, src: &wgpu::Buffer) -> Result<PackedWeights> {
     let mut copies = Vec::new();
-    let mut bias_at = MAX_FUSED_LAYERS as u64 * WINDOW_BYTES;
+    let mut bias_at = MAX_FUSED_LAYERS as u64 * UNIFORM_WINDOW_BYTES;
     for (l, layer) in shape.layers().iter().enumerate() {
         let row = layer.fan_in.next_multiple_of(4) as u64 * 4;
-        if layer.fan_out as u64 * row > WINDOW_BYTES {
+        if layer.fan_out as u64 * row > UNIFORM_WINDOW_BYTES {
             return Err(Error::invalid("fused network", format!("layer {l} does not fit a 64 KiB window")));
         }
-        let window = l as u64 * WINDOW_BYTES;
-        let w = layer.w_offset as u64 * 4;
-        if layer.fan_in.is_multiple_of(4) {
-            copies.push((w, window, (layer.fan_in * layer.fan_out) as u64 * 4));
-        } else {
-            for r in 0..layer.fan_out as u64 {
-                copies.push((w + r * layer.fan_in as u64 * 4, window + r * row, layer.fan_in as u64 * 4));
-            }
-        }
+        let window = l as u64 * UNIFORM_WINDOW_BYTES;
+        copies.extend(padded_rows(layer, window));
         copies.push((layer.b_offset as u64 * 4, bias_at, layer.fan_out as u64 * 4));
         bias_at += layer.fan_out as u64 * 4;
     }
-    Ok(WeightWindows::new(gpu, "scorefield.sample.weights", src, MAX_FUSED_LAYERS + 1, copies))
+    Ok(PackedWeights::windows(gpu, "scorefield.sample.weights", src, MAX_FUSED_LAYERS + 1, copies))
+}
+
+/// A wide network's weights for the fused kernel (`layer_start` in sample.wgsl): each layer's
+/// W with rows padded to a multiple of 4, one after the other, then every bias, in one storage
+/// buffer.
+fn packed_weights(gpu: &Gpu, shape: &MlpShape, src: &wgpu::Buffer) -> PackedWeights {
+    let mut copies = Vec::new();
+    let mut at = 0;
+    let layers = shape.layers();
+    for layer in &layers {
+        copies.extend(padded_rows(layer, at));
+        at += layer.fan_out as u64 * layer.fan_in.next_multiple_of(4) as u64 * 4;
+    }
+    for layer in &layers {
+        copies.push((layer.b_offset as u64 * 4, at, layer.fan_out as u64 * 4));
+        at += layer.fan_out as u64 * 4;
+    }
+    PackedWeights::storage(gpu, "scorefield.sample.weights", src, at, copies)
+}
+
+/// The copies of a layer's W to `at` with each row padded to a multiple of 4 floats (one copy
+/// where the rows need no padding).
+fn padded_rows(layer: &Layer, at: u64) -> Vec<(u64, u64, u64)> {
+    let w = layer.w_offset as u64 * 4;
+    let row = layer.fan_in as u64 * 4;
+    if layer.fan_in.is_multiple_of(4) {
+        vec![(w, at, row * layer.fan_out as u64)]
+    } else {
+        let padded = layer.fan_in.next_multiple_of(4) as u64 * 4;
+        (0..layer.fan_out as u64).map(|r| (w + r * row, at + r * padded, row)).collect()
+    }
 }

@@ -13,7 +13,7 @@ pub mod known;
 pub mod method;
 mod staged;
 
-use fused::{fit_loop_budget, fused_kernel};
+use fused::{fit_loop_budget, fused_kernel, is_wide, scratch_floats};
 use staged::{staged_kernels, Staged};
 
 pub use classes::{Classes, NO_CLASS};
@@ -21,7 +21,7 @@ pub use known::{ImageMask, Known};
 pub use method::{Churn, Method, PlannedStep, SampleCursor, SampleStep};
 
 use crate::error::{Error, Result};
-use crate::gpu::{Bound, Gpu, GpuBuffer, WeightWindows, UNIFORM_WINDOW_BYTES};
+use crate::gpu::{Bound, Gpu, GpuBuffer, PackedWeights};
 use crate::mixture::GaussianMixture;
 use crate::model::{DenseChoice, ScoreMlp, Weights, EMBED_FREQS};
 use crate::objective::Parametrisation;
@@ -88,24 +88,29 @@ impl SamplerConfig {
     }
 }
 
-/// Largest particle dimension of the per-particle kernels (`MAX_D` in sample.wgsl).
+/// Largest particle dimension of the per-particle kernels (fused path and exact mixture scores).
 pub const MAX_FUSED_DIM: usize = 64;
-/// Largest network width, and input width d + 32, of the fused path (`MAX_W` in sample.wgsl);
-/// the width must also be a multiple of 4.
-pub const MAX_FUSED_WIDTH: usize = 128;
+/// Floats of the fused kernel's private particle arrays (`MAX_D` in sample.wgsl): PPI particles
+/// of d dimensions.
+pub const MAX_FUSED_FLOATS: usize = 256;
+/// Largest network width, and input width d + 32, of the fused path; the width must also be a
+/// multiple of 4.
+pub const MAX_FUSED_WIDTH: usize = 512;
 /// Most layers (hidden + output) of a fused network (`MAX_LAYERS` in sample.wgsl).
 pub const MAX_FUSED_LAYERS: usize = 5;
 /// Most particles per invocation of the fused network kernel (`MAX_PPI` in sample.wgsl).
-const MAX_FUSED_PARTICLES: usize = 4;
-/// Bytes of one uniform weight window (`WINDOW` vec4s in sample.wgsl).
-const WINDOW_BYTES: u64 = UNIFORM_WINDOW_BYTES;
+pub const MAX_FUSED_PARTICLES: usize = 4;
+/// Network width (and input width) up to which the fused kernel reads the weights through
+/// uniform windows and keeps the activations of up to `MAX_FUSED_PARTICLES` particles in
+/// private arrays (`MAX_H4` = 128 / 4 x 4 vec4s in sample.wgsl); a wider network is WIDE.
+pub const MAX_FUSED_NARROW_WIDTH: usize = 128;
 
 /// shaders/sample.wgsl's bindings.
 pub mod binding {
     crate::bindings! {
         CURSOR = 0, SCHEDULE = 1, PARTICLES = 2, SAVED = 3, SCORE = 4, MIXTURE = 5, FREQS = 7, NORMS = 8,
         NORM_SUM = 9, NET_INPUT = 10, W0 = 11, W1 = 12, W2 = 13, W3 = 14, W4 = 15, BIASES = 16, KNOWN = 17,
-        KNOWN_MASK = 18, LABELS = 19,
+        KNOWN_MASK = 18, LABELS = 19, NET = 20, SCRATCH = 21,
     }
 }
 
@@ -129,10 +134,12 @@ pub struct Sampler {
     plan: Vec<PlannedStep>,
     chunks: Vec<Chunk>,
     position: usize,
-    /// The fused kernel and its weight windows (none filled for a mixture).
-    fused: Option<(Bound, WeightWindows)>,
+    /// The fused kernel and its packed weights (none filled for a mixture).
+    fused: Option<(Bound, PackedWeights)>,
     /// Particles per invocation of the fused kernel (PPI in sample.wgsl).
     fused_particles: usize,
+    /// Whether the fused network is wide (WIDE): weights and activations in storage buffers.
+    fused_wide: bool,
     staged: Option<Staged>,
     particles: GpuBuffer<f32>,
     // Read by the kernels; kept alive with their bind groups.
@@ -242,7 +249,8 @@ impl Sampler {
                 p.step.flags |= FLAG_IMPUTE;
             }
         }
-        let (fused, fused_particles) = choose_path(gpu, &source, fusable, &config)?;
+        let FusedChoice { fused, particles: fused_particles, wide: fused_wide } =
+            choose_path(gpu, &source, fusable, &config)?;
         let mut config = config;
         fit_loop_budget(gpu, &source, fused, fused_particles, &mut config)?;
         let chunks = plan_chunks(&plan, fused, config);
@@ -288,6 +296,7 @@ impl Sampler {
             ("F", EMBED_FREQS as f64),
             ("WG", WG as f64),
             ("PPI", fused_particles as f64),
+            ("WIDE", if fused_wide { 1.0 } else { 0.0 }),
             ("CLASSES", source.classes() as f64),
             ("GUIDED", if classes.is_some_and(Classes::guided) { 1.0 } else { 0.0 }),
             ("GUIDANCE", classes.map_or(0.0, |c| c.guidance as f64)),
@@ -301,8 +310,15 @@ impl Sampler {
         };
         let mut keep = Vec::new();
         let (fused_kernel, staged) = if fused {
-            let (kernel, placeholder) = fused_kernel(gpu, &source, &constants, &shared).await?;
-            keep.push(placeholder);
+            let scratch = match source {
+                ScoreSource::Network { model, .. } if fused_wide => {
+                    let [x, y] = fused_grid(gpu, n, fused_particles);
+                    scratch_floats(&model.shape, fused_particles, (x * y * WG) as usize)
+                }
+                _ => 0,
+            };
+            let (kernel, buffers) = fused_kernel(gpu, &source, &constants, scratch, &shared).await?;
+            keep.extend(buffers);
             (Some(kernel), None)
         } else {
             let (staged, buffers) = staged_kernels(gpu, &source, &constants, n, &shared, (known, classes)).await?;
@@ -320,6 +336,7 @@ impl Sampler {
             position: 0,
             fused: fused_kernel,
             fused_particles,
+            fused_wide,
             staged,
             particles,
             _schedule: schedule,
@@ -347,6 +364,12 @@ impl Sampler {
     /// Whether the fused path was chosen.
     pub fn is_fused(&self) -> bool {
         self.fused.is_some()
+    }
+
+    /// Whether the fused network runs as a wide one (wider than 128): its weights and
+    /// activations in storage buffers rather than uniform windows and private arrays.
+    pub fn fused_wide(&self) -> bool {
+        self.fused_wide
     }
 
     /// The dense kernel of the staged network pass and how it was chosen; None when fused or
@@ -444,8 +467,7 @@ impl Sampler {
     fn record_chunk(&self, pass: &mut wgpu::ComputePass<'_>, chunk: Chunk) {
         let grid = self.gpu.grid((self.config.particles as u32).div_ceil(WG));
         if let Some((kernel, _)) = &self.fused {
-            let invocations = self.config.particles.div_ceil(self.fused_particles) as u32;
-            kernel.dispatch(pass, self.gpu.grid(invocations.div_ceil(WG)));
+            kernel.dispatch(pass, fused_grid(&self.gpu, self.config.particles, self.fused_particles));
             return;
         }
         if let Some(staged) = &self.staged {
@@ -544,9 +566,18 @@ impl SharedBindings<'_> {
     }
 }
 
-/// Whether the sampler runs fused (the whole step in one kernel per particle) or staged, and
-/// how many particles share a fused invocation; refuses a fused path that cannot serve.
-fn choose_path(gpu: &Gpu, source: &ScoreSource<'_>, fusable: bool, config: &SamplerConfig) -> Result<(bool, usize)> {
+/// How a sampler runs: fused (the whole step in one kernel per particle) or staged, and for the
+/// fused path how many particles share an invocation and where a network's activations live.
+struct FusedChoice {
+    fused: bool,
+    /// Particles per fused invocation (PPI); 1 when staged.
+    particles: usize,
+    /// A fused network wider than 128 (WIDE in sample.wgsl).
+    wide: bool,
+}
+
+/// Chooses the path; refuses a fused path that cannot serve.
+fn choose_path(gpu: &Gpu, source: &ScoreSource<'_>, fusable: bool, config: &SamplerConfig) -> Result<FusedChoice> {
     let d = source.dim();
     let fused_ok = fusable
         && match *source {
@@ -571,8 +602,9 @@ fn choose_path(gpu: &Gpu, source: &ScoreSource<'_>, fusable: bool, config: &Samp
             ));
         }
     }
+    let wide = matches!(*source, ScoreSource::Network { model, .. } if is_wide(&model.shape));
     let fused = match config.path {
-        Path::Auto => fused_ok,
+        Path::Auto => fused_ok && (!wide || gpu.tuning().fused_wide),
         Path::Staged => false,
         Path::Fused if fused_ok => true,
         Path::Fused => {
@@ -589,13 +621,18 @@ fn choose_path(gpu: &Gpu, source: &ScoreSource<'_>, fusable: bool, config: &Samp
     };
     // A network's particles share each weight load, several per invocation where the
     // adapter's tuning asks for it and their dimensions fit the private arrays.
-    let fused_particles = match *source {
+    let particles = match *source {
         ScoreSource::Network { .. } if fused => {
-            (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES).min(MAX_FUSED_DIM / d)
+            (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES).min(MAX_FUSED_FLOATS / d)
         }
         _ => 1,
     };
-    Ok((fused, fused_particles))
+    Ok(FusedChoice { fused, particles, wide: fused && wide })
+}
+
+/// The fused kernel's workgroups for `particles` at `ppi` per invocation.
+fn fused_grid(gpu: &Gpu, particles: usize, ppi: usize) -> [u32; 2] {
+    gpu.grid((particles.div_ceil(ppi) as u32).div_ceil(WG))
 }
 
 /// Groups the steps into dispatches: one step each when staged; when fused, up to

@@ -622,10 +622,12 @@ fn operands_line(gpu: &Gpu) -> String {
     };
     format!(
         "dense layers: {dense} (bench --dense block|subgroup), {} operands (--operands chunked|storage); fused \
-         sampler: {} particle(s) per invocation with a network (--fused-particles), {} weight loads",
+         sampler: {} particle(s) per invocation with a network (--fused-particles), {} weight loads, networks wider \
+         than 128 {} (--path)",
         t.operands(),
         t.fused_particles,
-        t.dense.name()
+        t.dense.name(),
+        if t.fused_wide { "fused" } else { "staged" }
     )
 }
 
