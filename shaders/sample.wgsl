@@ -203,23 +203,32 @@ fn act4() -> u32 {
     return max((D + 2u * F + 3u) / 4u, W / 4u) * PPI;
 }
 
-// Where this invocation's activations start in `scratch` (WIDE; set by fused_steps): h at
-// scratch_base, g after it.
+// The activations of the invocation's particles, a layer at a time: two arrays, h (0) and g
+// (1), private, or for a WIDE network in `scratch` from scratch_base (set by fused_steps). Each
+// layer reads one and writes the other. (Module-scope arrays named by a constant rather than
+// pointers passed to these helpers: wgpu's GL backend passes an array pointer as a copy in and
+// out, which took llvmpipe's GL compiler past 13 minutes.)
+var<private> h: array<vec4<f32>, MAX_H4>;
+var<private> g: array<vec4<f32>, MAX_H4>;
 var<private> scratch_base: u32;
 
-// Activation i of the array a (h or g), which starts at `at` in scratch where WIDE.
-fn load_act(a: ptr<function, array<vec4<f32>, MAX_H4>>, at: u32, i: u32) -> vec4<f32> {
+fn load_act(a: u32, i: u32) -> vec4<f32> {
     if WIDE {
-        return scratch[at + i];
+        return scratch[scratch_base + a * act4() + i];
     }
-    return (*a)[i];
+    if a == 0u {
+        return h[i];
+    }
+    return g[i];
 }
 
-fn store_act(a: ptr<function, array<vec4<f32>, MAX_H4>>, at: u32, i: u32, v: vec4<f32>) {
+fn store_act(a: u32, i: u32, v: vec4<f32>) {
     if WIDE {
-        scratch[at + i] = v;
+        scratch[scratch_base + a * act4() + i] = v;
+    } else if a == 0u {
+        h[i] = v;
     } else {
-        (*a)[i] = v;
+        g[i] = v;
     }
 }
 
@@ -247,12 +256,12 @@ fn activate(z: vec4<f32>, act: bool) -> vec4<f32> {
     return select(z, z / (1.0 + exp(-z)), act);
 }
 
-// dst = act(W src + b) for layer l (fan_in4 vec4s per row of W; biases from b_off), for the
-// PPI particles of the invocation. Eight outputs at a time share each load of src, and the PPI
-// particles each load of W: on llvmpipe the loads, not the FMAs, set the speed (BENCHMARKS.md,
-// "Issue #21 against its starting binary", item 1). Rows past fan_out repeat the last one and
-// are not stored.
-fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, src_at: u32, dst: ptr<function, array<vec4<f32>, MAX_H4>>, dst_at: u32, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
+// dst = act(W src + b) for layer l (src, dst: the activation arrays, 0 h or 1 g; fan_in4 vec4s
+// per row of W; biases from b_off), for the PPI particles of the invocation. Eight outputs at a
+// time share each load of src, and the PPI particles each load of W: on llvmpipe the loads, not
+// the FMAs, set the speed (BENCHMARKS.md, "Issue #21 against its starting binary", item 1). Rows
+// past fan_out repeat the last one and are not stored.
+fn dense(src: u32, dst: u32, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
     let last = fan_out - 1u;
     for (var j = 0u; j < fan_out; j += 8u) {
         let lo = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(last)) * fan_in4;
@@ -276,21 +285,21 @@ fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, src_at: u32, dst: ptr<fun
             let w6 = rows.r6;
             let w7 = rows.r7;
             let i = k * PPI;
-            let h0 = load_act(src, src_at, i);
+            let h0 = load_act(src, i);
             lo0 += rows4(w0, w1, w2, w3, h0);
             hi0 += rows4(w4, w5, w6, w7, h0);
             if PPI > 1u {
-                let h1 = load_act(src, src_at, i + 1u);
+                let h1 = load_act(src, i + 1u);
                 lo1 += rows4(w0, w1, w2, w3, h1);
                 hi1 += rows4(w4, w5, w6, w7, h1);
             }
             if PPI > 2u {
-                let h2 = load_act(src, src_at, i + 2u);
+                let h2 = load_act(src, i + 2u);
                 lo2 += rows4(w0, w1, w2, w3, h2);
                 hi2 += rows4(w4, w5, w6, w7, h2);
             }
             if PPI > 3u {
-                let h3 = load_act(src, src_at, i + 3u);
+                let h3 = load_act(src, i + 3u);
                 lo3 += rows4(w0, w1, w2, w3, h3);
                 hi3 += rows4(w4, w5, w6, w7, h3);
             }
@@ -298,27 +307,27 @@ fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, src_at: u32, dst: ptr<fun
         let b_lo = vec4<f32>(bias(b_off + j), bias(b_off + min(j + 1u, last)), bias(b_off + min(j + 2u, last)), bias(b_off + min(j + 3u, last)));
         let b_hi = vec4<f32>(bias(b_off + min(j + 4u, last)), bias(b_off + min(j + 5u, last)), bias(b_off + min(j + 6u, last)), bias(b_off + min(j + 7u, last)));
         let o = (j / 4u) * PPI;
-        store_act(dst, dst_at, o, activate(lo0 + b_lo, act));
+        store_act(dst, o, activate(lo0 + b_lo, act));
         if PPI > 1u {
-            store_act(dst, dst_at, o + 1u, activate(lo1 + b_lo, act));
+            store_act(dst, o + 1u, activate(lo1 + b_lo, act));
         }
         if PPI > 2u {
-            store_act(dst, dst_at, o + 2u, activate(lo2 + b_lo, act));
+            store_act(dst, o + 2u, activate(lo2 + b_lo, act));
         }
         if PPI > 3u {
-            store_act(dst, dst_at, o + 3u, activate(lo3 + b_lo, act));
+            store_act(dst, o + 3u, activate(lo3 + b_lo, act));
         }
         if j + 4u < fan_out {
             let p = o + PPI;
-            store_act(dst, dst_at, p, activate(hi0 + b_hi, act));
+            store_act(dst, p, activate(hi0 + b_hi, act));
             if PPI > 1u {
-                store_act(dst, dst_at, p + 1u, activate(hi1 + b_hi, act));
+                store_act(dst, p + 1u, activate(hi1 + b_hi, act));
             }
             if PPI > 2u {
-                store_act(dst, dst_at, p + 2u, activate(hi2 + b_hi, act));
+                store_act(dst, p + 2u, activate(hi2 + b_hi, act));
             }
             if PPI > 3u {
-                store_act(dst, dst_at, p + 3u, activate(hi3 + b_hi, act));
+                store_act(dst, p + 3u, activate(hi3 + b_hi, act));
             }
         }
     }
@@ -326,10 +335,6 @@ fn dense(src: ptr<function, array<vec4<f32>, MAX_H4>>, src_at: u32, dst: ptr<fun
 
 // The scores s[q * D + j] of the invocation's PPI particles x[q * D + j].
 fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32, MAX_D>>, st: SampleStep) {
-    var h: array<vec4<f32>, MAX_H4>;
-    var g: array<vec4<f32>, MAX_H4>;
-    let hs = scratch_base;
-    let gs = scratch_base + act4();
     // The input: x, sin(c w), cos(c w), zeros up to a multiple of 4; the embedding is the same
     // for every particle of the step.
     let fan_in4 = (D + 2u * F + 3u) / 4u;
@@ -349,35 +354,35 @@ fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32
                     u[t] = (*x)[q * D + i];
                 }
             }
-            store_act(&h, hs, k * PPI + q, u);
+            store_act(0u, k * PPI + q, u);
         }
     }
     let w4 = W / 4u;
     // The layers are spelled out (MAX_LAYERS - 1 hidden at most), each with a constant l, so
     // layer_start folds once dense is inlined.
-    dense(&h, hs, &g, gs, 0u, fan_in4, W, 0u, true);
+    dense(0u, 1u, 0u, fan_in4, W, 0u, true);
     if H > 1u {
-        dense(&g, gs, &h, hs, 1u, w4, W, W, true);
+        dense(1u, 0u, 1u, w4, W, W, true);
     }
     if H > 2u {
-        dense(&h, hs, &g, gs, 2u, w4, W, 2u * W, true);
+        dense(0u, 1u, 2u, w4, W, 2u * W, true);
     }
     if H > 3u {
-        dense(&g, gs, &h, hs, 3u, w4, W, 3u * W, true);
+        dense(1u, 0u, 3u, w4, W, 3u * W, true);
     }
     // After H hidden layers the activations are in g (H odd) or h (H even).
     if (H & 1u) == 1u {
-        dense(&g, gs, &h, hs, H, w4, D, H * W, false);
+        dense(1u, 0u, H, w4, D, H * W, false);
         for (var q = 0u; q < PPI; q++) {
             for (var j = 0u; j < D; j++) {
-                (*s)[q * D + j] = st.out_scale * load_act(&h, hs, (j / 4u) * PPI + q)[j % 4u];
+                (*s)[q * D + j] = st.out_scale * load_act(0u, (j / 4u) * PPI + q)[j % 4u];
             }
         }
     } else {
-        dense(&h, hs, &g, gs, H, w4, D, H * W, false);
+        dense(0u, 1u, H, w4, D, H * W, false);
         for (var q = 0u; q < PPI; q++) {
             for (var j = 0u; j < D; j++) {
-                (*s)[q * D + j] = st.out_scale * load_act(&g, gs, (j / 4u) * PPI + q)[j % 4u];
+                (*s)[q * D + j] = st.out_scale * load_act(1u, (j / 4u) * PPI + q)[j % 4u];
             }
         }
     }
