@@ -256,79 +256,117 @@ fn activate(z: vec4<f32>, act: bool) -> vec4<f32> {
     return select(z, z / (1.0 + exp(-z)), act);
 }
 
+// The sums of eight outputs of a layer (lo: the first four, hi: the next four) for each of the
+// invocation's particles, to store.
+struct Block8 {
+    lo0: vec4<f32>,
+    hi0: vec4<f32>,
+    lo1: vec4<f32>,
+    hi1: vec4<f32>,
+    lo2: vec4<f32>,
+    hi2: vec4<f32>,
+    lo3: vec4<f32>,
+    hi3: vec4<f32>,
+}
+
+// Stores outputs j .. j + 7 of array dst from b, with their biases (from b_off) and activation,
+// for each particle; outputs past the last are not stored.
+fn store8(dst: u32, b: Block8, j: u32, last: u32, b_off: u32, act: bool) {
+    let b_lo = vec4<f32>(bias(b_off + j), bias(b_off + min(j + 1u, last)), bias(b_off + min(j + 2u, last)), bias(b_off + min(j + 3u, last)));
+    let b_hi = vec4<f32>(bias(b_off + min(j + 4u, last)), bias(b_off + min(j + 5u, last)), bias(b_off + min(j + 6u, last)), bias(b_off + min(j + 7u, last)));
+    let o = (j / 4u) * PPI;
+    store_act(dst, o, activate(b.lo0 + b_lo, act));
+    if PPI > 1u {
+        store_act(dst, o + 1u, activate(b.lo1 + b_lo, act));
+    }
+    if PPI > 2u {
+        store_act(dst, o + 2u, activate(b.lo2 + b_lo, act));
+    }
+    if PPI > 3u {
+        store_act(dst, o + 3u, activate(b.lo3 + b_lo, act));
+    }
+    if j + 4u <= last {
+        let p = o + PPI;
+        store_act(dst, p, activate(b.hi0 + b_hi, act));
+        if PPI > 1u {
+            store_act(dst, p + 1u, activate(b.hi1 + b_hi, act));
+        }
+        if PPI > 2u {
+            store_act(dst, p + 2u, activate(b.hi2 + b_hi, act));
+        }
+        if PPI > 3u {
+            store_act(dst, p + 3u, activate(b.hi3 + b_hi, act));
+        }
+    }
+}
+
 // dst = act(W src + b) for layer l (src, dst: the activation arrays, 0 h or 1 g; fan_in4 vec4s
-// per row of W; biases from b_off), for the PPI particles of the invocation. Eight outputs at a
-// time share each load of src, and the PPI particles each load of W: on llvmpipe the loads, not
-// the FMAs, set the speed (BENCHMARKS.md, "Issue #21 against its starting binary", item 1). Rows
-// past fan_out repeat the last one and are not stored.
+// per row of W; biases from b_off), for the PPI particles of the invocation. Sixteen outputs at
+// a time share each load of src, and the PPI particles each load of W: on llvmpipe the loads,
+// not the FMAs, set the speed (BENCHMARKS.md: eight outputs instead of four 1.03-1.2x on W3,
+// session 14; sixteen instead of eight 1.2x on W3 and 1.3-1.4x on W4, session 16). Each output
+// is the same sum over k in the same order however many share a load.
 fn dense(src: u32, dst: u32, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
     let last = fan_out - 1u;
-    for (var j = 0u; j < fan_out; j += 8u) {
-        let lo = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(last)) * fan_in4;
-        let hi = min(vec4<u32>(j + 4u, j + 5u, j + 6u, j + 7u), vec4<u32>(last)) * fan_in4;
-        var lo0 = vec4<f32>(0.0);
-        var hi0 = vec4<f32>(0.0);
-        var lo1 = vec4<f32>(0.0);
-        var hi1 = vec4<f32>(0.0);
-        var lo2 = vec4<f32>(0.0);
-        var hi2 = vec4<f32>(0.0);
-        var lo3 = vec4<f32>(0.0);
-        var hi3 = vec4<f32>(0.0);
+    for (var j = 0u; j < fan_out; j += 16u) {
+        // Rows j .. j + 7 (a) and j + 8 .. j + 15 (b); rows past the last repeat it.
+        let a_rows = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(last)) * fan_in4;
+        let a_rows_hi = min(vec4<u32>(j + 4u, j + 5u, j + 6u, j + 7u), vec4<u32>(last)) * fan_in4;
+        let b_rows = min(vec4<u32>(j + 8u, j + 9u, j + 10u, j + 11u), vec4<u32>(last)) * fan_in4;
+        let b_rows_hi = min(vec4<u32>(j + 12u, j + 13u, j + 14u, j + 15u), vec4<u32>(last)) * fan_in4;
+        // The sums of outputs j .. j + 3 (a_lo), j + 4 .. j + 7 (a_hi), j + 8 .. j + 15 (b_lo,
+        // b_hi) for particle q (the digit). Written out: as structs passed through helpers, the
+        // same sums ran W4 1.3x slower on llvmpipe.
+        var a_lo0 = vec4<f32>(0.0);
+        var a_hi0 = vec4<f32>(0.0);
+        var b_lo0 = vec4<f32>(0.0);
+        var b_hi0 = vec4<f32>(0.0);
+        var a_lo1 = vec4<f32>(0.0);
+        var a_hi1 = vec4<f32>(0.0);
+        var b_lo1 = vec4<f32>(0.0);
+        var b_hi1 = vec4<f32>(0.0);
+        var a_lo2 = vec4<f32>(0.0);
+        var a_hi2 = vec4<f32>(0.0);
+        var b_lo2 = vec4<f32>(0.0);
+        var b_hi2 = vec4<f32>(0.0);
+        var a_lo3 = vec4<f32>(0.0);
+        var a_hi3 = vec4<f32>(0.0);
+        var b_lo3 = vec4<f32>(0.0);
+        var b_hi3 = vec4<f32>(0.0);
         for (var k = 0u; k < fan_in4; k++) {
-            let rows = rows8(l, lo, hi, k);
-            let w0 = rows.r0;
-            let w1 = rows.r1;
-            let w2 = rows.r2;
-            let w3 = rows.r3;
-            let w4 = rows.r4;
-            let w5 = rows.r5;
-            let w6 = rows.r6;
-            let w7 = rows.r7;
+            let wa = rows8(l, a_rows, a_rows_hi, k);
+            let wb = rows8(l, b_rows, b_rows_hi, k);
             let i = k * PPI;
             let h0 = load_act(src, i);
-            lo0 += rows4(w0, w1, w2, w3, h0);
-            hi0 += rows4(w4, w5, w6, w7, h0);
+            a_lo0 += rows4(wa.r0, wa.r1, wa.r2, wa.r3, h0);
+            a_hi0 += rows4(wa.r4, wa.r5, wa.r6, wa.r7, h0);
+            b_lo0 += rows4(wb.r0, wb.r1, wb.r2, wb.r3, h0);
+            b_hi0 += rows4(wb.r4, wb.r5, wb.r6, wb.r7, h0);
             if PPI > 1u {
                 let h1 = load_act(src, i + 1u);
-                lo1 += rows4(w0, w1, w2, w3, h1);
-                hi1 += rows4(w4, w5, w6, w7, h1);
+                a_lo1 += rows4(wa.r0, wa.r1, wa.r2, wa.r3, h1);
+                a_hi1 += rows4(wa.r4, wa.r5, wa.r6, wa.r7, h1);
+                b_lo1 += rows4(wb.r0, wb.r1, wb.r2, wb.r3, h1);
+                b_hi1 += rows4(wb.r4, wb.r5, wb.r6, wb.r7, h1);
             }
             if PPI > 2u {
                 let h2 = load_act(src, i + 2u);
-                lo2 += rows4(w0, w1, w2, w3, h2);
-                hi2 += rows4(w4, w5, w6, w7, h2);
+                a_lo2 += rows4(wa.r0, wa.r1, wa.r2, wa.r3, h2);
+                a_hi2 += rows4(wa.r4, wa.r5, wa.r6, wa.r7, h2);
+                b_lo2 += rows4(wb.r0, wb.r1, wb.r2, wb.r3, h2);
+                b_hi2 += rows4(wb.r4, wb.r5, wb.r6, wb.r7, h2);
             }
             if PPI > 3u {
                 let h3 = load_act(src, i + 3u);
-                lo3 += rows4(w0, w1, w2, w3, h3);
-                hi3 += rows4(w4, w5, w6, w7, h3);
+                a_lo3 += rows4(wa.r0, wa.r1, wa.r2, wa.r3, h3);
+                a_hi3 += rows4(wa.r4, wa.r5, wa.r6, wa.r7, h3);
+                b_lo3 += rows4(wb.r0, wb.r1, wb.r2, wb.r3, h3);
+                b_hi3 += rows4(wb.r4, wb.r5, wb.r6, wb.r7, h3);
             }
         }
-        let b_lo = vec4<f32>(bias(b_off + j), bias(b_off + min(j + 1u, last)), bias(b_off + min(j + 2u, last)), bias(b_off + min(j + 3u, last)));
-        let b_hi = vec4<f32>(bias(b_off + min(j + 4u, last)), bias(b_off + min(j + 5u, last)), bias(b_off + min(j + 6u, last)), bias(b_off + min(j + 7u, last)));
-        let o = (j / 4u) * PPI;
-        store_act(dst, o, activate(lo0 + b_lo, act));
-        if PPI > 1u {
-            store_act(dst, o + 1u, activate(lo1 + b_lo, act));
-        }
-        if PPI > 2u {
-            store_act(dst, o + 2u, activate(lo2 + b_lo, act));
-        }
-        if PPI > 3u {
-            store_act(dst, o + 3u, activate(lo3 + b_lo, act));
-        }
-        if j + 4u < fan_out {
-            let p = o + PPI;
-            store_act(dst, p, activate(hi0 + b_hi, act));
-            if PPI > 1u {
-                store_act(dst, p + 1u, activate(hi1 + b_hi, act));
-            }
-            if PPI > 2u {
-                store_act(dst, p + 2u, activate(hi2 + b_hi, act));
-            }
-            if PPI > 3u {
-                store_act(dst, p + 3u, activate(hi3 + b_hi, act));
-            }
+        store8(dst, Block8(a_lo0, a_hi0, a_lo1, a_hi1, a_lo2, a_hi2, a_lo3, a_hi3), j, last, b_off, act);
+        if j + 8u <= last {
+            store8(dst, Block8(b_lo0, b_hi0, b_lo1, b_hi1, b_lo2, b_hi2, b_lo3, b_hi3), j + 8u, last, b_off, act);
         }
     }
 }
