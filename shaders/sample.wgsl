@@ -269,34 +269,29 @@ struct Block8 {
     hi3: vec4<f32>,
 }
 
+// Stores act(z0 .. z3), four outputs of each particle, at o .. o + PPI - 1 of array dst.
+fn store4(dst: u32, o: u32, z0: vec4<f32>, z1: vec4<f32>, z2: vec4<f32>, z3: vec4<f32>, act: bool) {
+    store_act(dst, o, activate(z0, act));
+    if PPI > 1u {
+        store_act(dst, o + 1u, activate(z1, act));
+    }
+    if PPI > 2u {
+        store_act(dst, o + 2u, activate(z2, act));
+    }
+    if PPI > 3u {
+        store_act(dst, o + 3u, activate(z3, act));
+    }
+}
+
 // Stores outputs j .. j + 7 of array dst from b, with their biases (from b_off) and activation,
 // for each particle; outputs past the last are not stored.
 fn store8(dst: u32, b: Block8, j: u32, last: u32, b_off: u32, act: bool) {
     let b_lo = vec4<f32>(bias(b_off + j), bias(b_off + min(j + 1u, last)), bias(b_off + min(j + 2u, last)), bias(b_off + min(j + 3u, last)));
     let b_hi = vec4<f32>(bias(b_off + min(j + 4u, last)), bias(b_off + min(j + 5u, last)), bias(b_off + min(j + 6u, last)), bias(b_off + min(j + 7u, last)));
     let o = (j / 4u) * PPI;
-    store_act(dst, o, activate(b.lo0 + b_lo, act));
-    if PPI > 1u {
-        store_act(dst, o + 1u, activate(b.lo1 + b_lo, act));
-    }
-    if PPI > 2u {
-        store_act(dst, o + 2u, activate(b.lo2 + b_lo, act));
-    }
-    if PPI > 3u {
-        store_act(dst, o + 3u, activate(b.lo3 + b_lo, act));
-    }
+    store4(dst, o, b.lo0 + b_lo, b.lo1 + b_lo, b.lo2 + b_lo, b.lo3 + b_lo, act);
     if j + 4u <= last {
-        let p = o + PPI;
-        store_act(dst, p, activate(b.hi0 + b_hi, act));
-        if PPI > 1u {
-            store_act(dst, p + 1u, activate(b.hi1 + b_hi, act));
-        }
-        if PPI > 2u {
-            store_act(dst, p + 2u, activate(b.hi2 + b_hi, act));
-        }
-        if PPI > 3u {
-            store_act(dst, p + 3u, activate(b.hi3 + b_hi, act));
-        }
+        store4(dst, o + PPI, b.hi0 + b_hi, b.hi1 + b_hi, b.hi2 + b_hi, b.hi3 + b_hi, act);
     }
 }
 
