@@ -150,7 +150,7 @@ fn update_elem(st: SampleStep, x: f32, s: f32, z: f32, p: f32) -> vec2<f32> {
 // reads the same weight at the same time: a broadcast on GPUs, and on llvmpipe the subgroup's
 // lanes share the load (fused_rows_subgroup.wgsl). A network up to 128 wide reads them through
 // uniform windows: W of layer l in window l, the biases in `biases`. A wider one (WIDE) reads
-// them from `net`, W of layer l from vec4 layer_start(l), which measured 13% slower on W3 on
+// them from `net`, W of layer l from vec4 layer_start(l), which measured 6-13% slower on W3 on
 // llvmpipe but fits any width (BENCHMARKS.md, "The fused sampler for wide networks").
 
 const WINDOW: u32 = 4096u;   // vec4s per 64 KiB uniform window
@@ -207,7 +207,7 @@ fn act4() -> u32 {
 // (1), private, or for a WIDE network in `scratch` from scratch_base (set by fused_steps). Each
 // layer reads one and writes the other. (Module-scope arrays named by a constant rather than
 // pointers passed to these helpers: wgpu's GL backend passes an array pointer as a copy in and
-// out, which took llvmpipe's GL compiler past 13 minutes.)
+// out, which took llvmpipe's GL compiler past 8 minutes.)
 var<private> h: array<vec4<f32>, MAX_H4>;
 var<private> g: array<vec4<f32>, MAX_H4>;
 var<private> scratch_base: u32;

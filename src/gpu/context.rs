@@ -60,9 +60,9 @@ pub struct Tuning {
     /// (already spilled at W1's width), so there it stays 1. Not measured on a GPU.
     pub fused_particles: u32,
     /// Whether the sampler's `auto` path runs networks wider than 128 (up to 512) fused, their
-    /// activations in a storage scratch buffer where they do not fit private arrays. On llvmpipe
-    /// W4 (3 x 512) ran 1.4x faster so than staged (BENCHMARKS.md, "The fused sampler for wide
-    /// networks"); on a GPU, where one invocation per particle would evaluate a 512-wide network
+    /// weights and activations in storage buffers. On llvmpipe W4 (3 x 512) ran 1.2-1.4x faster
+    /// fused than staged, about 1.6x with sixteen outputs per load (BENCHMARKS.md, "The fused
+    /// sampler for wide networks"); on a GPU, where one invocation per particle would evaluate a 512-wide network
     /// alone while the staged path's matrix products fill the device, it stays off. Not
     /// measured on a GPU; `--path fused` forces it.
     pub fused_wide: bool,

@@ -24,8 +24,8 @@ pub(super) fn scratch_floats(shape: &MlpShape, ppi: usize, invocations: usize) -
 }
 
 /// The fused kernel with its bind group and, for a network, the copies that fill its weight
-/// windows or pack its weights; and the buffers bound besides (placeholders, the scratch
-/// activations: `scratch` floats, a wide network's, or 0) to keep alive.
+/// windows or pack its weights; and the buffers bound besides (a placeholder, and the scratch
+/// activations: `scratch` floats for a wide network, else a vec4) to keep alive.
 pub(super) async fn fused_kernel(
     gpu: &Gpu,
     source: &ScoreSource<'_>,
@@ -41,9 +41,10 @@ pub(super) async fn fused_kernel(
         _ => &shaders::SAMPLE,
     };
     let pipeline = gpu.pipeline(kernel, "fused", constants).await?;
-    // Both score sources are in the kernel, so every binding must be filled; the one
-    // not used gets a placeholder.
-    let placeholder = GpuBuffer::<f32>::new(gpu, "scorefield.sample.unused", 1, wgpu::BufferUsages::empty())?;
+    // Both score sources and both kinds of network are in the kernel, so every binding must be
+    // filled; the read-only storage ones not used get a placeholder (a vec4, the least a vec4
+    // array binds).
+    let placeholder = GpuBuffer::<f32>::new(gpu, "scorefield.sample.unused", 4, wgpu::BufferUsages::empty())?;
     let network = match *source {
         ScoreSource::Network { model, weights, .. } => Some((
             &model.shape,
@@ -56,7 +57,7 @@ pub(super) async fn fused_kernel(
     };
     let wide = network.is_some_and(|(shape, _)| is_wide(shape));
     // The weights through uniform windows, or for a wide network in one storage buffer; the
-    // other kind's bindings get placeholders (a 64 KiB window, a vec4).
+    // windows of a wide network get a placeholder window.
     let weights = match network {
         Some((shape, src)) if wide => packed_weights(gpu, shape, src.raw()),
         Some((shape, src)) => weight_windows(gpu, shape, src.raw())?,
@@ -72,13 +73,10 @@ pub(super) async fn fused_kernel(
         let at = if layers > 0 && (w < layers || w == MAX_FUSED_LAYERS) { w } else { 0 };
         uniform_window(window_buffer, at as u64 * UNIFORM_WINDOW_BYTES)
     };
-    let vec4 = || GpuBuffer::<f32>::new(gpu, "scorefield.sample.unused_vec4", 4, wgpu::BufferUsages::empty());
-    let (net, scratch) = if wide {
-        (None, GpuBuffer::<f32>::new(gpu, "scorefield.sample.scratch", scratch, wgpu::BufferUsages::empty())?)
-    } else {
-        (Some(vec4()?), vec4()?)
-    };
-    let net_binding = net.as_ref().map_or_else(|| weights.buffer().as_entire_binding(), GpuBuffer::binding);
+    // Written by the kernel, so never the read-only placeholder (one buffer cannot be bound
+    // both ways in a dispatch): a vec4 of its own where the network is not wide.
+    let scratch = GpuBuffer::<f32>::new(gpu, "scorefield.sample.scratch", scratch.max(4), wgpu::BufferUsages::empty())?;
+    let net = if wide { weights.buffer().as_entire_binding() } else { placeholder.binding() };
     let f = match *source {
         ScoreSource::Network { model, .. } => model.freqs.binding(),
         ScoreSource::Mixture(_) => placeholder.binding(),
@@ -93,11 +91,11 @@ pub(super) async fn fused_kernel(
         (binding::W3, window(3)),
         (binding::W4, window(4)),
         (binding::BIASES, window(MAX_FUSED_LAYERS)),
-        (binding::NET, net_binding),
+        (binding::NET, net),
         (binding::SCRATCH, scratch.binding()),
     ];
     let bg = shared.particle_kernel(gpu, &pipeline, &entries);
-    Ok(((Bound::new(pipeline, bg), weights), [placeholder, scratch].into_iter().chain(net).collect()))
+    Ok(((Bound::new(pipeline, bg), weights), vec![placeholder, scratch]))
 }
 
 /// Where the driver ends an invocation's loops past a budget (llvmpipe), a fused
