@@ -270,8 +270,11 @@ fn network_scores_match_the_reference(shape: MlpShape, paths: &[Path]) {
             let err = max_err(&got, &want);
             eprintln!("network {} {path:?}: max error {err:.2e}", method.name());
             // As forward_matches_reference in tests/train.rs: the embedding's f32 sin/cos of
-            // large arguments limits agreement to ~1e-5 relative per evaluation.
-            assert!(err < 1e-4, "network {} {path:?}: max error {err:.2e}", method.name());
+            // large arguments limits agreement to ~1e-5 relative per evaluation; f32 sums of n
+            // terms round about as sqrt(n), so a wider net gets sqrt(width / 20) of it (a
+            // width-132 net's ODE run measured 1.5e-4 once; its broken variants 6e-2 and more).
+            let tol = 1e-4 * (shape.width as f64 / 20.0).sqrt().max(1.0);
+            assert!(err < tol, "network {} {path:?}: max error {err:.2e} (tolerance {tol:.1e})", method.name());
             results.push(got);
         }
         if let [fused, staged] = &results[..] {
