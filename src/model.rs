@@ -393,6 +393,14 @@ fn chunk_rows(gpu: &Gpu, windowed: &[usize], bound: &[usize]) -> Option<usize> {
     windowed.iter().chain(bound).all(|w| (rows * w).is_multiple_of(align)).then_some(rows)
 }
 
+/// Fewest batch rows per chunk of a chunked weight gradient; a layer whose chunks would be
+/// shorter (either side wider than 128: W2's 512-wide layers took 32-row chunks, 32 dispatches
+/// of 512 small workgroups per layer and step) sums every row from storage in one dispatch.
+/// Measured on W2 on llvmpipe, alternated: 0.60-1.22 s per 5 steps (median 0.84) against
+/// 0.82-1.17 (median 0.97) chunked (BENCHMARKS.md, session 17). The sum then runs over the
+/// batch in one chain, as with storage operands.
+const MIN_WEIGHT_CHUNK_ROWS: usize = 128;
+
 /// The chunk's elements `(start, len)` of a per-row buffer, or all of it without chunking.
 fn rows_binding(buffer: &GpuBuffer<f32>, chunk: Option<(usize, usize)>) -> wgpu::BindingResource<'_> {
     match chunk {
@@ -561,9 +569,10 @@ impl LayerBindings<'_> {
         for (l, layer) in self.layers.iter().enumerate().rev() {
             // dL/dW and dL/db of layer l, summed over the primal rows and then the tangent
             // rows (no bias there): over all rows from storage, or chunk by chunk of `rows`
-            // rows through uniform windows, adding up in a fixed order.
+            // rows through uniform windows, adding up in a fixed order; from storage where the
+            // chunks would be short (see MIN_WEIGHT_CHUNK_ROWS).
             let (m, n) = (layer.fan_out, layer.fan_in);
-            let chunk = chunk_rows(self.gpu, &[m, n], &[]);
+            let chunk = chunk_rows(self.gpu, &[m, n], &[]).filter(|&rows| rows >= MIN_WEIGHT_CHUNK_ROWS);
             let mut first = true;
             for &(side, rows, t) in sides {
                 let input = side.layer_input(l);

@@ -458,6 +458,42 @@ fn dense_kernels_agree_bit_for_bit() {
     }
 }
 
+/// Chunked operands sum a weight gradient chunk by chunk, except where the chunks would be short
+/// (model.rs MIN_WEIGHT_CHUNK_ROWS, 128 rows): a layer wider than 128 then sums its rows from
+/// storage, so its step is the storage path's to the bit (the forward and input-gradient chunks
+/// are the same sums either way), while a 96-wide network keeps its 128-row chunks and so other
+/// roundings than storage.
+#[test]
+fn short_weight_gradient_chunks_sum_from_storage() {
+    let own = gpu();
+    let mut r = TestRng(test_seed());
+    let data = random_data(&mut r, 200, 2);
+    let step = |shape: MlpShape, chunked: bool, seed: u64| {
+        let gpu = own.clone().with_tuning(Tuning { chunked_operands: chunked, ..own.tuning() });
+        let config = TrainConfig {
+            batch: 300,
+            seed,
+            ..TrainConfig::new(shape, Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 })
+        };
+        let mut t = pollster::block_on(Trainer::new(&gpu, config, &data)).unwrap();
+        t.grads().fill(&gpu, POISON);
+        t.run(1, 0).unwrap();
+        let grads = pollster::block_on(t.grads().read(&gpu)).unwrap();
+        assert_written("grads", &grads);
+        grads
+    };
+    let differ = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(x, y)| x != y).count();
+    let seed = r.next_u64();
+    let wide = MlpShape::new(2, 2, 160);
+    let (chunked, storage) = (step(wide, true, seed), step(wide, false, seed));
+    assert_eq!(differ(&chunked, &storage), 0, "width 160: the weight gradient was summed in chunks");
+    let narrow = MlpShape::new(2, 2, 96);
+    let (chunked, storage) = (step(narrow, true, seed), step(narrow, false, seed));
+    let n = differ(&chunked, &storage);
+    eprintln!("width 96: {n} of {} gradients round otherwise in 128-row chunks", chunked.len());
+    assert!(n > 0, "width 96: the weight gradient was not summed in chunks");
+}
+
 /// With `Tuning::measure_dense` (the library's default), building a pass times the dense kernels
 /// the device runs and keeps the faster: the choice is reported with its timings, and training
 /// gives the same weights as on either kernel chosen outright.
