@@ -46,6 +46,8 @@ pub struct Tuning {
     /// (measured, BENCHMARKS.md). On a GPU they would not: a 128-row chunk of a 128-wide layer
     /// is four workgroups, far too few to fill the device, and activation reads differ from lane
     /// to lane, which uniform (constant) caches serialise. Not measured on a GPU (none lent yet).
+    /// A weight gradient whose chunks would be under 128 rows (a layer wider than 128) reads
+    /// storage either way (model.rs `MIN_WEIGHT_CHUNK_ROWS`).
     pub chunked_operands: bool,
     /// The most loop iterations one shader invocation may run, all its loops together, where
     /// the driver silently ends loops past a budget: llvmpipe's 65535 (Mesa gallivm's

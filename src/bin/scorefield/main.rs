@@ -371,8 +371,9 @@ enum Command {
         /// Run on the adapter whose name contains this.
         #[arg(long)]
         adapter: Option<String>,
-        /// How the dense layers read activations: chunk by chunk through uniform windows, or
-        /// whole batches from storage (default: the adapter's choice, chunked on CPU adapters).
+        /// How the dense layers read activations: chunk by chunk through uniform windows (a
+        /// weight gradient whose chunks would be under 128 rows still reads storage), or whole
+        /// batches from storage (default: the adapter's choice, chunked on CPU adapters).
         #[arg(long, default_value = "auto", value_parser = ["auto", "chunked", "storage"])]
         operands: String,
         /// Time with the host clock around the submits and a device wait, even where the
