@@ -452,6 +452,29 @@ fn a_diverging_run_ends_with_a_message_and_a_finite_checkpoint() {
     assert!(scorefield(&dir, &[&args[..], &["--steps", "200", "--lr", "1e-3"]].concat()).status.success());
 }
 
+/// `info` lists the adapters, names the chosen one with the kernel choices the engine makes on
+/// it (the same line as the benchmarks' header, so a reader sees them before a long run), and
+/// measures the FMA ceiling.
+#[test]
+fn info_names_the_kernel_choices_and_the_ceiling() {
+    let dir = temp_dir("info");
+    let out = scorefield(&dir, &["info", "--repeats", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    let chosen = lines.iter().position(|l| l.starts_with("chosen: ")).expect("names the chosen adapter");
+    let choices = lines.get(chosen + 1).copied().unwrap_or_default();
+    assert!(choices.starts_with("kernel choices: dense layers: "), "{text}");
+    for flag in ["--dense", "--operands", "--fused-particles", "--path"] {
+        assert!(choices.contains(flag), "the choices name how to change them ({flag}): {choices}");
+    }
+    let operands = ["chunked operands", "storage operands"];
+    assert_eq!(operands.iter().filter(|o| choices.contains(*o)).count(), 1, "{choices}");
+    let ceiling = lines.iter().find_map(|l| l.strip_prefix("FMA ceiling: ")).expect("the ceiling");
+    let gflops: f64 = ceiling.split(' ').next().and_then(|v| v.parse().ok()).expect("a number");
+    assert!(gflops.is_finite() && gflops > 0.0, "{ceiling}");
+}
+
 #[test]
 fn bench_reports_the_workloads_against_the_ceiling() {
     // What the benchmark prints, not how fast anything is: each requested workload once, with

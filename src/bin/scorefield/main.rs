@@ -570,6 +570,7 @@ async fn info(repeats: usize, adapter: Option<&str>) -> Result<()> {
     }
     let gpu = Gpu::with_adapter(adapter).await?;
     println!("chosen: {}", gpu.describe());
+    println!("kernel choices: {}", choices_line(&gpu));
     println!("measuring the float32 FMA ceiling ({repeats} runs per configuration)...");
     let ceiling = scorefield::ceiling::measure(&gpu, repeats).await?;
     for p in &ceiling.probes {
@@ -613,8 +614,8 @@ async fn bench_gpu(adapter: Option<&str>, operands: &str, fused_particles: Optio
     Ok(gpu.with_tuning(tuning))
 }
 
-/// The kernel choices on `gpu`, for the benchmarks' headers.
-fn operands_line(gpu: &Gpu) -> String {
+/// The kernel choices on `gpu`, for `info` and the benchmarks' headers.
+fn choices_line(gpu: &Gpu) -> String {
     let t = gpu.tuning();
     let dense = if t.measure_dense && gpu.runs(DenseKernel::Subgroup) {
         "the faster of the block and subgroup kernels, timed per network".to_string()
@@ -657,7 +658,7 @@ async fn bench(
     };
     if !json {
         println!("adapter: {adapter}");
-        println!("{}", operands_line(gpu));
+        println!("{}", choices_line(gpu));
         println!("FMA ceiling: {ceiling:.1} GFLOP/s; timing: {}", clock.describe());
         println!("{}", bench::TABLE_HEADER);
     }
@@ -673,7 +674,7 @@ async fn bench(
 async fn bench_kernels(gpu: &Gpu, clock: &Clock, reps: usize, repeats: usize) -> Result<()> {
     let ceiling = scorefield::ceiling::measure(gpu, 3).await?.best.median_gflops;
     println!("adapter: {}", gpu.describe());
-    println!("{}", operands_line(gpu));
+    println!("{}", choices_line(gpu));
     println!(
         "FMA ceiling: {ceiling:.1} GFLOP/s; timing: {}, one submit of {reps} calls, {repeats} timings",
         clock.describe()
@@ -689,7 +690,7 @@ async fn bench_kernels(gpu: &Gpu, clock: &Clock, reps: usize, repeats: usize) ->
 async fn bench_objectives(gpu: &Gpu, clock: &Clock, steps: usize, repeats: usize, batch: usize) -> Result<()> {
     use scorefield::bench::{objective_costs, Workload};
     println!("adapter: {}", gpu.describe());
-    println!("{}", operands_line(gpu));
+    println!("{}", choices_line(gpu));
     println!("timing: {}; {steps} steps per timing, {repeats} timings", clock.describe());
     println!("| d | network | batch | objective | ms/step median | min | max | relative to dsm |");
     println!("|---|---|---|---|---|---|---|---|");
