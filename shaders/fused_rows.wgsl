@@ -18,3 +18,8 @@ fn rows8(l: u32, lo: vec4<u32>, hi: vec4<u32>, k: u32) -> Rows8 {
 fn fused(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     fused_steps(gid, nwg);
 }
+
+@compute @workgroup_size(WG)
+fn train_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    train_rows(gid, nwg);
+}

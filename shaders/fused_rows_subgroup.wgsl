@@ -33,3 +33,13 @@ fn fused(
     lane = subgroup_lane % 8u;
     fused_steps(gid, nwg);
 }
+
+@compute @workgroup_size(WG)
+fn train_forward(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_invocation_id) subgroup_lane: u32,
+) {
+    lane = subgroup_lane % 8u;
+    train_rows(gid, nwg);
+}

@@ -109,8 +109,7 @@ pub async fn run(
     let n = workload.size();
     let repeats = repeats.max(1);
     if workload.is_training() {
-        let (seconds, dense) =
-            time_training(gpu, clock, shape, objective(), n, &data(workload), steps, repeats).await?;
+        let (seconds, path) = time_training(gpu, clock, shape, objective(), n, &data(workload), steps, repeats).await?;
         let flop = 3.0 * shape.forward_flop() * n as f64 * steps as f64;
         return Ok(BenchResult {
             workload,
@@ -119,7 +118,7 @@ pub async fn run(
             figure: steps as f64 / seconds[0],
             figure_unit: "steps/s",
             gflops: flop / seconds[0] / 1e9,
-            path: staged_path(gpu, Some(dense)),
+            path,
             timing: clock.describe(),
         });
     }
@@ -184,7 +183,7 @@ async fn time_training(
     data: &[f32],
     steps: usize,
     repeats: usize,
-) -> Result<([f64; 3], DenseChoice)> {
+) -> Result<([f64; 3], String)> {
     let config = TrainConfig { batch, seed: 1, steps_per_submit: 20, ..TrainConfig::new(shape, objective) };
     let mut trainer = Trainer::new(gpu, config, data).await?;
     trainer.run(2, 0)?;
@@ -194,7 +193,17 @@ async fn time_training(
         times.push(clock.time(gpu, || trainer.run(steps as u64, 0)).await?);
         trainer.finish().await?;
     }
-    Ok((median_min_max(times), trainer.dense()))
+    Ok((median_min_max(times), training_path(gpu, trainer.fused_forward(), trainer.dense())))
+}
+
+/// A training step's path: "staged" (see [`staged_path`]), or with the forward pass on the
+/// fused network kernel (`Tuning::fused_forward`) "fused forward, staged backward".
+fn training_path(gpu: &Gpu, fused_forward: bool, dense: DenseChoice) -> String {
+    let staged = staged_path(gpu, Some(dense));
+    match fused_forward {
+        true => staged.replacen("staged", "fused forward, staged backward", 1),
+        false => staged,
+    }
 }
 
 /// The objectives whose training-step cost [`objective_costs`] compares: denoising score

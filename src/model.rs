@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, PackedWeights, Tuning, UNIFORM_WINDOW_BYTES};
 use crate::objective::kernels::binding as embed;
 use crate::rng::{self, Stream};
+use crate::sample::{train_forward, train_forward_fits, TrainForward};
 use crate::shaders;
 
 /// Fourier frequencies of the noise embedding; the embedding has twice as many features.
@@ -314,6 +315,9 @@ pub(crate) struct MlpPass {
     windows: PackedWeights,
     /// The kernel its dense layers run on, and how it was chosen.
     pub dense: DenseChoice,
+    /// A training pass's forward on the fused network kernel, where it runs there
+    /// (`Tuning::fused_forward`); `forward` is then empty.
+    fused_forward: Option<TrainForward>,
 }
 
 /// The dense kernel of a pass, with the forward timings it was chosen by when it was measured.
@@ -781,7 +785,18 @@ impl MlpPass {
             dummy_read: &dummy_read,
             dummy_write: &dummy_write,
         };
-        let forward = bindings.forward(&sides, &acts).await?;
+        // A training pass's primal rows through the fused network kernel where it applies; the
+        // tangent rows' forward reads the primal pre-activations the staged layers write.
+        let fused_forward = match grads {
+            Some(_) if tangents == 0 && train_forward_fits(gpu, shape) => {
+                Some(train_forward(gpu, shape, w, &acts.input, &acts.pre, &acts.post, batch).await?)
+            }
+            _ => None,
+        };
+        let forward = match fused_forward {
+            Some(_) => Vec::new(),
+            None => bindings.forward(&sides, &acts).await?,
+        };
         let backward = match grads {
             Some(grads) => bindings.backward(&sides, &acts, tangent.as_ref(), grads).await?,
             None => Vec::new(),
@@ -795,7 +810,13 @@ impl MlpPass {
             _dummy_write: dummy_write,
             windows,
             dense,
+            fused_forward,
         })
+    }
+
+    /// Whether the forward pass runs on the fused network kernel (`Tuning::fused_forward`).
+    pub fn fused_forward(&self) -> bool {
+        self.fused_forward.is_some()
     }
 
     /// The network output (sigma * score or predicted noise), [batch, d].
@@ -828,9 +849,15 @@ impl MlpPass {
     /// after the weights last changed and before the next forward or backward pass.
     pub fn record_weight_copies(&self, encoder: &mut wgpu::CommandEncoder) {
         self.windows.record(encoder);
+        if let Some(fused) = &self.fused_forward {
+            fused.weights.record(encoder);
+        }
     }
 
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if let Some(fused) = &self.fused_forward {
+            fused.kernel.dispatch(pass, fused.grid);
+        }
         for (kernel, grid) in &self.forward {
             kernel.dispatch(pass, *grid);
         }

@@ -13,6 +13,7 @@ pub const MLP_SUBGROUP_WGSL: &str = include_str!("../shaders/mlp_subgroup.wgsl")
 pub const OBJECTIVE_WGSL: &str = include_str!("../shaders/objective.wgsl");
 pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
 pub const SAMPLE_WGSL: &str = include_str!("../shaders/sample.wgsl");
+pub const TRAIN_ROWS_WGSL: &str = include_str!("../shaders/train_rows.wgsl");
 pub const FUSED_ROWS_WGSL: &str = include_str!("../shaders/fused_rows.wgsl");
 pub const FUSED_ROWS_SUBGROUP_WGSL: &str = include_str!("../shaders/fused_rows_subgroup.wgsl");
 pub const MIXTURE_WGSL: &str = include_str!("../shaders/mixture.wgsl");
@@ -63,17 +64,18 @@ pub const ADAM: KernelSource = KernelSource {
     subgroups: false,
 };
 
-/// Sampler steps: exact mixture scores, the per-particle network, updates, the corrector's norms.
+/// Sampler steps: exact mixture scores, the per-particle network, updates, the corrector's norms;
+/// and the training forward pass computed as the per-particle network is.
 pub const SAMPLE: KernelSource = KernelSource {
     name: "sample",
-    parts: &[RNG_WGSL, EMBED_WGSL, MIXTURE_WGSL, SAMPLE_WGSL, FUSED_ROWS_WGSL],
+    parts: &[RNG_WGSL, EMBED_WGSL, MIXTURE_WGSL, SAMPLE_WGSL, TRAIN_ROWS_WGSL, FUSED_ROWS_WGSL],
     bindings: crate::sample::binding::ALL,
     subgroups: false,
 };
 /// The same, with the fused network's weight loads shared by the lanes of a subgroup.
 pub const SAMPLE_SUBGROUP: KernelSource = KernelSource {
     name: "sample_subgroup",
-    parts: &[RNG_WGSL, EMBED_WGSL, MIXTURE_WGSL, SAMPLE_WGSL, FUSED_ROWS_SUBGROUP_WGSL],
+    parts: &[RNG_WGSL, EMBED_WGSL, MIXTURE_WGSL, SAMPLE_WGSL, TRAIN_ROWS_WGSL, FUSED_ROWS_SUBGROUP_WGSL],
     bindings: crate::sample::binding::ALL,
     subgroups: true,
 };

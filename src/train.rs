@@ -373,6 +373,11 @@ impl Trainer {
         self.mlp.dense
     }
 
+    /// Whether the forward pass runs on the fused network kernel (`Tuning::fused_forward`).
+    pub fn fused_forward(&self) -> bool {
+        self.mlp.fused_forward()
+    }
+
     /// Adam's first and second moments.
     pub fn adam_state(&self) -> (&GpuBuffer<f32>, &GpuBuffer<f32>) {
         (&self.optimizer.m, &self.optimizer.v)

@@ -483,18 +483,25 @@ fn bench_reports_the_workloads_against_the_ceiling() {
     // Without --dense the dense kernel is timed where the adapter runs both (the path then
     // names the timings), else the block kernel.
     let dir = temp_dir("bench");
-    let block = |p: &str| p == "staged, storage operands, block kernel";
-    let timed = |p: &str| p.starts_with("staged, storage operands, ") && p.contains(" kernel (measured: block ");
+    let block = |p: &str| p == "fused forward, staged backward, storage operands, block kernel";
+    let timed = |p: &str| {
+        p.starts_with("fused forward, staged backward, storage operands, ") && p.contains(" kernel (measured: block ")
+    };
     let fused = |p: &str| ["fused, block weight loads", "fused, subgroup weight loads"].contains(&p);
     type Check<'a> = &'a dyn Fn(&str) -> bool;
     let cases: [(&[&str], Check, Check, &str); 2] = [
         (
-            &["--operands", "chunked", "--dense", "block"],
+            &["--operands", "chunked", "--dense", "block", "--training-forward", "staged"],
             &|p| p == "staged, chunked operands, block kernel",
             &|p| p == "fused, block weight loads",
             "GPU timestamps",
         ),
-        (&["--operands", "storage", "--host-clock"], &|p| block(p) || timed(p), &fused, "host clock"),
+        (
+            &["--operands", "storage", "--host-clock", "--training-forward", "fused"],
+            &|p| block(p) || timed(p),
+            &fused,
+            "host clock",
+        ),
     ];
     for (flags, training_path, sampling_path, timing) in cases {
         let args = [

@@ -3,11 +3,14 @@
 //! in private arrays, or, for a network wider than 128, both in storage buffers; and the loop
 //! budget that caps its steps per dispatch on llvmpipe.
 
-use super::{binding, SharedBindings, MAX_FUSED_LAYERS, MAX_FUSED_NARROW_WIDTH};
+use super::{
+    binding, fused_grid, SharedBindings, MAX_FUSED_DIM, MAX_FUSED_LAYERS, MAX_FUSED_NARROW_WIDTH, MAX_FUSED_PARTICLES,
+    MAX_FUSED_WIDTH, WG,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, PackedWeights, UNIFORM_WINDOW_BYTES};
 use crate::model::Weights;
-use crate::model::{Layer, MlpShape};
+use crate::model::{Layer, MlpShape, EMBED_FREQS};
 use crate::sample::{SamplerConfig, ScoreSource};
 use crate::shaders;
 
@@ -96,6 +99,133 @@ pub(super) async fn fused_kernel(
     ];
     let bg = shared.particle_kernel(gpu, &pipeline, &entries);
     Ok(((Bound::new(pipeline, bg), weights), vec![placeholder, scratch]))
+}
+
+/// Whether the fused kernel computes `shape` (the plain, unconditional network, as on the
+/// sampler's fused path).
+pub(crate) fn fused_network(shape: &MlpShape) -> bool {
+    !shape.residual
+        && shape.classes == 0
+        && shape.dim <= MAX_FUSED_DIM
+        && shape.width <= MAX_FUSED_WIDTH
+        && shape.width.is_multiple_of(4)
+        && shape.hidden_layers < MAX_FUSED_LAYERS
+        && shape.input_width() <= MAX_FUSED_WIDTH
+}
+
+/// Storage buffers `train_forward` binds: the input, five pre-activation and four
+/// post-activation buffers, the packed weights and the scratch.
+const TRAIN_FORWARD_STORAGE_BUFFERS: u32 = 12;
+
+/// The training forward pass on the fused network kernel (`train_forward`, train_rows.wgsl):
+/// one dispatch writes every layer's pre- and post-activations of `rows` input rows. Its weights
+/// are packed from the parameter buffer like the sampler's: `weights.record` after every change.
+pub(crate) struct TrainForward {
+    pub kernel: Bound,
+    pub grid: [u32; 2],
+    pub weights: PackedWeights,
+    _buffers: Vec<GpuBuffer<f32>>,
+}
+
+/// Whether a training step's forward pass over `shape` runs fused on `gpu` (`Tuning::fused_forward`,
+/// a network the fused kernel computes, and enough storage bindings).
+pub(crate) fn train_forward_fits(gpu: &Gpu, shape: &MlpShape) -> bool {
+    gpu.tuning().fused_forward
+        && fused_network(shape)
+        && gpu.limits().max_storage_buffers_per_shader_stage >= TRAIN_FORWARD_STORAGE_BUFFERS
+}
+
+/// The fused training forward of `rows` rows of `input` through the weights in `w`, writing
+/// `pre` (every layer's z) and `post` (every hidden layer's silu(z)).
+pub(crate) async fn train_forward(
+    gpu: &Gpu,
+    shape: &MlpShape,
+    w: &GpuBuffer<f32>,
+    input: &GpuBuffer<f32>,
+    pre: &[GpuBuffer<f32>],
+    post: &[GpuBuffer<f32>],
+    rows: usize,
+) -> Result<TrainForward> {
+    let wide = is_wide(shape);
+    let ppi = (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES);
+    let constants = [
+        ("D", shape.dim as f64),
+        ("N", rows as f64),
+        ("H", shape.hidden_layers as f64),
+        ("W", shape.width as f64),
+        ("F", EMBED_FREQS as f64),
+        ("WG", WG as f64),
+        ("PPI", ppi as f64),
+        ("WIDE", if wide { 1.0 } else { 0.0 }),
+    ];
+    let kernel = match gpu.tuning().dense {
+        DenseKernel::Subgroup => &shaders::SAMPLE_SUBGROUP,
+        DenseKernel::Block => &shaders::SAMPLE,
+    };
+    let pipeline = gpu.pipeline(kernel, "train_forward", &constants).await?;
+    let placeholder = GpuBuffer::<f32>::new(gpu, "scorefield.train_forward.unused", 4, wgpu::BufferUsages::empty())?;
+    let unused_out = |what| GpuBuffer::<f32>::new(gpu, what, 4, wgpu::BufferUsages::empty());
+    let (weights, spare) = match wide {
+        true => (
+            packed_weights(gpu, shape, w.raw()),
+            Some(PackedWeights::windows(
+                gpu,
+                "scorefield.train_forward.windows_unused",
+                placeholder.raw(),
+                1,
+                Vec::new(),
+            )),
+        ),
+        false => (weight_windows(gpu, shape, w.raw())?, None),
+    };
+    let window_buffer = spare.as_ref().unwrap_or(&weights).buffer();
+    let layers = if wide { 0 } else { shape.hidden_layers + 1 };
+    let window = |w: usize| {
+        let at = if layers > 0 && (w < layers || w == MAX_FUSED_LAYERS) { w } else { 0 };
+        uniform_window(window_buffer, at as u64 * UNIFORM_WINDOW_BYTES)
+    };
+    let grid = fused_grid(gpu, rows, ppi);
+    let scratch = match wide {
+        true => scratch_floats(shape, ppi, (grid[0] * grid[1] * WG) as usize),
+        false => 4,
+    };
+    let scratch = GpuBuffer::<f32>::new(gpu, "scorefield.train_forward.scratch", scratch, wgpu::BufferUsages::empty())?;
+    // Layers the network does not have get a write-only placeholder each (never written).
+    let mut spares = Vec::new();
+    for _ in pre.len()..MAX_FUSED_LAYERS {
+        spares.push(unused_out("scorefield.train_forward.pre_unused")?);
+    }
+    for _ in post.len()..MAX_FUSED_LAYERS - 1 {
+        spares.push(unused_out("scorefield.train_forward.post_unused")?);
+    }
+    let (pre_spares, post_spares) = spares.split_at(MAX_FUSED_LAYERS - pre.len());
+    let pre_at = |l: usize| pre.get(l).unwrap_or_else(|| &pre_spares[l - pre.len()]).binding();
+    let post_at = |l: usize| post.get(l).unwrap_or_else(|| &post_spares[l - post.len()]).binding();
+    let net = if wide { weights.buffer().as_entire_binding() } else { placeholder.binding() };
+    let entries = [
+        (binding::W0, window(0)),
+        (binding::W1, window(1)),
+        (binding::W2, window(2)),
+        (binding::W3, window(3)),
+        (binding::W4, window(4)),
+        (binding::BIASES, window(MAX_FUSED_LAYERS)),
+        (binding::NET, net),
+        (binding::SCRATCH, scratch.binding()),
+        (binding::TRAIN_IN, input.binding()),
+        (binding::PRE0, pre_at(0)),
+        (binding::PRE1, pre_at(1)),
+        (binding::PRE2, pre_at(2)),
+        (binding::PRE3, pre_at(3)),
+        (binding::PRE4, pre_at(4)),
+        (binding::POST0, post_at(0)),
+        (binding::POST1, post_at(1)),
+        (binding::POST2, post_at(2)),
+        (binding::POST3, post_at(3)),
+    ];
+    let bg = pipeline.bind_group(gpu, &entries);
+    let mut keep = vec![placeholder, scratch];
+    keep.extend(spares);
+    Ok(TrainForward { kernel: Bound::new(pipeline, bg), grid, weights, _buffers: keep })
 }
 
 /// Where the driver ends an invocation's loops past a budget (llvmpipe), a fused

@@ -13,7 +13,8 @@ pub mod known;
 pub mod method;
 mod staged;
 
-use fused::{fit_loop_budget, fused_kernel, is_wide, scratch_floats};
+use fused::{fit_loop_budget, fused_kernel, fused_network, is_wide, scratch_floats};
+pub(crate) use fused::{train_forward, train_forward_fits, TrainForward};
 use staged::{staged_kernels, Staged};
 
 pub use classes::{Classes, NO_CLASS};
@@ -110,7 +111,8 @@ pub mod binding {
     crate::bindings! {
         CURSOR = 0, SCHEDULE = 1, PARTICLES = 2, SAVED = 3, SCORE = 4, MIXTURE = 5, FREQS = 7, NORMS = 8,
         NORM_SUM = 9, NET_INPUT = 10, W0 = 11, W1 = 12, W2 = 13, W3 = 14, W4 = 15, BIASES = 16, KNOWN = 17,
-        KNOWN_MASK = 18, LABELS = 19, NET = 20, SCRATCH = 21,
+        KNOWN_MASK = 18, LABELS = 19, NET = 20, SCRATCH = 21, TRAIN_IN = 22, PRE0 = 23, PRE1 = 24, PRE2 = 25,
+        PRE3 = 26, PRE4 = 27, POST0 = 28, POST1 = 29, POST2 = 30, POST3 = 31,
     }
 }
 
@@ -584,15 +586,7 @@ fn choose_path(gpu: &Gpu, source: &ScoreSource<'_>, fusable: bool, config: &Samp
             ScoreSource::Mixture(m) => m.dim <= MAX_FUSED_DIM,
             // The fused kernel computes the plain, unconditional network; the residual and
             // the class-conditional ones run staged.
-            ScoreSource::Network { model, .. } => {
-                !model.shape.residual
-                    && model.shape.classes == 0
-                    && model.shape.dim <= MAX_FUSED_DIM
-                    && model.shape.width <= MAX_FUSED_WIDTH
-                    && model.shape.width.is_multiple_of(4)
-                    && model.shape.hidden_layers < MAX_FUSED_LAYERS
-                    && model.shape.input_width() <= MAX_FUSED_WIDTH
-            }
+            ScoreSource::Network { model, .. } => fused_network(&model.shape),
         };
     if let ScoreSource::Mixture(m) = *source {
         if m.dim > MAX_FUSED_DIM {

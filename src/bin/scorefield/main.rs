@@ -390,6 +390,12 @@ enum Command {
         /// weight loads: subgroup on CPU adapters that have them.
         #[arg(long, default_value = "auto", value_parser = ["auto", "block", "subgroup"])]
         dense: String,
+        /// A training step's forward pass: on the fused network kernel (every layer of a few
+        /// rows in one invocation, where the network is one the fused sampler computes) or
+        /// layer by layer on the dense kernels (default: the adapter's choice, fused on CPU
+        /// adapters).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "fused", "staged"])]
+        training_forward: String,
     },
 }
 
@@ -495,8 +501,11 @@ fn run(command: Option<Command>) -> Result<()> {
             host_clock,
             fused_particles,
             dense,
+            training_forward,
         } => {
-            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), &operands, fused_particles, &dense))?;
+            let choices =
+                Choices { operands: &operands, fused_particles, dense: &dense, training_forward: &training_forward };
+            let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), choices))?;
             let clock = Clock::new(&gpu, host_clock);
             if kernels {
                 pollster::block_on(bench_kernels(&gpu, &clock, steps.unwrap_or(10), repeats))
@@ -587,9 +596,18 @@ async fn info(repeats: usize, adapter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// The kernel choices a benchmark asks for: "auto" (or none) keeps the adapter's own.
+struct Choices<'a> {
+    operands: &'a str,
+    fused_particles: Option<u32>,
+    dense: &'a str,
+    training_forward: &'a str,
+}
+
 /// The device of a benchmark, with the kernel choices asked for (`--operands`,
-/// `--fused-particles`, `--dense`) in place of the adapter's own ("auto", or none, keeps them).
-async fn bench_gpu(adapter: Option<&str>, operands: &str, fused_particles: Option<u32>, dense: &str) -> Result<Gpu> {
+/// `--fused-particles`, `--dense`, `--training-forward`) in place of the adapter's own.
+async fn bench_gpu(adapter: Option<&str>, choices: Choices<'_>) -> Result<Gpu> {
+    let Choices { operands, fused_particles, dense, training_forward } = choices;
     let gpu = Gpu::with_adapter(adapter).await?;
     let own = gpu.tuning();
     let (dense, measure_dense) = match dense {
@@ -607,6 +625,11 @@ async fn bench_gpu(adapter: Option<&str>, operands: &str, fused_particles: Optio
             _ => own.chunked_operands,
         },
         fused_particles: fused_particles.unwrap_or(own.fused_particles),
+        fused_forward: match training_forward {
+            "fused" => true,
+            "staged" => false,
+            _ => own.fused_forward,
+        },
         dense,
         measure_dense,
         ..own
@@ -625,11 +648,12 @@ fn choices_line(gpu: &Gpu) -> String {
     format!(
         "dense layers: {dense} (bench --dense block|subgroup), {} operands (--operands chunked|storage); fused \
          sampler: {} particle(s) per invocation with a network (--fused-particles), {} weight loads, networks wider \
-         than 128 {} (--path)",
+         than 128 {} (--path); training forward passes {} where the fused sampler computes the network (--training-forward)",
         t.operands(),
         t.fused_particles,
         t.dense.name(),
-        if t.fused_wide { "fused" } else { "staged" }
+        if t.fused_wide { "fused" } else { "staged" },
+        if t.fused_forward { "fused" } else { "staged" }
     )
 }
 

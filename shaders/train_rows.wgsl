@@ -1,0 +1,119 @@
+// train_rows.wgsl: the training forward pass of the plain score MLP, computed the way the fused
+// sampler computes its network (composed after sample.wgsl; the entry point `train_forward` is
+// in fused_rows.wgsl and fused_rows_subgroup.wgsl, beside `fused`). PPI batch rows per
+// invocation, every layer in the one invocation, the activations in its private arrays (or, WIDE,
+// its scratch), the weights packed and shared as there; each layer's pre-activations z and
+// post-activations silu(z) are written out for the backward pass (src/model.rs, MlpPass).
+//
+// The staged dense layers write each layer's rows for the next dispatch to read back; here an
+// invocation reads back, layer after layer, the few kilobytes it wrote itself. On llvmpipe that,
+// not the loads' form, is what the staged kernels lose (BENCHMARKS.md, session 17).
+//
+// Bindings (group 0), besides sample.wgsl's weights (11-16, 20) and scratch (21):
+//   22 read train_in [N, D + 2F]: the network input rows (the objective's perturb kernel)
+//   23-27 rw pre0..pre4: z of layer l [N, fan_out]   28-31 rw post0..post3: silu(z) [N, W]
+// The rows are N = the batch; layers past H + 1 get placeholders and are never written.
+
+@group(0) @binding(22) var<storage, read> train_in: array<f32>;
+@group(0) @binding(23) var<storage, read_write> pre0: array<f32>;
+@group(0) @binding(24) var<storage, read_write> pre1: array<f32>;
+@group(0) @binding(25) var<storage, read_write> pre2: array<f32>;
+@group(0) @binding(26) var<storage, read_write> pre3: array<f32>;
+@group(0) @binding(27) var<storage, read_write> pre4: array<f32>;
+@group(0) @binding(28) var<storage, read_write> post0: array<f32>;
+@group(0) @binding(29) var<storage, read_write> post1: array<f32>;
+@group(0) @binding(30) var<storage, read_write> post2: array<f32>;
+@group(0) @binding(31) var<storage, read_write> post3: array<f32>;
+
+fn store_pre(l: u32, i: u32, v: f32) {
+    switch l {
+        case 0u: { pre0[i] = v; }
+        case 1u: { pre1[i] = v; }
+        case 2u: { pre2[i] = v; }
+        case 3u: { pre3[i] = v; }
+        default: { pre4[i] = v; }
+    }
+}
+
+fn store_post(l: u32, i: u32, v: f32) {
+    switch l {
+        case 0u: { post0[i] = v; }
+        case 1u: { post1[i] = v; }
+        case 2u: { post2[i] = v; }
+        default: { post3[i] = v; }
+    }
+}
+
+// Layer l's outputs z (bias added, left in activation array a by `dense`) for the invocation's
+// `count` rows from n0: stored as pre[l] and, for a hidden layer, activated in place (the next
+// layer's input) and stored as post[l].
+fn emit_layer(a: u32, l: u32, fan_out: u32, n0: u32, count: u32, hidden: bool) {
+    for (var j4 = 0u; j4 < (fan_out + 3u) / 4u; j4++) {
+        for (var q = 0u; q < PPI; q++) {
+            let z = load_act(a, j4 * PPI + q);
+            let h = activate(z, hidden);
+            if hidden {
+                store_act(a, j4 * PPI + q, h);
+            }
+            if q < count {
+                for (var t = 0u; t < 4u; t++) {
+                    let j = 4u * j4 + t;
+                    if j < fan_out {
+                        let i = (n0 + q) * fan_out + j;
+                        store_pre(l, i, z[t]);
+                        if hidden {
+                            store_post(l, i, h[t]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The body of `train_forward`. Invocations past the last row run along on zeros and store
+// nothing (a subgroup's lanes must all be there when they share the weights).
+fn train_rows(gid: vec3<u32>, nwg: vec3<u32>) {
+    let n0 = particle_id(gid, nwg) * PPI;
+    scratch_base = particle_id(gid, nwg) * 2u * act4();
+    let count = min(PPI, N - min(n0, N));
+    let fan_in = D + 2u * F;
+    let fan_in4 = (fan_in + 3u) / 4u;
+    for (var k = 0u; k < fan_in4; k++) {
+        for (var q = 0u; q < PPI; q++) {
+            var v = vec4<f32>(0.0);
+            for (var t = 0u; t < 4u; t++) {
+                let i = 4u * k + t;
+                if q < count && i < fan_in {
+                    v[t] = train_in[(n0 + q) * fan_in + i];
+                }
+            }
+            store_act(0u, k * PPI + q, v);
+        }
+    }
+    // As network_score: the layers spelled out, each with a constant l, so layer_start folds;
+    // `dense` leaves z (activation off) and emit_layer activates it.
+    let w4 = W / 4u;
+    dense(0u, 1u, 0u, fan_in4, W, 0u, false);
+    emit_layer(1u, 0u, W, n0, count, true);
+    if H > 1u {
+        dense(1u, 0u, 1u, w4, W, W, false);
+        emit_layer(0u, 1u, W, n0, count, true);
+    }
+    if H > 2u {
+        dense(0u, 1u, 2u, w4, W, 2u * W, false);
+        emit_layer(1u, 2u, W, n0, count, true);
+    }
+    if H > 3u {
+        dense(1u, 0u, 3u, w4, W, 3u * W, false);
+        emit_layer(0u, 3u, W, n0, count, true);
+    }
+    // After H hidden layers the activations are in g (H odd) or h (H even).
+    if (H & 1u) == 1u {
+        dense(1u, 0u, H, w4, D, H * W, false);
+        emit_layer(0u, H, D, n0, count, false);
+    } else {
+        dense(0u, 1u, H, w4, D, H * W, false);
+        emit_layer(1u, H, D, n0, count, false);
+    }
+}
