@@ -58,47 +58,81 @@ pub(super) async fn fused_kernel(
         )),
         ScoreSource::Mixture(_) => None,
     };
-    let wide = network.is_some_and(|(shape, _)| is_wide(shape));
-    // The weights through uniform windows, or for a wide network in one storage buffer; the
-    // windows of a wide network get a placeholder window.
-    let weights = match network {
-        Some((shape, src)) if wide => packed_weights(gpu, shape, src.raw()),
-        Some((shape, src)) => weight_windows(gpu, shape, src.raw())?,
-        None => PackedWeights::windows(gpu, "scorefield.sample.weights_unused", placeholder.raw(), 1, Vec::new()),
-    };
-    let spare =
-        wide.then(|| PackedWeights::windows(gpu, "scorefield.sample.windows_unused", placeholder.raw(), 1, Vec::new()));
-    let window_buffer = spare.as_ref().unwrap_or(&weights).buffer();
-    let layers = if wide { 0 } else { network.map_or(0, |(shape, _)| shape.hidden_layers + 1) };
-    let window = |w: usize| {
-        // Windows past the network's layers are never read; they repeat window 0, as do all of
-        // them for a mixture or a wide network.
-        let at = if layers > 0 && (w < layers || w == MAX_FUSED_LAYERS) { w } else { 0 };
-        uniform_window(window_buffer, at as u64 * UNIFORM_WINDOW_BYTES)
-    };
-    // Written by the kernel, so never the read-only placeholder (one buffer cannot be bound
-    // both ways in a dispatch): a vec4 of its own where the network is not wide.
-    let scratch = GpuBuffer::<f32>::new(gpu, "scorefield.sample.scratch", scratch.max(4), wgpu::BufferUsages::empty())?;
-    let net = if wide { weights.buffer().as_entire_binding() } else { placeholder.binding() };
+    let net = NetworkBindings::new(gpu, network.map(|(shape, src)| (shape, src.raw())), &placeholder, scratch)?;
     let f = match *source {
         ScoreSource::Network { model, .. } => model.freqs.binding(),
         ScoreSource::Mixture(_) => placeholder.binding(),
     };
-    let entries = [
+    let mut entries = vec![
         (binding::SAVED, shared.saved.binding()),
         (binding::MIXTURE, shared.mixture.binding()),
         (binding::FREQS, f),
-        (binding::W0, window(0)),
-        (binding::W1, window(1)),
-        (binding::W2, window(2)),
-        (binding::W3, window(3)),
-        (binding::W4, window(4)),
-        (binding::BIASES, window(MAX_FUSED_LAYERS)),
-        (binding::NET, net),
-        (binding::SCRATCH, scratch.binding()),
     ];
+    entries.extend(net.entries(&placeholder));
     let bg = shared.particle_kernel(gpu, &pipeline, &entries);
-    Ok(((Bound::new(pipeline, bg), weights), vec![placeholder, scratch]))
+    Ok(((Bound::new(pipeline, bg), net.weights), vec![placeholder, net.scratch]))
+}
+
+/// What the fused network reads besides its inputs (sample.wgsl's bindings 11-16, 20 and 21):
+/// the weights through uniform windows, or for a wide network packed in one storage buffer, and
+/// the scratch activations a wide network keeps.
+struct NetworkBindings {
+    weights: PackedWeights,
+    /// The windows bound where the network reads none (a wide network's), else None.
+    spare: Option<PackedWeights>,
+    scratch: GpuBuffer<f32>,
+    wide: bool,
+    /// Windows the network reads W from (its layers; 0 when wide or for a mixture).
+    layers: usize,
+}
+
+impl NetworkBindings {
+    /// For `network` (its shape and parameter buffer; None for a mixture score) with `scratch`
+    /// floats of scratch activations; `placeholder` stands in for what is not read.
+    fn new(
+        gpu: &Gpu,
+        network: Option<(&MlpShape, &wgpu::Buffer)>,
+        placeholder: &GpuBuffer<f32>,
+        scratch: usize,
+    ) -> Result<Self> {
+        let wide = network.is_some_and(|(shape, _)| is_wide(shape));
+        // The weights through uniform windows, or for a wide network in one storage buffer; the
+        // windows of a wide network get a placeholder window.
+        let weights = match network {
+            Some((shape, src)) if wide => packed_weights(gpu, shape, src),
+            Some((shape, src)) => weight_windows(gpu, shape, src)?,
+            None => PackedWeights::windows(gpu, "scorefield.sample.weights_unused", placeholder.raw(), 1, Vec::new()),
+        };
+        let spare = wide
+            .then(|| PackedWeights::windows(gpu, "scorefield.sample.windows_unused", placeholder.raw(), 1, Vec::new()));
+        let layers = if wide { 0 } else { network.map_or(0, |(shape, _)| shape.hidden_layers + 1) };
+        // Written by the kernel, so never the read-only placeholder (one buffer cannot be bound
+        // both ways in a dispatch): a vec4 of its own where the network is not wide.
+        let scratch =
+            GpuBuffer::<f32>::new(gpu, "scorefield.sample.scratch", scratch.max(4), wgpu::BufferUsages::empty())?;
+        Ok(Self { weights, spare, scratch, wide, layers })
+    }
+
+    fn entries<'a>(&'a self, placeholder: &'a GpuBuffer<f32>) -> [(u32, wgpu::BindingResource<'a>); 8] {
+        let window_buffer = self.spare.as_ref().unwrap_or(&self.weights).buffer();
+        let window = |w: usize| {
+            // Windows past the network's layers are never read; they repeat window 0, as do all
+            // of them for a mixture or a wide network.
+            let at = if self.layers > 0 && (w < self.layers || w == MAX_FUSED_LAYERS) { w } else { 0 };
+            uniform_window(window_buffer, at as u64 * UNIFORM_WINDOW_BYTES)
+        };
+        let net = if self.wide { self.weights.buffer().as_entire_binding() } else { placeholder.binding() };
+        [
+            (binding::W0, window(0)),
+            (binding::W1, window(1)),
+            (binding::W2, window(2)),
+            (binding::W3, window(3)),
+            (binding::W4, window(4)),
+            (binding::BIASES, window(MAX_FUSED_LAYERS)),
+            (binding::NET, net),
+            (binding::SCRATCH, self.scratch.binding()),
+        ]
+    }
 }
 
 /// Whether the fused kernel computes `shape` (the plain, unconditional network, as on the
@@ -165,31 +199,12 @@ pub(crate) async fn train_forward(
     let pipeline = gpu.pipeline(kernel, "train_forward", &constants).await?;
     let placeholder = GpuBuffer::<f32>::new(gpu, "scorefield.train_forward.unused", 4, wgpu::BufferUsages::empty())?;
     let unused_out = |what| GpuBuffer::<f32>::new(gpu, what, 4, wgpu::BufferUsages::empty());
-    let (weights, spare) = match wide {
-        true => (
-            packed_weights(gpu, shape, w.raw()),
-            Some(PackedWeights::windows(
-                gpu,
-                "scorefield.train_forward.windows_unused",
-                placeholder.raw(),
-                1,
-                Vec::new(),
-            )),
-        ),
-        false => (weight_windows(gpu, shape, w.raw())?, None),
-    };
-    let window_buffer = spare.as_ref().unwrap_or(&weights).buffer();
-    let layers = if wide { 0 } else { shape.hidden_layers + 1 };
-    let window = |w: usize| {
-        let at = if layers > 0 && (w < layers || w == MAX_FUSED_LAYERS) { w } else { 0 };
-        uniform_window(window_buffer, at as u64 * UNIFORM_WINDOW_BYTES)
-    };
     let grid = fused_grid(gpu, rows, ppi);
     let scratch = match wide {
         true => scratch_floats(shape, ppi, (grid[0] * grid[1] * WG) as usize),
-        false => 4,
+        false => 0,
     };
-    let scratch = GpuBuffer::<f32>::new(gpu, "scorefield.train_forward.scratch", scratch, wgpu::BufferUsages::empty())?;
+    let net = NetworkBindings::new(gpu, Some((shape, w.raw())), &placeholder, scratch)?;
     // Layers the network does not have get a write-only placeholder each (never written).
     let mut spares = Vec::new();
     for _ in pre.len()..MAX_FUSED_LAYERS {
@@ -201,16 +216,8 @@ pub(crate) async fn train_forward(
     let (pre_spares, post_spares) = spares.split_at(MAX_FUSED_LAYERS - pre.len());
     let pre_at = |l: usize| pre.get(l).unwrap_or_else(|| &pre_spares[l - pre.len()]).binding();
     let post_at = |l: usize| post.get(l).unwrap_or_else(|| &post_spares[l - post.len()]).binding();
-    let net = if wide { weights.buffer().as_entire_binding() } else { placeholder.binding() };
-    let entries = [
-        (binding::W0, window(0)),
-        (binding::W1, window(1)),
-        (binding::W2, window(2)),
-        (binding::W3, window(3)),
-        (binding::W4, window(4)),
-        (binding::BIASES, window(MAX_FUSED_LAYERS)),
-        (binding::NET, net),
-        (binding::SCRATCH, scratch.binding()),
+    let mut entries = net.entries(&placeholder).to_vec();
+    entries.extend([
         (binding::TRAIN_IN, input.binding()),
         (binding::PRE0, pre_at(0)),
         (binding::PRE1, pre_at(1)),
@@ -221,11 +228,11 @@ pub(crate) async fn train_forward(
         (binding::POST1, post_at(1)),
         (binding::POST2, post_at(2)),
         (binding::POST3, post_at(3)),
-    ];
+    ]);
     let bg = pipeline.bind_group(gpu, &entries);
-    let mut keep = vec![placeholder, scratch];
+    let mut keep = vec![placeholder, net.scratch];
     keep.extend(spares);
-    Ok(TrainForward { kernel: Bound::new(pipeline, bg), grid, weights, _buffers: keep })
+    Ok(TrainForward { kernel: Bound::new(pipeline, bg), grid, weights: net.weights, _buffers: keep })
 }
 
 /// Where the driver ends an invocation's loops past a budget (llvmpipe), a fused
