@@ -12,7 +12,8 @@
 // Bindings (group 0), besides sample.wgsl's weights (11-16, 20) and scratch (21):
 //   22 read train_in [N, D + 2F]: the network input rows (the objective's perturb kernel)
 //   23-27 rw pre0..pre4: z of layer l [N, fan_out]   28-31 rw post0..post3: silu(z) [N, W]
-// The rows are N = the batch; layers past H + 1 get placeholders and are never written.
+// The rows are as many as pre0 holds (its length over W), not the override N: so one pipeline
+// serves every batch size. Layers past H + 1 get placeholders and are never written.
 
 @group(0) @binding(22) var<storage, read> train_in: array<f32>;
 @group(0) @binding(23) var<storage, read_write> pre0: array<f32>;
@@ -76,7 +77,8 @@ fn emit_layer(a: u32, l: u32, fan_out: u32, n0: u32, count: u32, hidden: bool) {
 fn train_rows(gid: vec3<u32>, nwg: vec3<u32>) {
     let n0 = particle_id(gid, nwg) * PPI;
     scratch_base = particle_id(gid, nwg) * 2u * act4();
-    let count = min(PPI, N - min(n0, N));
+    let rows = arrayLength(&pre0) / W;
+    let count = min(PPI, rows - min(n0, rows));
     let fan_in = D + 2u * F;
     let fan_in4 = (fan_in + 3u) / 4u;
     for (var k = 0u; k < fan_in4; k++) {

@@ -186,7 +186,6 @@ pub(crate) async fn train_forward(
     let ppi = (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES);
     let constants = [
         ("D", shape.dim as f64),
-        ("N", rows as f64),
         ("H", shape.hidden_layers as f64),
         ("W", shape.width as f64),
         ("F", EMBED_FREQS as f64),
