@@ -8,7 +8,9 @@ use super::{
     MAX_FUSED_WIDTH, WG,
 };
 use crate::error::{Error, Result};
-use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, PackedWeights, UNIFORM_WINDOW_BYTES};
+use crate::gpu::{
+    uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, KernelSource, PackedWeights, UNIFORM_WINDOW_BYTES,
+};
 use crate::model::Weights;
 use crate::model::{Layer, MlpShape, EMBED_FREQS};
 use crate::sample::{SamplerConfig, ScoreSource};
@@ -36,12 +38,9 @@ pub(super) async fn fused_kernel(
     scratch: usize,
     shared: &SharedBindings<'_>,
 ) -> Result<((Bound, PackedWeights), Vec<GpuBuffer<f32>>)> {
-    // A network's weight loads shared by the lanes of a subgroup where the device runs the
-    // subgroup kernels (the same values either way).
-    let is_network = matches!(source, ScoreSource::Network { .. });
-    let kernel = match gpu.tuning().dense {
-        DenseKernel::Subgroup if is_network => &shaders::SAMPLE_SUBGROUP,
-        _ => &shaders::SAMPLE,
+    let kernel = match source {
+        ScoreSource::Network { .. } => network_kernel(gpu),
+        ScoreSource::Mixture(_) => &shaders::SAMPLE,
     };
     let pipeline = gpu.pipeline(kernel, "fused", constants).await?;
     // Both score sources and both kinds of network are in the kernel, so every binding must be
@@ -71,6 +70,15 @@ pub(super) async fn fused_kernel(
     entries.extend(net.entries(&placeholder));
     let bg = shared.particle_kernel(gpu, &pipeline, &entries);
     Ok(((Bound::new(pipeline, bg), net.weights), vec![placeholder, net.scratch]))
+}
+
+/// The kernel that computes the fused network: its weight loads shared by the lanes of a
+/// subgroup where the device runs the subgroup kernels (the same values either way).
+fn network_kernel(gpu: &Gpu) -> &'static KernelSource {
+    match gpu.tuning().dense {
+        DenseKernel::Subgroup => &shaders::SAMPLE_SUBGROUP,
+        DenseKernel::Block => &shaders::SAMPLE,
+    }
 }
 
 /// What the fused network reads besides its inputs (sample.wgsl's bindings 11-16, 20 and 21):
@@ -193,30 +201,18 @@ pub(crate) async fn train_forward(
         ("PPI", ppi as f64),
         ("WIDE", if wide { 1.0 } else { 0.0 }),
     ];
-    let kernel = match gpu.tuning().dense {
-        DenseKernel::Subgroup => &shaders::SAMPLE_SUBGROUP,
-        DenseKernel::Block => &shaders::SAMPLE,
-    };
-    let pipeline = gpu.pipeline(kernel, "train_forward", &constants).await?;
+    let pipeline = gpu.pipeline(network_kernel(gpu), "train_forward", &constants).await?;
     let placeholder = GpuBuffer::<f32>::new(gpu, "scorefield.train_forward.unused", 4, wgpu::BufferUsages::empty())?;
-    let unused_out = |what| GpuBuffer::<f32>::new(gpu, what, 4, wgpu::BufferUsages::empty());
+    // The layers the network does not have: one placeholder for all of them, never written.
+    let unwritten = GpuBuffer::<f32>::new(gpu, "scorefield.train_forward.unwritten", 4, wgpu::BufferUsages::empty())?;
     let grid = fused_grid(gpu, rows, ppi);
     let scratch = match wide {
         true => scratch_floats(shape, ppi, (grid[0] * grid[1] * WG) as usize),
         false => 0,
     };
     let net = NetworkBindings::new(gpu, Some((shape, w.raw())), &placeholder, scratch)?;
-    // Layers the network does not have get a write-only placeholder each (never written).
-    let mut spares = Vec::new();
-    for _ in pre.len()..MAX_FUSED_LAYERS {
-        spares.push(unused_out("scorefield.train_forward.pre_unused")?);
-    }
-    for _ in post.len()..MAX_FUSED_LAYERS - 1 {
-        spares.push(unused_out("scorefield.train_forward.post_unused")?);
-    }
-    let (pre_spares, post_spares) = spares.split_at(MAX_FUSED_LAYERS - pre.len());
-    let pre_at = |l: usize| pre.get(l).unwrap_or_else(|| &pre_spares[l - pre.len()]).binding();
-    let post_at = |l: usize| post.get(l).unwrap_or_else(|| &post_spares[l - post.len()]).binding();
+    let pre_at = |l: usize| pre.get(l).unwrap_or(&unwritten).binding();
+    let post_at = |l: usize| post.get(l).unwrap_or(&unwritten).binding();
     let mut entries = net.entries(&placeholder).to_vec();
     entries.extend([
         (binding::TRAIN_IN, input.binding()),
@@ -231,8 +227,7 @@ pub(crate) async fn train_forward(
         (binding::POST3, post_at(3)),
     ]);
     let bg = pipeline.bind_group(gpu, &entries);
-    let mut keep = vec![placeholder, net.scratch];
-    keep.extend(spares);
+    let keep = vec![placeholder, unwritten, net.scratch];
     Ok(TrainForward { kernel: Bound::new(pipeline, bg), grid, weights: net.weights, _buffers: keep })
 }
 
