@@ -158,17 +158,17 @@ pub async fn run(
             let wide = if sampler.fused_wide() { ", wide (storage weights and activations)" } else { "" };
             format!("fused, {} weight loads{wide}", gpu.tuning().dense.name())
         } else {
-            staged_path(gpu, sampler.dense())
+            dense_path(gpu, "staged", sampler.dense())
         },
         timing: clock.describe(),
     })
 }
 
-/// "staged", with how the dense layers read their operands (`Tuning::operands`) and the kernel
-/// they ran on.
-fn staged_path(gpu: &Gpu, dense: Option<DenseChoice>) -> String {
+/// `path` (what ran on the dense layers, "staged" or more), with how the dense layers read their
+/// operands (`Tuning::operands`) and the kernel they ran on.
+fn dense_path(gpu: &Gpu, path: &str, dense: Option<DenseChoice>) -> String {
     let kernel = dense.map_or(String::new(), |d| format!(", {}", d.describe()));
-    format!("staged, {} operands{kernel}", gpu.tuning().operands())
+    format!("{path}, {} operands{kernel}", gpu.tuning().operands())
 }
 
 /// Seconds for `steps` training steps of `objective` (median, min, max of `repeats` timings),
@@ -193,17 +193,10 @@ async fn time_training(
         times.push(clock.time(gpu, || trainer.run(steps as u64, 0)).await?);
         trainer.finish().await?;
     }
-    Ok((median_min_max(times), training_path(gpu, trainer.fused_forward(), trainer.dense())))
-}
-
-/// A training step's path: "staged" (see [`staged_path`]), or with the forward pass on the
-/// fused network kernel (`Tuning::fused_forward`) "fused forward, staged backward".
-fn training_path(gpu: &Gpu, fused_forward: bool, dense: DenseChoice) -> String {
-    let staged = staged_path(gpu, Some(dense));
-    match fused_forward {
-        true => staged.replacen("staged", "fused forward, staged backward", 1),
-        false => staged,
-    }
+    // The forward pass on the fused network kernel (`Tuning::fused_forward`) or, as the
+    // backward always is, on the dense kernels.
+    let path = if trainer.fused_forward() { "fused forward, staged backward" } else { "staged" };
+    Ok((median_min_max(times), dense_path(gpu, path, Some(trainer.dense()))))
 }
 
 /// The objectives whose training-step cost [`objective_costs`] compares: denoising score

@@ -785,8 +785,8 @@ impl MlpPass {
             dummy_read: &dummy_read,
             dummy_write: &dummy_write,
         };
-        // A training pass's primal rows through the fused network kernel where it applies; the
-        // tangent rows' forward reads the primal pre-activations the staged layers write.
+        // A training pass's rows through the fused network kernel where it applies; a pass with
+        // tangent rows (exact and sliced score matching) keeps both sides on the dense kernels.
         let fused_forward = match grads {
             Some(_) if tangents == 0 && train_forward_fits(gpu, shape) => {
                 Some(train_forward(gpu, shape, w, &acts.input, &acts.pre, &acts.post, batch).await?)

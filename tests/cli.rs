@@ -465,7 +465,7 @@ fn info_names_the_kernel_choices_and_the_ceiling() {
     let chosen = lines.iter().position(|l| l.starts_with("chosen: ")).expect("names the chosen adapter");
     let choices = lines.get(chosen + 1).copied().unwrap_or_default();
     assert!(choices.starts_with("kernel choices: dense layers: "), "{text}");
-    for flag in ["--dense", "--operands", "--fused-particles", "--path"] {
+    for flag in ["--dense", "--operands", "--fused-particles", "--path", "--training-forward"] {
         assert!(choices.contains(flag), "the choices name how to change them ({flag}): {choices}");
     }
     let operands = ["chunked operands", "storage operands"];

@@ -251,11 +251,13 @@ fn training_step_matches_reference_for_every_objective() {
 /// default on CPU adapters) against the f64 reference, and the same step with the dense-layer
 /// kernels: the W1 shape over a batch that fills no whole workgroup of rows, a network wider
 /// than 128 (weights and activations in storage, WIDE) and d = 64. Networks the fused kernel
-/// does not compute (residual, conditional) and tangent rows keep the dense kernels.
+/// does not compute (residual, conditional), tangent rows, and devices with fewer than the 12
+/// storage bindings per stage it takes keep the dense kernels.
 #[test]
 fn the_fused_training_forward_matches_the_reference() {
     let seed = test_seed();
     let own = gpu();
+    let bindings = own.limits().max_storage_buffers_per_shader_stage >= 12;
     let ncsn = Objective::Ncsn { sigma_max: 1.0, sigma_min: 0.01, levels: 10 };
     let cases = [
         (ncsn.clone(), MlpShape::new(2, 3, 128), 300, true),
@@ -274,7 +276,7 @@ fn the_fused_training_forward_matches_the_reference() {
                 "{name}: fused {}, grads {:.1e}, params {:.1e}, loss {:.1e}",
                 c.fused_forward, c.grads, c.params, c.loss
             );
-            assert_eq!(c.fused_forward, fused && fusable, "{name}: the forward ran elsewhere than asked");
+            assert_eq!(c.fused_forward, fused && fusable && bindings, "{name}: the forward ran elsewhere than asked");
             assert!(c.grads < 2e-4, "{name}: gradient error {:.2e}", c.grads);
             assert!(c.params < 1e-3, "{name}: parameter update error {:.2e}", c.params);
             assert!(c.ema < 1e-3, "{name}: EMA update error {:.2e}", c.ema);
