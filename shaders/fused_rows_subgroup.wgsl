@@ -11,7 +11,7 @@
 var<private> lane: u32;
 
 fn rows8(l: u32, lo: vec4<u32>, hi: vec4<u32>, k: u32) -> Rows8 {
-    let mine = weight4(l, select(lo, hi, lane >= 4u)[lane % 4u] + k);
+    let mine = weight_row4(l, select(lo, hi, lane >= 4u)[lane % 4u], k);
     return Rows8(
         subgroupBroadcast(mine, 0u),
         subgroupBroadcast(mine, 1u),
@@ -42,4 +42,14 @@ fn train_forward(
 ) {
     lane = subgroup_lane % 8u;
     train_rows(gid, nwg);
+}
+
+@compute @workgroup_size(WG)
+fn train_backward(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_invocation_id) subgroup_lane: u32,
+) {
+    lane = subgroup_lane % 8u;
+    train_input_gradients(gid, nwg);
 }

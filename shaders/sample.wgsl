@@ -94,6 +94,11 @@ override WIDE: bool = false;
 override CLASSES: u32 = 0u;     // C: the class code's columns of a class-conditional network
 override GUIDED: bool = false;  // rows N .. 2N hold the unconditional outputs
 override GUIDANCE: f32 = 0.0;   // w
+// `dense` multiplies by the transposes of the packed W, without biases: the input-gradient
+// pass of training (train_rows.wgsl's `train_backward`). Row r of layer l's W^T is column r of
+// its W, gathered a float at a time from the same packed weights (on llvmpipe a vec4 load from
+// a uniform window is four gathers anyway), so no transposed copy is made.
+override TRANSPOSE: bool = false;
 
 @group(0) @binding(0) var<uniform> cursor: SampleCursor;
 @group(0) @binding(1) var<storage, read> schedule: array<SampleStep>;
@@ -185,7 +190,47 @@ fn weight4(l: u32, i: u32) -> vec4<f32> {
     }
 }
 
+// Float i of layer l's packed W.
+fn weight1(l: u32, i: u32) -> f32 {
+    if WIDE {
+        return net[layer_start(l) + i / 4u][i % 4u];
+    }
+    switch l {
+        case 0u: { return w0[i / 4u][i % 4u]; }
+        case 1u: { return w1[i / 4u][i % 4u]; }
+        case 2u: { return w2[i / 4u][i % 4u]; }
+        case 3u: { return w3[i / 4u][i % 4u]; }
+        default: { return w4[i / 4u][i % 4u]; }
+    }
+}
+
+// Layer l's inputs and outputs (the network's, not its transpose's).
+fn layer_fan_in4(l: u32) -> u32 {
+    return select(W / 4u, (D + 2u * F + 3u) / 4u, l == 0u);
+}
+
+fn layer_fan_out(l: u32) -> u32 {
+    return select(W, D, l == H);
+}
+
+// Vec4 k of the `dense` row at `at`: of W, at = the row's first vec4; with TRANSPOSE, of W^T,
+// at = the row (a column of W), whose floats past W's last row are zero.
+fn weight_row4(l: u32, at: u32, k: u32) -> vec4<f32> {
+    if TRANSPOSE {
+        let stride = 4u * layer_fan_in4(l);
+        let last = layer_fan_out(l) - 1u;
+        let o = 4u * k + vec4<u32>(0u, 1u, 2u, 3u);
+        let i = min(o, vec4<u32>(last)) * stride + at;
+        let v = vec4<f32>(weight1(l, i.x), weight1(l, i.y), weight1(l, i.z), weight1(l, i.w));
+        return select(vec4<f32>(0.0), v, o <= vec4<u32>(last));
+    }
+    return weight4(l, at + k);
+}
+
 fn bias(i: u32) -> f32 {
+    if TRANSPOSE {
+        return 0.0;
+    }
     if WIDE {
         return net[layer_start(H + 1u) + i / 4u][i % 4u];
     }
@@ -303,12 +348,14 @@ fn store8(dst: u32, b: Block8, j: u32, last: u32, b_off: u32, act: bool) {
 // is the same sum over k in the same order however many share a load.
 fn dense(src: u32, dst: u32, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
     let last = fan_out - 1u;
+    // Where each row is for weight_row4: its first vec4, or with TRANSPOSE the row itself.
+    let row_at = select(fan_in4, 1u, TRANSPOSE);
     for (var j = 0u; j < fan_out; j += 16u) {
         // Rows j .. j + 7 (a) and j + 8 .. j + 15 (b); rows past the last repeat it.
-        let a_rows = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(last)) * fan_in4;
-        let a_rows_hi = min(vec4<u32>(j + 4u, j + 5u, j + 6u, j + 7u), vec4<u32>(last)) * fan_in4;
-        let b_rows = min(vec4<u32>(j + 8u, j + 9u, j + 10u, j + 11u), vec4<u32>(last)) * fan_in4;
-        let b_rows_hi = min(vec4<u32>(j + 12u, j + 13u, j + 14u, j + 15u), vec4<u32>(last)) * fan_in4;
+        let a_rows = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(last)) * row_at;
+        let a_rows_hi = min(vec4<u32>(j + 4u, j + 5u, j + 6u, j + 7u), vec4<u32>(last)) * row_at;
+        let b_rows = min(vec4<u32>(j + 8u, j + 9u, j + 10u, j + 11u), vec4<u32>(last)) * row_at;
+        let b_rows_hi = min(vec4<u32>(j + 12u, j + 13u, j + 14u, j + 15u), vec4<u32>(last)) * row_at;
         // The sums of outputs j .. j + 3 (a_lo), j + 4 .. j + 7 (a_hi), j + 8 .. j + 15 (b_lo,
         // b_hi) for particle q (the digit). Written out: as structs passed through helpers, the
         // same sums ran W4 1.3x slower on llvmpipe.

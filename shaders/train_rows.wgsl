@@ -12,8 +12,15 @@
 // Bindings (group 0), besides sample.wgsl's weights (11-16, 20) and scratch (21):
 //   22 read train_in [N, D + 2F]: the network input rows (the objective's perturb kernel)
 //   23-27 rw pre0..pre4: z of layer l [N, fan_out]   28-31 rw post0..post3: silu(z) [N, W]
+//   32 read dz_out [N, D]: dL/dz of the output layer (the loss kernel's)
+//   33-36 rw dz0..dz3: dL/dz of hidden layer l [N, W] (train_backward writes them)
 // The rows are as many as pre0 holds (its length over W), not the override N: so one pipeline
 // serves every batch size. Layers past H + 1 get placeholders and are never written.
+//
+// `train_backward` (the pipeline with TRANSPOSE) is the input-gradient half of the backward
+// pass the same way: dL/dh of layer l - 1 = W_l^T dL/dz_l by `dense` over the transposed
+// weights, then dL/dz = dL/dh silu'(z) with z read back from pre, for l = H down to 1, each
+// layer's dL/dz written for the weight gradients (still the dense kernels' batch products).
 
 @group(0) @binding(22) var<storage, read> train_in: array<f32>;
 @group(0) @binding(23) var<storage, read_write> pre0: array<f32>;
@@ -25,6 +32,12 @@
 @group(0) @binding(29) var<storage, read_write> post1: array<f32>;
 @group(0) @binding(30) var<storage, read_write> post2: array<f32>;
 @group(0) @binding(31) var<storage, read_write> post3: array<f32>;
+
+@group(0) @binding(32) var<storage, read> dz_out: array<f32>;
+@group(0) @binding(33) var<storage, read_write> dz0: array<f32>;
+@group(0) @binding(34) var<storage, read_write> dz1: array<f32>;
+@group(0) @binding(35) var<storage, read_write> dz2: array<f32>;
+@group(0) @binding(36) var<storage, read_write> dz3: array<f32>;
 
 fn store_pre(l: u32, i: u32, v: f32) {
     switch l {
@@ -42,6 +55,25 @@ fn store_post(l: u32, i: u32, v: f32) {
         case 1u: { post1[i] = v; }
         case 2u: { post2[i] = v; }
         default: { post3[i] = v; }
+    }
+}
+
+// z of hidden layer l (l < 4).
+fn load_pre(l: u32, i: u32) -> f32 {
+    switch l {
+        case 0u: { return pre0[i]; }
+        case 1u: { return pre1[i]; }
+        case 2u: { return pre2[i]; }
+        default: { return pre3[i]; }
+    }
+}
+
+fn store_dz(l: u32, i: u32, v: f32) {
+    switch l {
+        case 0u: { dz0[i] = v; }
+        case 1u: { dz1[i] = v; }
+        case 2u: { dz2[i] = v; }
+        default: { dz3[i] = v; }
     }
 }
 
@@ -117,5 +149,70 @@ fn train_rows(gid: vec3<u32>, nwg: vec3<u32>) {
     } else {
         dense(0u, 1u, H, w4, D, H * W, false);
         emit_layer(1u, H, D, n0, count, false);
+    }
+}
+
+// dL/dh of hidden layer l (left in activation array a by `dense` over W_{l+1}^T) for the
+// invocation's `count` rows from n0: times silu'(z), z read back from pre[l], into dL/dz, kept
+// in place (the next transposed layer's input) and stored as dz[l].
+fn emit_gradient(a: u32, l: u32, n0: u32, count: u32) {
+    for (var j4 = 0u; j4 < W / 4u; j4++) {
+        for (var q = 0u; q < PPI; q++) {
+            var z = vec4<f32>(0.0);
+            if q < count {
+                let i = (n0 + q) * W + 4u * j4;
+                z = vec4<f32>(load_pre(l, i), load_pre(l, i + 1u), load_pre(l, i + 2u), load_pre(l, i + 3u));
+            }
+            let s = 1.0 / (1.0 + exp(-z));
+            let dz = load_act(a, j4 * PPI + q) * s * (1.0 + z * (1.0 - s));
+            store_act(a, j4 * PPI + q, dz);
+            if q < count {
+                let i = (n0 + q) * W + 4u * j4;
+                for (var t = 0u; t < 4u; t++) {
+                    store_dz(l, i + t, dz[t]);
+                }
+            }
+        }
+    }
+}
+
+// The body of `train_backward` (TRANSPOSE): dL/dz of every hidden layer from dL/dz of the
+// output, layer by layer down, as `train_rows` went up. Invocations past the last row run along
+// on zeros and store nothing.
+fn train_input_gradients(gid: vec3<u32>, nwg: vec3<u32>) {
+    let n0 = particle_id(gid, nwg) * PPI;
+    scratch_base = particle_id(gid, nwg) * 2u * act4();
+    let rows = arrayLength(&pre0) / W;
+    let count = min(PPI, rows - min(n0, rows));
+    let d4 = (D + 3u) / 4u;
+    for (var k = 0u; k < d4; k++) {
+        for (var q = 0u; q < PPI; q++) {
+            var v = vec4<f32>(0.0);
+            for (var t = 0u; t < 4u; t++) {
+                let i = 4u * k + t;
+                if q < count && i < D {
+                    v[t] = dz_out[(n0 + q) * D + i];
+                }
+            }
+            store_act(0u, k * PPI + q, v);
+        }
+    }
+    // dense(src, dst, l, ...) multiplies by W_l^T: from the output layer's D inputs down to W
+    // outputs, each l spelled out as in train_rows (max: no u32 underflow in the branches a
+    // small H skips).
+    let w4 = W / 4u;
+    dense(0u, 1u, H, d4, W, 0u, false);
+    emit_gradient(1u, H - 1u, n0, count);
+    if H > 1u {
+        dense(1u, 0u, H - 1u, w4, W, 0u, false);
+        emit_gradient(0u, max(H, 2u) - 2u, n0, count);
+    }
+    if H > 2u {
+        dense(0u, 1u, max(H, 2u) - 2u, w4, W, 0u, false);
+        emit_gradient(1u, max(H, 3u) - 3u, n0, count);
+    }
+    if H > 3u {
+        dense(1u, 0u, max(H, 3u) - 3u, w4, W, 0u, false);
+        emit_gradient(0u, max(H, 4u) - 4u, n0, count);
     }
 }

@@ -193,9 +193,9 @@ async fn time_training(
         times.push(clock.time(gpu, || trainer.run(steps as u64, 0)).await?);
         trainer.finish().await?;
     }
-    // The forward pass on the fused network kernel (`Tuning::fused_forward`) or, as the
+    // The forward pass and input gradients on the fused network kernel (`Tuning::fused_training`) or, as the
     // backward always is, on the dense kernels.
-    let path = if trainer.fused_forward() { "fused forward, staged backward" } else { "staged" };
+    let path = if trainer.fused_rows() { "fused rows, staged weight gradients" } else { "staged" };
     Ok((median_min_max(times), dense_path(gpu, path, Some(trainer.dense()))))
 }
 

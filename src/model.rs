@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, PackedWeights, Tuning, UNIFORM_WINDOW_BYTES};
 use crate::objective::kernels::binding as embed;
 use crate::rng::{self, Stream};
-use crate::sample::{train_forward, train_forward_fits, TrainForward};
+use crate::sample::{train_rows, train_rows_fit, TrainBuffers, TrainRows};
 use crate::shaders;
 
 /// Fourier frequencies of the noise embedding; the embedding has twice as many features.
@@ -315,9 +315,10 @@ pub(crate) struct MlpPass {
     windows: PackedWeights,
     /// The kernel its dense layers run on, and how it was chosen.
     pub dense: DenseChoice,
-    /// A training pass's forward on the fused network kernel, where it runs there
-    /// (`Tuning::fused_forward`); `forward` is then empty.
-    fused_forward: Option<TrainForward>,
+    /// A training pass's forward and input gradients on the fused network kernel, where they
+    /// run there (`Tuning::fused_training`); `forward` is then empty and `backward` holds the
+    /// weight gradients only.
+    fused_rows: Option<TrainRows>,
 }
 
 /// The dense kernel of a pass, with the forward timings it was chosen by when it was measured.
@@ -560,13 +561,15 @@ impl LayerBindings<'_> {
     }
 
     /// The backward dispatches, top layer first: the weight gradients into `grads` over every
-    /// side's rows, then dL/dz of the layer below (and, with tangent rows, the second-order term).
+    /// side's rows, then, unless `input_gradients` is false (the fused kernel computes them), dL/dz
+    /// of the layer below (and, with tangent rows, the second-order term).
     async fn backward(
         &self,
         sides: &[Side<'_>],
         acts: &Activations,
         tangent: Option<&Activations>,
         grads: &GpuBuffer<f32>,
+        input_gradients: bool,
     ) -> Result<Vec<Dispatch>> {
         let (batch, tangents) = (sides[0].1, sides.get(1).map_or(0, |s| s.2));
         let mut backward = Vec::new();
@@ -611,7 +614,7 @@ impl LayerBindings<'_> {
                 }
             }
             // dL/dz of layer l - 1 (the network input's gradient is not needed).
-            if l == 0 {
+            if l == 0 || !input_gradients {
                 continue;
             }
             // The gradient of the layer input's h columns (not of the carried embedding).
@@ -787,18 +790,20 @@ impl MlpPass {
         };
         // A training pass's rows through the fused network kernel where it applies; a pass with
         // tangent rows (exact and sliced score matching) keeps both sides on the dense kernels.
-        let fused_forward = match grads {
-            Some(_) if tangents == 0 && train_forward_fits(gpu, shape) => {
-                Some(train_forward(gpu, shape, w, &acts.input, &acts.pre, &acts.post, batch).await?)
+        let fused_rows = match grads {
+            Some(_) if tangents == 0 && train_rows_fit(gpu, shape) => {
+                let bufs = TrainBuffers { input: &acts.input, pre: &acts.pre, post: &acts.post, dpre: &acts.dpre };
+                Some(train_rows(gpu, shape, w, bufs, batch).await?)
             }
             _ => None,
         };
-        let forward = match fused_forward {
+        let forward = match fused_rows {
             Some(_) => Vec::new(),
             None => bindings.forward(&sides, &acts).await?,
         };
+        let input_gradients = fused_rows.is_none();
         let backward = match grads {
-            Some(grads) => bindings.backward(&sides, &acts, tangent.as_ref(), grads).await?,
+            Some(grads) => bindings.backward(&sides, &acts, tangent.as_ref(), grads, input_gradients).await?,
             None => Vec::new(),
         };
         Ok(Self {
@@ -810,13 +815,14 @@ impl MlpPass {
             _dummy_write: dummy_write,
             windows,
             dense,
-            fused_forward,
+            fused_rows,
         })
     }
 
-    /// Whether the forward pass runs on the fused network kernel (`Tuning::fused_forward`).
-    pub fn fused_forward(&self) -> bool {
-        self.fused_forward.is_some()
+    /// Whether the forward pass and the input gradients run on the fused network kernel
+    /// (`Tuning::fused_training`).
+    pub fn fused_rows(&self) -> bool {
+        self.fused_rows.is_some()
     }
 
     /// The network output (sigma * score or predicted noise), [batch, d].
@@ -849,14 +855,14 @@ impl MlpPass {
     /// after the weights last changed and before the next forward or backward pass.
     pub fn record_weight_copies(&self, encoder: &mut wgpu::CommandEncoder) {
         self.windows.record(encoder);
-        if let Some(fused) = &self.fused_forward {
+        if let Some(fused) = &self.fused_rows {
             fused.weights.record(encoder);
         }
     }
 
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        if let Some(fused) = &self.fused_forward {
-            fused.kernel.dispatch(pass, fused.grid);
+        if let Some(fused) = &self.fused_rows {
+            fused.forward.dispatch(pass, fused.grid);
         }
         for (kernel, grid) in &self.forward {
             kernel.dispatch(pass, *grid);
@@ -864,6 +870,10 @@ impl MlpPass {
     }
 
     pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
+        // Every layer's dL/dz first: the weight gradients read them.
+        if let Some(fused) = &self.fused_rows {
+            fused.backward.dispatch(pass, fused.grid);
+        }
         for (kernel, grid) in &self.backward {
             kernel.dispatch(pass, *grid);
         }

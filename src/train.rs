@@ -373,9 +373,10 @@ impl Trainer {
         self.mlp.dense
     }
 
-    /// Whether the forward pass runs on the fused network kernel (`Tuning::fused_forward`).
-    pub fn fused_forward(&self) -> bool {
-        self.mlp.fused_forward()
+    /// Whether the forward pass and the input gradients run on the fused network kernel
+    /// (`Tuning::fused_training`).
+    pub fn fused_rows(&self) -> bool {
+        self.mlp.fused_rows()
     }
 
     /// Adam's first and second moments.

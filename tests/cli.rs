@@ -465,7 +465,7 @@ fn info_names_the_kernel_choices_and_the_ceiling() {
     let chosen = lines.iter().position(|l| l.starts_with("chosen: ")).expect("names the chosen adapter");
     let choices = lines.get(chosen + 1).copied().unwrap_or_default();
     assert!(choices.starts_with("kernel choices: dense layers: "), "{text}");
-    for flag in ["--dense", "--operands", "--fused-particles", "--path", "--training-forward"] {
+    for flag in ["--dense", "--operands", "--fused-particles", "--path", "--training-rows"] {
         assert!(choices.contains(flag), "the choices name how to change them ({flag}): {choices}");
     }
     let operands = ["chunked operands", "storage operands"];
@@ -491,13 +491,13 @@ fn bench_reports_the_workloads_against_the_ceiling() {
     type Check<'a> = &'a dyn Fn(&str) -> bool;
     let cases: [(&[&str], Check, Check, &str); 2] = [
         (
-            &["--operands", "chunked", "--dense", "block", "--training-forward", "staged"],
+            &["--operands", "chunked", "--dense", "block", "--training-rows", "staged"],
             &|p| p == "staged, chunked operands, block kernel",
             &|p| p == "fused, block weight loads",
             "GPU timestamps",
         ),
         (
-            &["--operands", "storage", "--host-clock", "--training-forward", "fused"],
+            &["--operands", "storage", "--host-clock", "--training-rows", "fused"],
             &|p| block(p) || timed(p),
             &fused,
             "host clock",

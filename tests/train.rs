@@ -75,8 +75,8 @@ fn forward_matches_reference() {
 }
 
 struct StepCheck {
-    /// Whether the forward pass ran on the fused network kernel.
-    fused_forward: bool,
+    /// Whether the forward pass and input gradients ran on the fused network kernel.
+    fused_rows: bool,
     grads: f64,
     params: f64,
     ema: f64,
@@ -110,7 +110,7 @@ fn check_one_step(
         ..TrainConfig::new(shape, objective.clone())
     };
     let mut trainer = pollster::block_on(Trainer::new_labelled(gpu, config.clone(), &data, &labels)).unwrap();
-    let fused_forward = trainer.fused_forward();
+    let fused_rows = trainer.fused_rows();
     let p0 = to64(&pollster::block_on(trainer.model().params.read(gpu)).unwrap());
     let freqs = to64(&pollster::block_on(trainer.model().freqs.read(gpu)).unwrap());
     trainer.grads().fill(gpu, POISON);
@@ -152,7 +152,7 @@ fn check_one_step(
     let pick64 = |v: &[f64]| keep.iter().map(|&i| v[i] - p0[i]).collect::<Vec<f64>>();
     let delta = |v: &[f32]| keep.iter().map(|&i| (v[i] as f64 - p0[i]) as f32).collect::<Vec<f32>>();
     StepCheck {
-        fused_forward,
+        fused_rows,
         grads: normwise(&grads, &ref_grads),
         params: normwise(&delta(&params), &pick64(&p1)),
         ema: normwise(&delta(&ema), &pick64(&e)),
@@ -247,14 +247,15 @@ fn training_step_matches_reference_for_every_objective() {
     }
 }
 
-/// A training step's forward pass on the fused network kernel (`Tuning::fused_forward`, the
-/// default on CPU adapters) against the f64 reference, and the same step with the dense-layer
-/// kernels: the W1 shape over a batch that fills no whole workgroup of rows, a network wider
-/// than 128 (weights and activations in storage, WIDE) and d = 64. Networks the fused kernel
-/// does not compute (residual, conditional), tangent rows, and devices with fewer than the 12
-/// storage bindings per stage it takes keep the dense kernels.
+/// A training step's forward pass and input gradients on the fused network kernel
+/// (`Tuning::fused_training`, the default on CPU adapters) against the f64 reference, and the
+/// same step with the dense-layer kernels: the W1 shape over a batch that fills no whole
+/// workgroup of rows, a network wider than 128 (weights and activations in storage, WIDE), d =
+/// 64, and one and four hidden layers (the first and last of the layers the kernels spell out).
+/// Networks the fused kernel does not compute (residual, conditional), tangent rows, and devices
+/// with fewer than the 12 storage bindings per stage it takes keep the dense kernels.
 #[test]
-fn the_fused_training_forward_matches_the_reference() {
+fn the_fused_training_rows_match_the_reference() {
     let seed = test_seed();
     let own = gpu();
     let bindings = own.limits().max_storage_buffers_per_shader_stage >= 12;
@@ -263,20 +264,22 @@ fn the_fused_training_forward_matches_the_reference() {
         (ncsn.clone(), MlpShape::new(2, 3, 128), 300, true),
         (Objective::Dsm { sigma: 0.3 }, MlpShape::new(3, 2, 132), 70, true),
         (ncsn.clone(), MlpShape::new(64, 2, 96), 130, true),
+        (Objective::Dsm { sigma: 0.5 }, MlpShape::new(5, 1, 40), 70, true),
+        (ncsn.clone(), MlpShape::new(2, 4, 36), 70, true),
         (ncsn.clone(), MlpShape::new(2, 3, 128).with_residual(true), 70, false),
         (ncsn, MlpShape::new(3, 2, 48).with_classes(3), 70, false),
         (Objective::Exact { sigma: 0.1 }, MlpShape::new(5, 3, 40), 70, false),
     ];
     for (i, (objective, shape, batch, fusable)) in cases.into_iter().enumerate() {
         for fused in [true, false] {
-            let gpu = own.clone().with_tuning(Tuning { fused_forward: fused, ..own.tuning() });
+            let gpu = own.clone().with_tuning(Tuning { fused_training: fused, ..own.tuning() });
             let c = check_one_step(&gpu, objective.clone(), LossWeight::Uniform, shape, batch, 50, seed ^ i as u64);
-            let name = format!("{shape:?}, batch {batch}, fused_forward {fused}");
+            let name = format!("{shape:?}, batch {batch}, fused_rows {fused}");
             eprintln!(
                 "{name}: fused {}, grads {:.1e}, params {:.1e}, loss {:.1e}",
-                c.fused_forward, c.grads, c.params, c.loss
+                c.fused_rows, c.grads, c.params, c.loss
             );
-            assert_eq!(c.fused_forward, fused && fusable && bindings, "{name}: the forward ran elsewhere than asked");
+            assert_eq!(c.fused_rows, fused && fusable && bindings, "{name}: the rows ran elsewhere than asked");
             assert!(c.grads < 2e-4, "{name}: gradient error {:.2e}", c.grads);
             assert!(c.params < 1e-3, "{name}: parameter update error {:.2e}", c.params);
             assert!(c.ema < 1e-3, "{name}: EMA update error {:.2e}", c.ema);

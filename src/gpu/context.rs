@@ -68,13 +68,14 @@ pub struct Tuning {
     /// alone while the staged path's matrix products fill the device, it stays off. Not
     /// measured on a GPU; `--path fused` forces it.
     pub fused_wide: bool,
-    /// Whether a training step's forward pass runs as the fused sampler runs its network (every
-    /// layer of `fused_particles` rows in one invocation, train_rows.wgsl) where the network is
-    /// one the fused kernel computes, instead of layer by layer on the dense kernels. On
+    /// Whether a training step's forward pass and the input-gradient half of its backward pass
+    /// run as the fused sampler runs its network (every layer of `fused_particles` rows in one
+    /// invocation, train_rows.wgsl) where the network is one the fused kernel computes, instead
+    /// of layer by layer on the dense kernels (the weight gradients stay there either way). On
     /// llvmpipe the staged layers lose to reading back rows another dispatch wrote (BENCHMARKS.md,
-    /// session 17); on a GPU the staged layers' matrix products fill the device and one
+    /// sessions 17 and 18); on a GPU the staged layers' matrix products fill the device and one
     /// invocation per row would not, so it stays off. Not measured on a GPU.
-    pub fused_forward: bool,
+    pub fused_training: bool,
     /// Which kernel computes the dense layers ([`DenseKernel`]): the guess from the adapter's
     /// kind, used as it is unless `measure_dense` replaces it.
     pub dense: DenseKernel,
@@ -134,7 +135,7 @@ impl Tuning {
             chunked_operands: cpu,
             fused_particles: if cpu { 4 } else { 1 },
             fused_wide: cpu,
-            fused_forward: cpu,
+            fused_training: cpu,
             loop_limit: info.name.contains("llvmpipe").then_some(LLVMPIPE_LOOP_ITERATIONS),
             dense: if subgroup { DenseKernel::Subgroup } else { DenseKernel::Block },
             measure_dense: true,

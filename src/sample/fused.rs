@@ -156,43 +156,53 @@ pub(crate) fn fused_network(shape: &MlpShape) -> bool {
 }
 
 /// Storage buffers `train_forward` binds: the input, five pre-activation and four
-/// post-activation buffers, the packed weights and the scratch.
-const TRAIN_FORWARD_STORAGE_BUFFERS: u32 = 12;
+/// post-activation buffers, the packed weights and the scratch (`train_backward` binds 11).
+const TRAIN_ROWS_STORAGE_BUFFERS: u32 = 12;
 
-/// The training forward pass on the fused network kernel (`train_forward`, train_rows.wgsl):
-/// one dispatch writes every layer's pre- and post-activations of `rows` input rows. Its weights
+/// A training step's rows on the fused network kernel (train_rows.wgsl): `forward` writes every
+/// layer's pre- and post-activations of the batch in one dispatch, `backward` (after the loss
+/// kernel) every hidden layer's dL/dz from the output's, both over the same grid. Their weights
 /// are packed from the parameter buffer like the sampler's: `weights.record` after every change.
-pub(crate) struct TrainForward {
-    pub kernel: Bound,
+pub(crate) struct TrainRows {
+    pub forward: Bound,
+    pub backward: Bound,
     pub grid: [u32; 2],
     pub weights: PackedWeights,
     _buffers: Vec<GpuBuffer<f32>>,
 }
 
-/// Whether a training step's forward pass over `shape` runs fused on `gpu` (`Tuning::fused_forward`,
-/// a network the fused kernel computes, and enough storage bindings). One invocation runs one
-/// forward: at most about 23000 loop iterations (4 x 512 hidden, d = 64: `dense`'s blocks of 16
-/// outputs times vec4 inputs, and the writes of 4 rows), inside llvmpipe's loop budget.
-pub(crate) fn train_forward_fits(gpu: &Gpu, shape: &MlpShape) -> bool {
-    gpu.tuning().fused_forward
-        && fused_network(shape)
-        && gpu.limits().max_storage_buffers_per_shader_stage >= TRAIN_FORWARD_STORAGE_BUFFERS
+/// The buffers of a training pass that [`train_rows`] reads and writes, one per layer: the
+/// network input, z and silu(z), and dL/dz (the output layer's from the loss kernel).
+pub(crate) struct TrainBuffers<'a> {
+    pub input: &'a GpuBuffer<f32>,
+    pub pre: &'a [GpuBuffer<f32>],
+    pub post: &'a [GpuBuffer<f32>],
+    pub dpre: &'a [GpuBuffer<f32>],
 }
 
-/// The fused training forward of `rows` rows of `input` through the weights in `w`, writing
-/// `pre` (every layer's z) and `post` (every hidden layer's silu(z)).
-pub(crate) async fn train_forward(
+/// Whether a training step over `shape` runs its rows fused on `gpu` (`Tuning::fused_training`,
+/// a network the fused kernel computes, and enough storage bindings). One invocation runs one
+/// forward or one input-gradient pass: at most about 23000 loop iterations (4 x 512 hidden,
+/// d = 64: `dense`'s blocks of 16 outputs times vec4 inputs, and the writes of 4 rows), inside
+/// llvmpipe's loop budget.
+pub(crate) fn train_rows_fit(gpu: &Gpu, shape: &MlpShape) -> bool {
+    gpu.tuning().fused_training
+        && fused_network(shape)
+        && gpu.limits().max_storage_buffers_per_shader_stage >= TRAIN_ROWS_STORAGE_BUFFERS
+}
+
+/// The fused forward and input-gradient passes of `rows` rows of `bufs` through the weights in
+/// `w`.
+pub(crate) async fn train_rows(
     gpu: &Gpu,
     shape: &MlpShape,
     w: &GpuBuffer<f32>,
-    input: &GpuBuffer<f32>,
-    pre: &[GpuBuffer<f32>],
-    post: &[GpuBuffer<f32>],
+    bufs: TrainBuffers<'_>,
     rows: usize,
-) -> Result<TrainForward> {
+) -> Result<TrainRows> {
     let wide = is_wide(shape);
     let ppi = (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES);
-    let constants = [
+    let mut constants = vec![
         ("D", shape.dim as f64),
         ("H", shape.hidden_layers as f64),
         ("W", shape.width as f64),
@@ -201,34 +211,66 @@ pub(crate) async fn train_forward(
         ("PPI", ppi as f64),
         ("WIDE", if wide { 1.0 } else { 0.0 }),
     ];
-    let pipeline = gpu.pipeline(network_kernel(gpu), "train_forward", &constants).await?;
-    let placeholder = GpuBuffer::<f32>::new(gpu, "scorefield.train_forward.unused", 4, wgpu::BufferUsages::empty())?;
+    let forward = gpu.pipeline(network_kernel(gpu), "train_forward", &constants).await?;
+    constants.push(("TRANSPOSE", 1.0));
+    let backward = gpu.pipeline(network_kernel(gpu), "train_backward", &constants).await?;
+    let placeholder = GpuBuffer::<f32>::new(gpu, "scorefield.train_rows.unused", 4, wgpu::BufferUsages::empty())?;
     // The layers the network does not have: one placeholder for all of them, never written.
-    let unwritten = GpuBuffer::<f32>::new(gpu, "scorefield.train_forward.unwritten", 4, wgpu::BufferUsages::empty())?;
+    let unwritten = GpuBuffer::<f32>::new(gpu, "scorefield.train_rows.unwritten", 4, wgpu::BufferUsages::empty())?;
     let grid = fused_grid(gpu, rows, ppi);
     let scratch = match wide {
         true => scratch_floats(shape, ppi, (grid[0] * grid[1] * WG) as usize),
         false => 0,
     };
     let net = NetworkBindings::new(gpu, Some((shape, w.raw())), &placeholder, scratch)?;
-    let pre_at = |l: usize| pre.get(l).unwrap_or(&unwritten).binding();
-    let post_at = |l: usize| post.get(l).unwrap_or(&unwritten).binding();
+    let layer = |buffers, l| layer_binding(buffers, l, &unwritten);
     let mut entries = net.entries(&placeholder).to_vec();
     entries.extend([
-        (binding::TRAIN_IN, input.binding()),
-        (binding::PRE0, pre_at(0)),
-        (binding::PRE1, pre_at(1)),
-        (binding::PRE2, pre_at(2)),
-        (binding::PRE3, pre_at(3)),
-        (binding::PRE4, pre_at(4)),
-        (binding::POST0, post_at(0)),
-        (binding::POST1, post_at(1)),
-        (binding::POST2, post_at(2)),
-        (binding::POST3, post_at(3)),
+        (binding::TRAIN_IN, bufs.input.binding()),
+        (binding::PRE0, layer(bufs.pre, 0)),
+        (binding::PRE1, layer(bufs.pre, 1)),
+        (binding::PRE2, layer(bufs.pre, 2)),
+        (binding::PRE3, layer(bufs.pre, 3)),
+        (binding::PRE4, layer(bufs.pre, 4)),
+        (binding::POST0, layer(bufs.post, 0)),
+        (binding::POST1, layer(bufs.post, 1)),
+        (binding::POST2, layer(bufs.post, 2)),
+        (binding::POST3, layer(bufs.post, 3)),
     ]);
-    let bg = pipeline.bind_group(gpu, &entries);
+    let forward_bg = forward.bind_group(gpu, &entries);
+    // The backward's: the output layer's dL/dz in, the hidden layers' out (the layers the
+    // network does not have get the placeholder, as above).
+    let hidden = &bufs.dpre[..shape.hidden_layers];
+    let mut entries = net.entries(&placeholder).to_vec();
+    entries.extend([
+        (binding::PRE0, layer(bufs.pre, 0)),
+        (binding::PRE1, layer(bufs.pre, 1)),
+        (binding::PRE2, layer(bufs.pre, 2)),
+        (binding::PRE3, layer(bufs.pre, 3)),
+        (binding::DZ_OUT, bufs.dpre[shape.hidden_layers].binding()),
+        (binding::DZ0, layer(hidden, 0)),
+        (binding::DZ1, layer(hidden, 1)),
+        (binding::DZ2, layer(hidden, 2)),
+        (binding::DZ3, layer(hidden, 3)),
+    ]);
+    let backward_bg = backward.bind_group(gpu, &entries);
     let keep = vec![placeholder, unwritten, net.scratch];
-    Ok(TrainForward { kernel: Bound::new(pipeline, bg), grid, weights: net.weights, _buffers: keep })
+    Ok(TrainRows {
+        forward: Bound::new(forward, forward_bg),
+        backward: Bound::new(backward, backward_bg),
+        grid,
+        weights: net.weights,
+        _buffers: keep,
+    })
+}
+
+/// Layer l's buffer of `buffers`, or `missing` for a layer the network does not have.
+fn layer_binding<'a>(
+    buffers: &'a [GpuBuffer<f32>],
+    l: usize,
+    missing: &'a GpuBuffer<f32>,
+) -> wgpu::BindingResource<'a> {
+    buffers.get(l).unwrap_or(missing).binding()
 }
 
 /// Where the driver ends an invocation's loops past a budget (llvmpipe), a fused

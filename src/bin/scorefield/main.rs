@@ -390,12 +390,12 @@ enum Command {
         /// weight loads: subgroup on CPU adapters that have them.
         #[arg(long, default_value = "auto", value_parser = ["auto", "block", "subgroup"])]
         dense: String,
-        /// A training step's forward pass: on the fused network kernel (every layer of a few
-        /// rows in one invocation, where the network is one the fused sampler computes) or
-        /// layer by layer on the dense kernels (default: the adapter's choice, fused on CPU
-        /// adapters).
+        /// A training step's forward pass and input gradients: on the fused network kernel
+        /// (every layer of a few rows in one invocation, where the network is one the fused
+        /// sampler computes) or layer by layer on the dense kernels, which compute the weight
+        /// gradients either way (default: the adapter's choice, fused on CPU adapters).
         #[arg(long, default_value = "auto", value_parser = ["auto", "fused", "staged"])]
-        training_forward: String,
+        training_rows: String,
     },
 }
 
@@ -501,10 +501,10 @@ fn run(command: Option<Command>) -> Result<()> {
             host_clock,
             fused_particles,
             dense,
-            training_forward,
+            training_rows,
         } => {
             let choices =
-                Choices { operands: &operands, fused_particles, dense: &dense, training_forward: &training_forward };
+                Choices { operands: &operands, fused_particles, dense: &dense, training_rows: &training_rows };
             let gpu = pollster::block_on(bench_gpu(adapter.as_deref(), choices))?;
             let clock = Clock::new(&gpu, host_clock);
             if kernels {
@@ -601,13 +601,13 @@ struct Choices<'a> {
     operands: &'a str,
     fused_particles: Option<u32>,
     dense: &'a str,
-    training_forward: &'a str,
+    training_rows: &'a str,
 }
 
 /// The device of a benchmark, with the kernel choices asked for (`--operands`,
-/// `--fused-particles`, `--dense`, `--training-forward`) in place of the adapter's own.
+/// `--fused-particles`, `--dense`, `--training-rows`) in place of the adapter's own.
 async fn bench_gpu(adapter: Option<&str>, choices: Choices<'_>) -> Result<Gpu> {
-    let Choices { operands, fused_particles, dense, training_forward } = choices;
+    let Choices { operands, fused_particles, dense, training_rows } = choices;
     let gpu = Gpu::with_adapter(adapter).await?;
     let own = gpu.tuning();
     let (dense, measure_dense) = match dense {
@@ -625,10 +625,10 @@ async fn bench_gpu(adapter: Option<&str>, choices: Choices<'_>) -> Result<Gpu> {
             _ => own.chunked_operands,
         },
         fused_particles: fused_particles.unwrap_or(own.fused_particles),
-        fused_forward: match training_forward {
+        fused_training: match training_rows {
             "fused" => true,
             "staged" => false,
-            _ => own.fused_forward,
+            _ => own.fused_training,
         },
         dense,
         measure_dense,
@@ -648,12 +648,13 @@ fn choices_line(gpu: &Gpu) -> String {
     format!(
         "dense layers: {dense} (bench --dense block|subgroup), {} operands (--operands chunked|storage); fused \
          sampler: {} particle(s) per invocation with a network (--fused-particles), {} weight loads, networks wider \
-         than 128 {} (--path); training forward passes {} where the fused sampler computes the network (--training-forward)",
+         than 128 {} (--path); training forward passes and input gradients {} where the fused sampler computes the network \
+         (--training-rows)",
         t.operands(),
         t.fused_particles,
         t.dense.name(),
         if t.fused_wide { "fused" } else { "staged" },
-        if t.fused_forward { "fused" } else { "staged" }
+        if t.fused_training { "fused" } else { "staged" }
     )
 }
 
