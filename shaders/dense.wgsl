@@ -14,6 +14,8 @@
 //   6  uniform              awin: a chunk of A's rows, when AWIN (the activations of FORWARD,
 //                           dL/dz of BACKWARD_INPUT and BACKWARD_WEIGHT)
 //   7  storage, read        skip: dL/dh of this layer, when SKIP (BACKWARD_INPUT only)
+//   8-13 uniform            wwin1, awin1 .. wwin3, awin3: as 5 and 6, for the BACKWARD_WEIGHT
+//                           chunks 1-3 of a dispatch that sums several (mlp_subgroup.wgsl)
 // Unused bindings get a small dummy buffer.
 //
 // C[m, n] = sum_k A(m, k) B(k, n), with A, B and the epilogue chosen by MODE. A layer maps
@@ -41,6 +43,8 @@
 //   The batch reduction of MODE 2 is the K loop: no atomics, a fixed order, bit-reproducible.
 //   With WIN and AWIN it runs chunk by chunk (K = the chunk's rows, operands from uniform
 //   windows), each chunk's dispatch adding to the last (ACCUM): still a fixed order.
+//   mlp_subgroup.wgsl can take several chunks per dispatch (WINDOWS), each chunk's sums added
+//   to the stored ones in the same order as the dispatches would: the same numbers.
 //   With AWIN, MODE 0 and MODE 1 run chunk by chunk of batch rows too (M = the chunk's rows, A
 //   from the window, out0, out1 and aux bound at the chunk's first row): the same sums.
 //
@@ -94,6 +98,10 @@ override KEEP_DH: bool = false;
 @group(0) @binding(6) var<uniform> awin: array<vec4<f32>, 4096>;
 @group(0) @binding(7) var<storage, read> skip: array<f32>;
 
+// MODE 2 over several chunks in one dispatch (mlp_subgroup.wgsl's WINDOWS): set once a chunk's
+// sums are to add to what the chunks before it stored, as ACCUM does across dispatches.
+var<private> later_chunk: bool;
+
 fn window(i: u32) -> f32 {
     return wwin[i / 4u][i % 4u];
 }
@@ -118,11 +126,16 @@ fn primal_row(m: u32) -> u32 {
     return select(m, m / max(TANGENTS, 1u), TANGENTS > 0u);
 }
 
+// Where A(m, k) is in lhs or its window.
+fn a_index(m: u32, k: u32) -> u32 {
+    return select(m * K + k, k * M + m, MODE == MODE_BACKWARD_WEIGHT);
+}
+
 fn load_a(m: u32, k: u32) -> f32 {
     if m >= M || k >= K {
         return 0.0;
     }
-    let i = select(m * K + k, k * M + m, MODE == MODE_BACKWARD_WEIGHT);
+    let i = a_index(m, k);
     if AWIN {
         return awin[i / 4u][i % 4u];
     }
@@ -151,6 +164,48 @@ fn load_b(k: u32, n: u32) -> f32 {
     }
     return rhs[k * N + n];
 }
+
+// The windows of MODE 2's chunks 1 to 3 where one dispatch sums several (mlp_subgroup.wgsl's
+// WINDOWS; the block kernel reads chunk 0 only).
+@group(0) @binding(8) var<uniform> wwin1: array<vec4<f32>, 4096>;
+@group(0) @binding(9) var<uniform> awin1: array<vec4<f32>, 4096>;
+@group(0) @binding(10) var<uniform> wwin2: array<vec4<f32>, 4096>;
+@group(0) @binding(11) var<uniform> awin2: array<vec4<f32>, 4096>;
+@group(0) @binding(12) var<uniform> wwin3: array<vec4<f32>, 4096>;
+@group(0) @binding(13) var<uniform> awin3: array<vec4<f32>, 4096>;
+
+// A(m, k) of chunk c (a constant where it is called, so the switch folds).
+fn load_a_in(c: u32, m: u32, k: u32) -> f32 {
+    if c == 0u {
+        return load_a(m, k);
+    }
+    if m >= M || k >= K {
+        return 0.0;
+    }
+    let i = a_index(m, k);
+    switch c {
+        case 1u: { return awin1[i / 4u][i % 4u]; }
+        case 2u: { return awin2[i / 4u][i % 4u]; }
+        default: { return awin3[i / 4u][i % 4u]; }
+    }
+}
+
+// B(k, n) of chunk c (MODE 2: the layer input's rows).
+fn load_b_in(c: u32, k: u32, n: u32) -> f32 {
+    if c == 0u {
+        return load_b(k, n);
+    }
+    if k >= K || n >= N {
+        return 0.0;
+    }
+    let i = k * N + n;
+    switch c {
+        case 1u: { return wwin1[i / 4u][i % 4u]; }
+        case 2u: { return wwin2[i / 4u][i % 4u]; }
+        default: { return wwin3[i / 4u][i % 4u]; }
+    }
+}
+
 
 fn store(m: u32, n: u32, c: f32) {
     if m >= M || n >= N {
@@ -184,7 +239,7 @@ fn store(m: u32, n: u32, c: f32) {
         }
     } else {
         let i = OFF_W + m * N + n;
-        out0[i] = select(c, out0[i] + c, ACCUM);
+        out0[i] = select(c, out0[i] + c, ACCUM || later_chunk);
     }
 }
 
@@ -209,7 +264,7 @@ fn carry_row(m: u32) {
 fn store_bias(m: u32, c: f32) {
     if m < M {
         let i = OFF_B + m;
-        out0[i] = select(c, out0[i] + c, ACCUM);
+        out0[i] = select(c, out0[i] + c, ACCUM || later_chunk);
     }
 }
 

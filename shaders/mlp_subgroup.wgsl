@@ -18,6 +18,12 @@
 // Columns per workgroup (model.rs subgroup_cols): 16, or fewer for a narrow C.
 override COLS: u32 = 16u;
 
+// MODE 2 chunk by chunk (WIN and AWIN): chunks per dispatch, 1 to 4, each through its own
+// pair of windows (dense.wgsl's load_a_in, load_b_in); each chunk's tile is summed from zero and
+// added to the stored one, as one dispatch per chunk would (model.rs WEIGHT_GRADIENT_WINDOWS: on
+// llvmpipe each dispatch costs tens of microseconds).
+override WINDOWS: u32 = 1u;
+
 // The accumulators of one lane: row i of the lane's four, columns 4q..4q+3 of the tile in cq;
 // bias: row sums of A for MODE 2's bias gradient.
 struct Tile {
@@ -29,17 +35,17 @@ struct Tile {
 }
 
 // B(k0 + lane, c + 4q .. c + 4q + 3): this lane's share of the tile's B values for a block of k.
-fn load_b4(k: u32, n: u32) -> vec4<f32> {
-    return vec4<f32>(load_b(k, n), load_b(k, n + 1u), load_b(k, n + 2u), load_b(k, n + 3u));
+fn load_b4(c: u32, k: u32, n: u32) -> vec4<f32> {
+    return vec4<f32>(load_b_in(c, k, n), load_b_in(c, k, n + 1u), load_b_in(c, k, n + 2u), load_b_in(c, k, n + 3u));
 }
 
 // One k for the lane's four rows from r: b0..b3 are B(k, c .. c + 15), broadcast by the caller
 // (a lane index must be a constant).
-fn accumulate(t: ptr<function, Tile>, r: u32, k: u32, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) {
-    let a0 = vec4<f32>(load_a(r, k));
-    let a1 = vec4<f32>(load_a(r + 8u, k));
-    let a2 = vec4<f32>(load_a(r + 16u, k));
-    let a3 = vec4<f32>(load_a(r + 24u, k));
+fn accumulate(t: ptr<function, Tile>, c: u32, r: u32, k: u32, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) {
+    let a0 = vec4<f32>(load_a_in(c, r, k));
+    let a1 = vec4<f32>(load_a_in(c, r + 8u, k));
+    let a2 = vec4<f32>(load_a_in(c, r + 16u, k));
+    let a3 = vec4<f32>(load_a_in(c, r + 24u, k));
     (*t).r0c0 = fma(a0, b0, (*t).r0c0);
     (*t).r1c0 = fma(a1, b0, (*t).r1c0);
     (*t).r2c0 = fma(a2, b0, (*t).r2c0);
@@ -77,35 +83,38 @@ fn store_cols(r: u32, c: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: v
     }
 }
 
-@compute @workgroup_size(8)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-    let r = wid.y * 32u + lane;
-    let c = wid.x * COLS;
+// The lane's sums of chunk `ch` (0 unless WINDOWS > 1) for its rows from r, columns from c.
+fn chunk_tile(ch: u32, r: u32, c: u32, lane: u32) -> Tile {
     let zero = vec4<f32>(0.0);
     var t = Tile(zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero);
     for (var k0 = 0u; k0 < K; k0 += 8u) {
         let kl = k0 + lane;
-        let b0 = load_b4(kl, c);
+        let b0 = load_b4(ch, kl, c);
         var b1 = zero;
         var b2 = zero;
         var b3 = zero;
         if COLS > 4u {
-            b1 = load_b4(kl, c + 4u);
+            b1 = load_b4(ch, kl, c + 4u);
         }
         if COLS > 8u {
-            b2 = load_b4(kl, c + 8u);
-            b3 = load_b4(kl, c + 12u);
+            b2 = load_b4(ch, kl, c + 8u);
+            b3 = load_b4(ch, kl, c + 12u);
         }
-        accumulate(&t, r, k0, subgroupBroadcast(b0, 0u), subgroupBroadcast(b1, 0u), subgroupBroadcast(b2, 0u), subgroupBroadcast(b3, 0u));
-        accumulate(&t, r, k0 + 1u, subgroupBroadcast(b0, 1u), subgroupBroadcast(b1, 1u), subgroupBroadcast(b2, 1u), subgroupBroadcast(b3, 1u));
-        accumulate(&t, r, k0 + 2u, subgroupBroadcast(b0, 2u), subgroupBroadcast(b1, 2u), subgroupBroadcast(b2, 2u), subgroupBroadcast(b3, 2u));
-        accumulate(&t, r, k0 + 3u, subgroupBroadcast(b0, 3u), subgroupBroadcast(b1, 3u), subgroupBroadcast(b2, 3u), subgroupBroadcast(b3, 3u));
-        accumulate(&t, r, k0 + 4u, subgroupBroadcast(b0, 4u), subgroupBroadcast(b1, 4u), subgroupBroadcast(b2, 4u), subgroupBroadcast(b3, 4u));
-        accumulate(&t, r, k0 + 5u, subgroupBroadcast(b0, 5u), subgroupBroadcast(b1, 5u), subgroupBroadcast(b2, 5u), subgroupBroadcast(b3, 5u));
-        accumulate(&t, r, k0 + 6u, subgroupBroadcast(b0, 6u), subgroupBroadcast(b1, 6u), subgroupBroadcast(b2, 6u), subgroupBroadcast(b3, 6u));
-        accumulate(&t, r, k0 + 7u, subgroupBroadcast(b0, 7u), subgroupBroadcast(b1, 7u), subgroupBroadcast(b2, 7u), subgroupBroadcast(b3, 7u));
+        accumulate(&t, ch, r, k0, subgroupBroadcast(b0, 0u), subgroupBroadcast(b1, 0u), subgroupBroadcast(b2, 0u), subgroupBroadcast(b3, 0u));
+        accumulate(&t, ch, r, k0 + 1u, subgroupBroadcast(b0, 1u), subgroupBroadcast(b1, 1u), subgroupBroadcast(b2, 1u), subgroupBroadcast(b3, 1u));
+        accumulate(&t, ch, r, k0 + 2u, subgroupBroadcast(b0, 2u), subgroupBroadcast(b1, 2u), subgroupBroadcast(b2, 2u), subgroupBroadcast(b3, 2u));
+        accumulate(&t, ch, r, k0 + 3u, subgroupBroadcast(b0, 3u), subgroupBroadcast(b1, 3u), subgroupBroadcast(b2, 3u), subgroupBroadcast(b3, 3u));
+        accumulate(&t, ch, r, k0 + 4u, subgroupBroadcast(b0, 4u), subgroupBroadcast(b1, 4u), subgroupBroadcast(b2, 4u), subgroupBroadcast(b3, 4u));
+        accumulate(&t, ch, r, k0 + 5u, subgroupBroadcast(b0, 5u), subgroupBroadcast(b1, 5u), subgroupBroadcast(b2, 5u), subgroupBroadcast(b3, 5u));
+        accumulate(&t, ch, r, k0 + 6u, subgroupBroadcast(b0, 6u), subgroupBroadcast(b1, 6u), subgroupBroadcast(b2, 6u), subgroupBroadcast(b3, 6u));
+        accumulate(&t, ch, r, k0 + 7u, subgroupBroadcast(b0, 7u), subgroupBroadcast(b1, 7u), subgroupBroadcast(b2, 7u), subgroupBroadcast(b3, 7u));
     }
+    return t;
+}
 
+// Stores the lane's tile (rows from r, columns from c), and where they fall to this lane, the
+// bias gradient (MODE 2) or the carried embedding (MODE 0).
+fn store_tile(t: Tile, r: u32, c: u32) {
     store_cols(r, c, t.r0c0, t.r0c1, t.r0c2, t.r0c3);
     store_cols(r + 8u, c, t.r1c0, t.r1c1, t.r1c2, t.r1c3);
     store_cols(r + 16u, c, t.r2c0, t.r2c1, t.r2c2, t.r2c3);
@@ -121,5 +130,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         carry_row(r + 8u);
         carry_row(r + 16u);
         carry_row(r + 24u);
+    }
+}
+
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let r = wid.y * 32u + lane;
+    let c = wid.x * COLS;
+    store_tile(chunk_tile(0u, r, c, lane), r, c);
+    // Each later chunk's tile adds to the stored one (the chunk index a constant per call).
+    later_chunk = true;
+    if WINDOWS > 1u {
+        store_tile(chunk_tile(1u, r, c, lane), r, c);
+    }
+    if WINDOWS > 2u {
+        store_tile(chunk_tile(2u, r, c, lane), r, c);
+    }
+    if WINDOWS > 3u {
+        store_tile(chunk_tile(3u, r, c, lane), r, c);
     }
 }

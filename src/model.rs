@@ -377,7 +377,22 @@ const WINDOW_FLOATS: usize = WINDOW_BYTES as usize / 4;
 
 /// shaders/mlp.wgsl's bindings; what each operand is depends on the mode (see there).
 pub mod binding {
-    crate::bindings!(LHS = 0, RHS = 1, AUX = 2, OUT0 = 3, OUT1 = 4, WWIN = 5, AWIN = 6, SKIP = 7);
+    crate::bindings!(
+        LHS = 0,
+        RHS = 1,
+        AUX = 2,
+        OUT0 = 3,
+        OUT1 = 4,
+        WWIN = 5,
+        AWIN = 6,
+        SKIP = 7,
+        WWIN1 = 8,
+        AWIN1 = 9,
+        WWIN2 = 10,
+        AWIN2 = 11,
+        WWIN3 = 12,
+        AWIN3 = 13,
+    );
 }
 
 /// Batch rows per chunk when operands `windowed` floats wide (per row) go through 64 KiB uniform
@@ -422,6 +437,19 @@ fn row_chunks(rows: usize, chunk: Option<usize>) -> Vec<(usize, usize)> {
     }
 }
 
+/// Consecutive chunks of equal length, up to `windows` at a time: the chunks each weight-gradient
+/// dispatch sums.
+fn chunk_groups(chunks: &[(usize, usize)], windows: usize) -> Vec<Vec<(usize, usize)>> {
+    let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
+    for &chunk in chunks {
+        match groups.last_mut() {
+            Some(group) if group.len() < windows && group[0].1 == chunk.1 => group.push(chunk),
+            _ => groups.push(vec![chunk]),
+        }
+    }
+    groups
+}
+
 /// mlp.wgsl's MODE codes.
 pub const MODE_FORWARD: u32 = 0;
 pub const MODE_BACKWARD_INPUT: u32 = 1;
@@ -457,28 +485,55 @@ fn subgroup_cols(n: usize) -> usize {
     n.next_multiple_of(4).next_power_of_two().min(16)
 }
 
+/// Weight-gradient chunks one dispatch of the subgroup kernel sums (WINDOWS in
+/// mlp_subgroup.wgsl): W1's 4096 rows took 32 dispatches per layer of 128-row chunks, each
+/// costing tens of microseconds on llvmpipe besides its work (BENCHMARKS.md, session 18).
+const WEIGHT_GRADIENT_WINDOWS: usize = 4;
+
+/// Where the dense kernel takes several weight-gradient chunks per dispatch (the subgroup
+/// kernel), how many; else 1.
+fn weight_gradient_windows(gpu: &Gpu) -> usize {
+    match gpu.tuning().dense {
+        DenseKernel::Subgroup => WEIGHT_GRADIENT_WINDOWS,
+        DenseKernel::Block => 1,
+    }
+}
+
 /// One dense-layer dispatch: C is [m, n] with a k-long reduction (see dense.wgsl), by the
 /// device's dense kernel; by the block kernel where the subgroup kernel's grid would be too tall.
+/// `chunks`: the (input, dL/dz) windows of the weight gradient's chunks after the first, where
+/// one dispatch sums several (`weight_gradient_windows`); `spare` fills the subgroup kernel's
+/// windows a dispatch does not read.
 async fn dense(
     gpu: &Gpu,
     variant: Variant,
     [m, n, k]: [usize; 3],
     layer: &Layer,
     entries: &[(u32, wgpu::BindingResource<'_>)],
+    chunks: &[(wgpu::BindingResource<'_>, wgpu::BindingResource<'_>)],
+    spare: wgpu::BindingResource<'_>,
 ) -> Result<Dispatch> {
     let mut constants = shape_constants(variant, m, n, k, layer).to_vec();
+    let mut entries = entries.to_vec();
     let rows_fit = m.div_ceil(SUBGROUP_ROWS) <= gpu.limits().max_compute_workgroups_per_dimension as usize;
     let (kernel, grid) = if gpu.tuning().dense == DenseKernel::Subgroup && rows_fit {
         let cols = subgroup_cols(n);
-        constants.push(("COLS", cols as f64));
+        constants.extend([("COLS", cols as f64), ("WINDOWS", (1 + chunks.len()) as f64)]);
+        for (i, binding) in [binding::WWIN1, binding::WWIN2, binding::WWIN3].into_iter().enumerate() {
+            let (b, a) = chunks.get(i).cloned().unwrap_or((spare.clone(), spare.clone()));
+            entries.extend([(binding, b), (binding + 1, a)]);
+        }
         (&shaders::MLP_SUBGROUP, [n.div_ceil(cols) as u32, m.div_ceil(SUBGROUP_ROWS) as u32])
     } else {
+        if !chunks.is_empty() {
+            return Err(Error::Internal("the block dense kernel sums one weight-gradient chunk per dispatch".into()));
+        }
         let [wg_x, wg_y] = matmul_workgroup(m, n);
         constants.extend([("WG_X", wg_x as f64), ("WG_Y", wg_y as f64)]);
         (&shaders::MLP, matmul_grid(m, n))
     };
     let pipeline = gpu.pipeline(kernel, "main", &constants).await?;
-    let bg = pipeline.bind_group(gpu, entries);
+    let bg = pipeline.bind_group(gpu, &entries);
     Ok((Bound::new(pipeline, bg), grid))
 }
 
@@ -553,7 +608,7 @@ impl LayerBindings<'_> {
                         (binding::AWIN, a_window),
                         (binding::SKIP, self.dummy_read.binding()),
                     ];
-                    forward.push(dense(self.gpu, variant, [len, n, k], layer, &entries).await?);
+                    forward.push(dense(self.gpu, variant, [len, n, k], layer, &entries, &[], self.window(0)).await?);
                 }
             }
         }
@@ -580,10 +635,19 @@ impl LayerBindings<'_> {
             // chunks would be short (see MIN_WEIGHT_CHUNK_ROWS).
             let (m, n) = (layer.fan_out, layer.fan_in);
             let chunk = chunk_rows(self.gpu, &[m, n], &[]).filter(|&rows| rows >= MIN_WEIGHT_CHUNK_ROWS);
+            let windows = if chunk.is_some() { weight_gradient_windows(self.gpu) } else { 1 };
             let mut first = true;
             for &(side, rows, t) in sides {
                 let input = side.layer_input(l);
-                for (start, k) in row_chunks(rows, chunk) {
+                let windows_at = |start: usize| match chunk {
+                    Some(_) => (
+                        uniform_window(input.raw(), (start * n * 4) as u64),
+                        uniform_window(side.dpre[l].raw(), (start * m * 4) as u64),
+                    ),
+                    None => (self.window(0), self.window(0)),
+                };
+                for group in chunk_groups(&row_chunks(rows, chunk), windows) {
+                    let (start, k) = group[0];
                     let variant = Variant {
                         mode: MODE_BACKWARD_WEIGHT,
                         window: chunk.is_some(),
@@ -593,13 +657,8 @@ impl LayerBindings<'_> {
                         ..Variant::default()
                     };
                     first = false;
-                    let (b_win, a_win) = match chunk {
-                        Some(_) => (
-                            uniform_window(input.raw(), (start * n * 4) as u64),
-                            uniform_window(side.dpre[l].raw(), (start * m * 4) as u64),
-                        ),
-                        None => (self.window(0), self.window(0)),
-                    };
+                    let (b_win, a_win) = windows_at(start);
+                    let later: Vec<_> = group[1..].iter().map(|&(start, _)| windows_at(start)).collect();
                     let entries = [
                         (binding::LHS, side.dpre[l].binding()),
                         (binding::RHS, input.binding()),
@@ -610,7 +669,7 @@ impl LayerBindings<'_> {
                         (binding::AWIN, a_win),
                         (binding::SKIP, self.dummy_read.binding()),
                     ];
-                    backward.push(dense(self.gpu, variant, [m, n, k], layer, &entries).await?);
+                    backward.push(dense(self.gpu, variant, [m, n, k], layer, &entries, &later, self.window(0)).await?);
                 }
             }
             // dL/dz of layer l - 1 (the network input's gradient is not needed).
@@ -654,7 +713,7 @@ impl LayerBindings<'_> {
                         (binding::AWIN, a_window),
                         (binding::SKIP, skip_in),
                     ];
-                    backward.push(dense(self.gpu, variant, [len, n, k], layer, &entries).await?);
+                    backward.push(dense(self.gpu, variant, [len, n, k], layer, &entries, &[], self.window(0)).await?);
                 }
             }
             if let Some(tan) = tangent {

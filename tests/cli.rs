@@ -483,9 +483,10 @@ fn bench_reports_the_workloads_against_the_ceiling() {
     // Without --dense the dense kernel is timed where the adapter runs both (the path then
     // names the timings), else the block kernel.
     let dir = temp_dir("bench");
-    let block = |p: &str| p == "fused forward, staged backward, storage operands, block kernel";
+    let block = |p: &str| p == "fused rows, staged weight gradients, storage operands, block kernel";
     let timed = |p: &str| {
-        p.starts_with("fused forward, staged backward, storage operands, ") && p.contains(" kernel (measured: block ")
+        p.starts_with("fused rows, staged weight gradients, storage operands, ")
+            && p.contains(" kernel (measured: block ")
     };
     let fused = |p: &str| ["fused, block weight loads", "fused, subgroup weight loads"].contains(&p);
     type Check<'a> = &'a dyn Fn(&str) -> bool;

@@ -108,7 +108,7 @@ impl DenseKernel {
     }
 
     /// Whether a device can run this kernel.
-    pub fn runs_on(&self, features: wgpu::Features, info: &wgpu::AdapterInfo) -> bool {
+    pub fn runs_on(&self, features: wgpu::Features, info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> bool {
         match self {
             DenseKernel::Block => true,
             // Not in browsers: their WGSL needs `enable subgroups;`, which naga (30) refuses.
@@ -116,10 +116,15 @@ impl DenseKernel {
                 !cfg!(target_arch = "wasm32")
                     && features.contains(wgpu::Features::SUBGROUP)
                     && info.subgroup_min_size >= 8
+                    && limits.max_uniform_buffers_per_shader_stage >= SUBGROUP_UNIFORM_BUFFERS
             }
         }
     }
 }
+
+/// Uniform buffers mlp_subgroup.wgsl binds: W's window and the A window, and three more pairs
+/// of windows for the weight gradient's chunks.
+pub const SUBGROUP_UNIFORM_BUFFERS: u32 = 8;
 
 /// llvmpipe's loop budget per invocation, see [`Tuning::loop_limit`].
 pub const LLVMPIPE_LOOP_ITERATIONS: usize = 65535;
@@ -128,9 +133,9 @@ impl Tuning {
     /// Chunked operands, four particles per fused invocation and (where the device has
     /// subgroups) the subgroup dense kernel on CPU adapters (llvmpipe, SwiftShader, WARP), none
     /// of them on GPUs; the loop budget on llvmpipe.
-    pub fn for_adapter(info: &wgpu::AdapterInfo, features: wgpu::Features) -> Self {
+    pub fn for_adapter(info: &wgpu::AdapterInfo, features: wgpu::Features, limits: &wgpu::Limits) -> Self {
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
-        let subgroup = cpu && DenseKernel::Subgroup.runs_on(features, info);
+        let subgroup = cpu && DenseKernel::Subgroup.runs_on(features, info, limits);
         Self {
             chunked_operands: cpu,
             fused_particles: if cpu { 4 } else { 1 },
@@ -236,13 +241,13 @@ impl Gpu {
     }
 
     fn wrap(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        let tuning = Tuning::for_adapter(&info, device.features());
+        let tuning = Tuning::for_adapter(&info, device.features(), &device.limits());
         Self { device, queue, info, tuning, pipelines: Arc::new(PipelineCache::default()), fault: Arc::default() }
     }
 
     /// Whether this device can run a dense-layer kernel.
     pub fn runs(&self, kernel: DenseKernel) -> bool {
-        kernel.runs_on(self.device.features(), &self.info)
+        kernel.runs_on(self.device.features(), &self.info, &self.device.limits())
     }
 
     /// The kernel choices made for this adapter ([`Tuning::for_adapter`]).
