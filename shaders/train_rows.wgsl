@@ -77,6 +77,15 @@ fn store_dz(l: u32, i: u32, v: f32) {
     }
 }
 
+// Points the invocation's scratch at its own and returns how many of its PPI rows exist (the
+// rows are as many as pre0 holds).
+fn start_rows(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    scratch_base = particle_id(gid, nwg) * 2u * act4();
+    let rows = arrayLength(&pre0) / W;
+    let n0 = particle_id(gid, nwg) * PPI;
+    return min(PPI, rows - min(n0, rows));
+}
+
 // Layer l's outputs z (bias added, left in activation array a by `dense`) for the invocation's
 // `count` rows from n0: stored as pre[l] and, for a hidden layer, activated in place (the next
 // layer's input) and stored as post[l].
@@ -108,9 +117,7 @@ fn emit_layer(a: u32, l: u32, fan_out: u32, n0: u32, count: u32, hidden: bool) {
 // nothing (a subgroup's lanes must all be there when they share the weights).
 fn train_rows(gid: vec3<u32>, nwg: vec3<u32>) {
     let n0 = particle_id(gid, nwg) * PPI;
-    scratch_base = particle_id(gid, nwg) * 2u * act4();
-    let rows = arrayLength(&pre0) / W;
-    let count = min(PPI, rows - min(n0, rows));
+    let count = start_rows(gid, nwg);
     let fan_in = D + 2u * F;
     let fan_in4 = (fan_in + 3u) / 4u;
     for (var k = 0u; k < fan_in4; k++) {
@@ -181,9 +188,7 @@ fn emit_gradient(a: u32, l: u32, n0: u32, count: u32) {
 // on zeros and store nothing.
 fn train_input_gradients(gid: vec3<u32>, nwg: vec3<u32>) {
     let n0 = particle_id(gid, nwg) * PPI;
-    scratch_base = particle_id(gid, nwg) * 2u * act4();
-    let rows = arrayLength(&pre0) / W;
-    let count = min(PPI, rows - min(n0, rows));
+    let count = start_rows(gid, nwg);
     let d4 = (D + 3u) / 4u;
     for (var k = 0u; k < d4; k++) {
         for (var q = 0u; q < PPI; q++) {
