@@ -1,13 +1,20 @@
 //! A statistical check of samples against the eight-Gaussian mixture, with thresholds
 //! calibrated on exact samples: independent draws against the same reference give the null
-//! distribution of each statistic (16 draws for MMD^2, whose O(n^2) cost adds up; 64 for the
-//! cheap ones, so their sds are estimated to ~10%).
+//! distribution of each statistic (64 draws, so the sds are estimated to ~10%: with 16 for
+//! MMD^2, an sd read 30% low put the limit under exact-score samplers' MMD^2, and two CI runs of
+//! session 18 failed `every_sampler_matches_the_eight_gaussians` at 4.3-6.1e-4 against limits of
+//! 4.5e-4, the failing samplers' other statistics inside their tolerances).
 //!
 //! - mode shares (nearest mode): each within 5 binomial standard errors of 1/8;
 //! - spread (rms distance to the nearest mode, per axis; 0.5 exactly): within 3 sd plus 5%;
 //! - far share (farther than 1.5 = 3 stds from every mode; 1.1% exactly): below the far share of
 //!   a 5% too wide mixture plus 4 sd;
-//! - MMD^2 (Gaussian kernel, bandwidth 0.5): below that of a 5% too wide mixture plus 4 sd.
+//! - MMD^2 (Gaussian kernel, bandwidth 0.5): below that of a 5% too wide mixture plus 5 sd. Not
+//!   4 as for the far share: the unbiased MMD^2's null is a weighted sum of centred chi-squares,
+//!   skewed to the right, so 4 sd covers less of it than of a normal, and one test holds twelve
+//!   samplers to the limit, those of one initial noise together (the deterministic ones moved
+//!   as one in the failures below). The check still rejects two weights off by 0.05 on MMD^2
+//!   alone (1.4-2.2e-3 against limits of 5-7e-4) and a 10% too wide mixture on its spread.
 //!
 //! "That of a 5% too wide mixture" (the tolerated mixture) is its mean over several draws (8 for MMD^2, 64 for the far
 //! share), not one draw: one draw's MMD^2 varies by about the null sd itself, so a limit built on
@@ -48,9 +55,9 @@ impl EightGaussiansCheck {
         weights[1] -= weight_error;
         let tolerated = GaussianMixture { stds: vec![0.525; 16], weights, ..mix.clone() };
         let tolerated_draw = |i: u64| to32(&tolerated.sample(n, seed ^ 4242 ^ (i * 104_729)).0);
-        let (_, mmd_sd) = mean_sd(&(1..=16).map(|i| mmd2(&draw(i), &reference)).collect::<Vec<_>>());
+        let (_, mmd_sd) = mean_sd(&(1..=64).map(|i| mmd2(&draw(i), &reference)).collect::<Vec<_>>());
         let (mmd_tolerated, _) = mean_sd(&(1..=8).map(|i| mmd2(&tolerated_draw(i), &reference)).collect::<Vec<_>>());
-        let mmd_limit = mmd_tolerated + 4.0 * mmd_sd;
+        let mmd_limit = mmd_tolerated + 5.0 * mmd_sd;
         let nulls: Vec<Vec<f32>> = (1..=64).map(draw).collect();
         let (spread_mean, spread_sd) = mean_sd(&nulls.iter().map(|x| mode_spread(&mix, x)).collect::<Vec<_>>());
         let (_, far_sd) = mean_sd(&nulls.iter().map(|x| far_share(&mix, x)).collect::<Vec<_>>());
