@@ -5,7 +5,10 @@
 //! session 18 failed `every_sampler_matches_the_eight_gaussians` at 4.3-6.1e-4 against limits of
 //! 4.5e-4, the failing samplers' other statistics inside their tolerances).
 //!
-//! - mode shares (nearest mode): each within 5 binomial standard errors of 1/8;
+//! - mode shares (nearest mode): each within 5 binomial standard errors of 1/8, plus the
+//!   tolerated weight error (below): a model allowed weights off by 0.02 was held to shares
+//!   within 0.026 of 1/8, so 1.1 standard errors of noise failed it (the main job's samples
+//!   failed a session-18 CI run at 0.0259 against 0.0258);
 //! - spread (rms distance to the nearest mode, per axis; 0.5 exactly): within 3 sd plus 5%;
 //! - far share (farther than 1.5 = 3 stds from every mode; 1.1% exactly): below the far share of
 //!   a 5% too wide mixture plus 4 sd;
@@ -65,7 +68,7 @@ impl EightGaussiansCheck {
         let check = Self {
             far_limit: far_tolerated + 4.0 * far_sd,
             spread_tol: 3.0 * spread_sd + 0.05 * spread_mean,
-            share_tol: 5.0 * (0.125f64 * 0.875 / n as f64).sqrt(),
+            share_tol: weight_error + 5.0 * (0.125f64 * 0.875 / n as f64).sqrt(),
             mmd_limit,
             spread_mean,
             mix,
