@@ -166,7 +166,9 @@ fn load_b(k: u32, n: u32) -> f32 {
 }
 
 // The windows of MODE 2's chunks 1 to 3 where one dispatch sums several (mlp_subgroup.wgsl's
-// WINDOWS; the block kernel reads chunk 0 only).
+// WINDOWS; the block kernel reads chunk 0 only). load_a and load_b do not call the `_in` forms
+// below: mlp.wgsl calls them, and a function that names windows 1-3 would make the block
+// kernel's bind group need them too.
 @group(0) @binding(8) var<uniform> wwin1: array<vec4<f32>, 4096>;
 @group(0) @binding(9) var<uniform> awin1: array<vec4<f32>, 4096>;
 @group(0) @binding(10) var<uniform> wwin2: array<vec4<f32>, 4096>;
