@@ -11,11 +11,17 @@
 //
 // Bindings (group 0), besides sample.wgsl's weights (11-16, 20) and scratch (21):
 //   22 read train_in [N, D + 2F]: the network input rows (the objective's perturb kernel)
-//   23-27 rw pre0..pre4: z of layer l [N, fan_out]   28-31 rw post0..post3: silu(z) [N, W]
+//   23-26 rw pre0..pre3: z of hidden layer l [N, W / 4] vec4s   27 rw pre_out: z of the output
+//   layer [N, D]   28-31 rw post0..post3: silu(z) of hidden layer l [N, W / 4] vec4s
 //   32 read dz_out [N, D]: dL/dz of the output layer (the loss kernel's)
-//   33-36 rw dz0..dz3: dL/dz of hidden layer l [N, W] (train_backward writes them)
-// The rows are as many as pre0 holds (its length over W), not the override N: so one pipeline
-// serves every batch size. Layers past H + 1 get placeholders and are never written.
+//   33-36 rw dz0..dz3: dL/dz of hidden layer l [N, W / 4] vec4s (train_backward writes them)
+// The rows are as many as pre0 holds (its length over W / 4), not the override N: so one
+// pipeline serves every batch size. Hidden layers past H get placeholders, never written.
+//
+// The hidden layers' rows go out and come back as vec4s: llvmpipe runs every storage access as
+// a loop over the SIMD lanes, with each component's load or store inside (Mesa's
+// lp_bld_nir_soa.c, emit_store_mem), so a vec4 access costs one loop where four floats cost
+// four. That took W1's training forward from 14.5 to 10.5 ms (BENCHMARKS.md, session 20).
 //
 // `train_backward` (the pipeline with TRANSPOSE) is the input-gradient half of the backward
 // pass the same way: dL/dh of layer l - 1 = W_l^T dL/dz_l by `dense` over the transposed
@@ -23,33 +29,34 @@
 // layer's dL/dz written for the weight gradients (still the dense kernels' batch products).
 
 @group(0) @binding(22) var<storage, read> train_in: array<f32>;
-@group(0) @binding(23) var<storage, read_write> pre0: array<f32>;
-@group(0) @binding(24) var<storage, read_write> pre1: array<f32>;
-@group(0) @binding(25) var<storage, read_write> pre2: array<f32>;
-@group(0) @binding(26) var<storage, read_write> pre3: array<f32>;
-@group(0) @binding(27) var<storage, read_write> pre4: array<f32>;
-@group(0) @binding(28) var<storage, read_write> post0: array<f32>;
-@group(0) @binding(29) var<storage, read_write> post1: array<f32>;
-@group(0) @binding(30) var<storage, read_write> post2: array<f32>;
-@group(0) @binding(31) var<storage, read_write> post3: array<f32>;
+@group(0) @binding(23) var<storage, read_write> pre0: array<vec4<f32>>;
+@group(0) @binding(24) var<storage, read_write> pre1: array<vec4<f32>>;
+@group(0) @binding(25) var<storage, read_write> pre2: array<vec4<f32>>;
+@group(0) @binding(26) var<storage, read_write> pre3: array<vec4<f32>>;
+@group(0) @binding(27) var<storage, read_write> pre_out: array<f32>;
+@group(0) @binding(28) var<storage, read_write> post0: array<vec4<f32>>;
+@group(0) @binding(29) var<storage, read_write> post1: array<vec4<f32>>;
+@group(0) @binding(30) var<storage, read_write> post2: array<vec4<f32>>;
+@group(0) @binding(31) var<storage, read_write> post3: array<vec4<f32>>;
 
 @group(0) @binding(32) var<storage, read> dz_out: array<f32>;
-@group(0) @binding(33) var<storage, read_write> dz0: array<f32>;
-@group(0) @binding(34) var<storage, read_write> dz1: array<f32>;
-@group(0) @binding(35) var<storage, read_write> dz2: array<f32>;
-@group(0) @binding(36) var<storage, read_write> dz3: array<f32>;
+@group(0) @binding(33) var<storage, read_write> dz0: array<vec4<f32>>;
+@group(0) @binding(34) var<storage, read_write> dz1: array<vec4<f32>>;
+@group(0) @binding(35) var<storage, read_write> dz2: array<vec4<f32>>;
+@group(0) @binding(36) var<storage, read_write> dz3: array<vec4<f32>>;
 
-fn store_pre(l: u32, i: u32, v: f32) {
+// Vec4 i of hidden layer l's z and silu(z), and of its dL/dz: one vector per access, since
+// llvmpipe runs every storage access as a loop over the lanes whatever its width.
+fn store_pre(l: u32, i: u32, v: vec4<f32>) {
     switch l {
         case 0u: { pre0[i] = v; }
         case 1u: { pre1[i] = v; }
         case 2u: { pre2[i] = v; }
-        case 3u: { pre3[i] = v; }
-        default: { pre4[i] = v; }
+        default: { pre3[i] = v; }
     }
 }
 
-fn store_post(l: u32, i: u32, v: f32) {
+fn store_post(l: u32, i: u32, v: vec4<f32>) {
     switch l {
         case 0u: { post0[i] = v; }
         case 1u: { post1[i] = v; }
@@ -58,8 +65,7 @@ fn store_post(l: u32, i: u32, v: f32) {
     }
 }
 
-// z of hidden layer l (l < 4).
-fn load_pre(l: u32, i: u32) -> f32 {
+fn load_pre(l: u32, i: u32) -> vec4<f32> {
     switch l {
         case 0u: { return pre0[i]; }
         case 1u: { return pre1[i]; }
@@ -68,7 +74,7 @@ fn load_pre(l: u32, i: u32) -> f32 {
     }
 }
 
-fn store_dz(l: u32, i: u32, v: f32) {
+fn store_dz(l: u32, i: u32, v: vec4<f32>) {
     switch l {
         case 0u: { dz0[i] = v; }
         case 1u: { dz1[i] = v; }
@@ -81,7 +87,7 @@ fn store_dz(l: u32, i: u32, v: f32) {
 // rows are as many as pre0 holds).
 fn start_rows(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     scratch_base = particle_id(gid, nwg) * 2u * act4();
-    let rows = arrayLength(&pre0) / W;
+    let rows = arrayLength(&pre0) / (W / 4u);
     let n0 = particle_id(gid, nwg) * PPI;
     return min(PPI, rows - min(n0, rows));
 }
@@ -93,19 +99,19 @@ fn emit_layer(a: u32, l: u32, fan_out: u32, n0: u32, count: u32, hidden: bool) {
     for (var j4 = 0u; j4 < (fan_out + 3u) / 4u; j4++) {
         for (var q = 0u; q < PPI; q++) {
             let z = load_act(a, j4 * PPI + q);
-            let h = activate(z, hidden);
             if hidden {
+                let h = activate(z, true);
                 store_act(a, j4 * PPI + q, h);
-            }
-            if q < count {
+                if q < count {
+                    let i = (n0 + q) * (fan_out / 4u) + j4;
+                    store_pre(l, i, z);
+                    store_post(l, i, h);
+                }
+            } else if q < count {
                 for (var t = 0u; t < 4u; t++) {
                     let j = 4u * j4 + t;
                     if j < fan_out {
-                        let i = (n0 + q) * fan_out + j;
-                        store_pre(l, i, z[t]);
-                        if hidden {
-                            store_post(l, i, h[t]);
-                        }
+                        pre_out[(n0 + q) * fan_out + j] = z[t];
                     }
                 }
             }
@@ -165,19 +171,16 @@ fn train_rows(gid: vec3<u32>, nwg: vec3<u32>) {
 fn emit_gradient(a: u32, l: u32, n0: u32, count: u32) {
     for (var j4 = 0u; j4 < W / 4u; j4++) {
         for (var q = 0u; q < PPI; q++) {
+            let i = (n0 + q) * (W / 4u) + j4;
             var z = vec4<f32>(0.0);
             if q < count {
-                let i = (n0 + q) * W + 4u * j4;
-                z = vec4<f32>(load_pre(l, i), load_pre(l, i + 1u), load_pre(l, i + 2u), load_pre(l, i + 3u));
+                z = load_pre(l, i);
             }
             let s = 1.0 / (1.0 + exp(-z));
             let dz = load_act(a, j4 * PPI + q) * s * (1.0 + z * (1.0 - s));
             store_act(a, j4 * PPI + q, dz);
             if q < count {
-                let i = (n0 + q) * W + 4u * j4;
-                for (var t = 0u; t < 4u; t++) {
-                    store_dz(l, i + t, dz[t]);
-                }
+                store_dz(l, i, dz);
             }
         }
     }

@@ -224,14 +224,16 @@ pub(crate) async fn train_rows(
     };
     let net = NetworkBindings::new(gpu, Some((shape, w.raw())), &placeholder, scratch)?;
     let layer = |buffers, l| layer_binding(buffers, l, &unwritten);
+    // The hidden layers' z (vec4 rows in the kernel) apart from the output layer's (d floats).
+    let (hidden_pre, output_pre) = bufs.pre.split_at(shape.hidden_layers);
     let mut entries = net.entries(&placeholder).to_vec();
     entries.extend([
         (binding::TRAIN_IN, bufs.input.binding()),
-        (binding::PRE0, layer(bufs.pre, 0)),
-        (binding::PRE1, layer(bufs.pre, 1)),
-        (binding::PRE2, layer(bufs.pre, 2)),
-        (binding::PRE3, layer(bufs.pre, 3)),
-        (binding::PRE4, layer(bufs.pre, 4)),
+        (binding::PRE0, layer(hidden_pre, 0)),
+        (binding::PRE1, layer(hidden_pre, 1)),
+        (binding::PRE2, layer(hidden_pre, 2)),
+        (binding::PRE3, layer(hidden_pre, 3)),
+        (binding::PRE_OUT, output_pre[0].binding()),
         (binding::POST0, layer(bufs.post, 0)),
         (binding::POST1, layer(bufs.post, 1)),
         (binding::POST2, layer(bufs.post, 2)),
@@ -243,10 +245,10 @@ pub(crate) async fn train_rows(
     let hidden = &bufs.dpre[..shape.hidden_layers];
     let mut entries = net.entries(&placeholder).to_vec();
     entries.extend([
-        (binding::PRE0, layer(bufs.pre, 0)),
-        (binding::PRE1, layer(bufs.pre, 1)),
-        (binding::PRE2, layer(bufs.pre, 2)),
-        (binding::PRE3, layer(bufs.pre, 3)),
+        (binding::PRE0, layer(hidden_pre, 0)),
+        (binding::PRE1, layer(hidden_pre, 1)),
+        (binding::PRE2, layer(hidden_pre, 2)),
+        (binding::PRE3, layer(hidden_pre, 3)),
         (binding::DZ_OUT, bufs.dpre[shape.hidden_layers].binding()),
         (binding::DZ0, layer(hidden, 0)),
         (binding::DZ1, layer(hidden, 1)),

@@ -112,7 +112,7 @@ pub mod binding {
         CURSOR = 0, SCHEDULE = 1, PARTICLES = 2, SAVED = 3, SCORE = 4, MIXTURE = 5, FREQS = 7, NORMS = 8,
         NORM_SUM = 9, NET_INPUT = 10, W0 = 11, W1 = 12, W2 = 13, W3 = 14, W4 = 15, BIASES = 16, KNOWN = 17,
         KNOWN_MASK = 18, LABELS = 19, NET = 20, SCRATCH = 21, TRAIN_IN = 22, PRE0 = 23, PRE1 = 24, PRE2 = 25,
-        PRE3 = 26, PRE4 = 27, POST0 = 28, POST1 = 29, POST2 = 30, POST3 = 31, DZ_OUT = 32, DZ0 = 33, DZ1 = 34,
+        PRE3 = 26, PRE_OUT = 27, POST0 = 28, POST1 = 29, POST2 = 30, POST3 = 31, DZ_OUT = 32, DZ0 = 33, DZ1 = 34,
         DZ2 = 35, DZ3 = 36,
     }
 }
