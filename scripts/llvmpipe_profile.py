@@ -107,6 +107,8 @@ def main():
     parser.add_argument("--warmup", type=float, default=25, help="seconds before sampling (compiles, start-up)")
     parser.add_argument("--seconds", type=float, default=8, help="seconds of sampling")
     parser.add_argument("--top", type=int, default=6, help="functions to show")
+    parser.add_argument("--listing", metavar="DIR",
+                        help="also write each shown function's disassembly, samples per instruction, to DIR")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command to profile, after --")
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -133,18 +135,24 @@ def main():
     jit = [ip for ip in ips if any(a <= ip < b for a, b in ranges)]
     print(f"{len(ips)} samples, {100 * len(jit) / max(len(ips), 1):.1f}% in JIT code")
     per_function = collections.defaultdict(collections.Counter)
+    per_instruction = collections.Counter()
     for ip in jit:
         f = bisect.bisect_right(starts, ip) - 1
         i = bisect.bisect_right(addresses, ip) - 1
         text = instructions[addresses[i]] if i >= 0 else ""
+        per_instruction[addresses[i] if i >= 0 else 0] += 1
         per_function[starts[f] if f >= 0 else 0][kind(text)] += 1
-    for start, kinds in sorted(per_function.items(), key=lambda x: -sum(x[1].values()))[: args.top]:
+    for rank, (start, kinds) in enumerate(sorted(per_function.items(), key=lambda x: -sum(x[1].values()))[: args.top]):
         total = sum(kinds.values())
         f = starts.index(start) if start in starts else -1
         end = starts[f + 1] if 0 <= f < len(starts) - 1 else start
-        ops = collections.Counter(instructions[a].split()[0] for a in
-                                  addresses[bisect.bisect_left(addresses, start):bisect.bisect_left(addresses, end)]
-                                  if instructions[a])
+        body = addresses[bisect.bisect_left(addresses, start):bisect.bisect_left(addresses, end)]
+        ops = collections.Counter(instructions[a].split()[0] for a in body if instructions[a])
+        if args.listing:
+            os.makedirs(args.listing, exist_ok=True)
+            with open(f"{args.listing}/{rank}_{start:x}.s", "w") as listing:
+                for a in body:
+                    listing.write(f"{per_instruction[a]:6d}  {a:x}  {instructions[a]}\n")
         fma = sum(v for k, v in ops.items() if k.startswith("vfmadd"))
         print(f"\nfunction {start:#x}: {100 * total / len(jit):.1f}% of JIT samples; static: "
               f"{ops['vmulps']} vmulps, {ops['vaddps']} vaddps, {fma} fma, {ops['vdivps']} vdivps")

@@ -11,17 +11,18 @@
 //
 // Bindings (group 0), besides sample.wgsl's weights (11-16, 20) and scratch (21):
 //   22 read train_in [N, D + 2F]: the network input rows (the objective's perturb kernel)
-//   23-26 rw pre0..pre3: z of hidden layer l [N, W / 4] vec4s   27 rw pre_out: z of the output
-//   layer [N, D]   28-31 rw post0..post3: silu(z) of hidden layer l [N, W / 4] vec4s
+//   23-26 rw pre0..pre3: z of hidden layer l, vec4s in blocks of invocations (`pre_at`)
+//   27 rw pre_out: z of the output layer [N, D]
+//   28-31 rw post0..post3: silu(z) of hidden layer l [N, W / 4] vec4s
 //   32 read dz_out [N, D]: dL/dz of the output layer (the loss kernel's)
 //   33-36 rw dz0..dz3: dL/dz of hidden layer l [N, W / 4] vec4s (train_backward writes them)
-// The rows are as many as pre0 holds (its length over W / 4), not the override N: so one
+// The rows are as many as pre_out holds (its length over D), not the override N: so one
 // pipeline serves every batch size. Hidden layers past H get placeholders, never written.
 //
 // The hidden layers' rows go out and come back as vec4s: llvmpipe runs every storage access as
 // a loop over the SIMD lanes, with each component's load or store inside (Mesa's
 // lp_bld_nir_soa.c, emit_store_mem), so a vec4 access costs one loop where four floats cost
-// four. That took W1's training forward from 14.5 to 10.5 ms (BENCHMARKS.md, session 20).
+// four (BENCHMARKS.md, session 20).
 //
 // `train_backward` (the pipeline with TRANSPOSE) is the input-gradient half of the backward
 // pass the same way: dL/dh of layer l - 1 = W_l^T dL/dz_l by `dense` over the transposed
@@ -45,8 +46,9 @@
 @group(0) @binding(35) var<storage, read_write> dz2: array<vec4<f32>>;
 @group(0) @binding(36) var<storage, read_write> dz3: array<vec4<f32>>;
 
-// Vec4 i of hidden layer l's z and silu(z), and of its dL/dz: one vector per access, since
-// llvmpipe runs every storage access as a loop over the lanes whatever its width.
+// Hidden layer l's z (vec4 i, at pre_at) and silu(z) and dL/dz (vec4 i of the row-major rows
+// the weight gradients read): one vector per access, since llvmpipe runs every storage access
+// as a loop over the lanes whatever its width.
 fn store_pre(l: u32, i: u32, v: vec4<f32>) {
     switch l {
         case 0u: { pre0[i] = v; }
@@ -83,19 +85,34 @@ fn store_dz(l: u32, i: u32, v: vec4<f32>) {
     }
 }
 
+// The lanes of one block of the hidden layers' z: llvmpipe's SIMD width, its 256-bit vectors.
+const PRE_LANES: u32 = 8u;
+
+// Where vec4 j4 of row n0 + q's z is for invocation p (n0 = p PPI): in blocks of PRE_LANES
+// invocations, each block j4 by j4 and row by row, the lanes' vectors side by side. Only
+// train_forward writes z and only train_backward reads it, so its layout is theirs: this way the
+// lanes of one access touch two whole cache lines and a block's z is one run of memory, which
+// the prefetcher follows (row-major, each access touched eight rows and the backward's loads
+// stalled on misses: BENCHMARKS.md, session 20). The buffers hold the rows rounded up to a
+// multiple of PRE_LANES PPI (fused.rs, pre_rows).
+fn pre_at(p: u32, q: u32, j4: u32) -> u32 {
+    return (((p / PRE_LANES) * (W / 4u) + j4) * PPI + q) * PRE_LANES + p % PRE_LANES;
+}
+
 // Points the invocation's scratch at its own and returns how many of its PPI rows exist (the
-// rows are as many as pre0 holds).
+// rows are as many as pre_out, the output layer's z, holds).
 fn start_rows(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     scratch_base = particle_id(gid, nwg) * 2u * act4();
-    let rows = arrayLength(&pre0) / (W / 4u);
+    let rows = arrayLength(&pre_out) / D;
     let n0 = particle_id(gid, nwg) * PPI;
     return min(PPI, rows - min(n0, rows));
 }
 
 // Layer l's outputs z (bias added, left in activation array a by `dense`) for the invocation's
-// `count` rows from n0: stored as pre[l] and, for a hidden layer, activated in place (the next
-// layer's input) and stored as post[l].
-fn emit_layer(a: u32, l: u32, fan_out: u32, n0: u32, count: u32, hidden: bool) {
+// `count` rows (invocation p's): stored as pre[l] and, for a hidden layer, activated in place
+// (the next layer's input) and stored as post[l].
+fn emit_layer(a: u32, l: u32, fan_out: u32, p: u32, count: u32, hidden: bool) {
+    let n0 = p * PPI;
     for (var j4 = 0u; j4 < (fan_out + 3u) / 4u; j4++) {
         for (var q = 0u; q < PPI; q++) {
             let z = load_act(a, j4 * PPI + q);
@@ -103,9 +120,8 @@ fn emit_layer(a: u32, l: u32, fan_out: u32, n0: u32, count: u32, hidden: bool) {
                 let h = activate(z, true);
                 store_act(a, j4 * PPI + q, h);
                 if q < count {
-                    let i = (n0 + q) * (fan_out / 4u) + j4;
-                    store_pre(l, i, z);
-                    store_post(l, i, h);
+                    store_pre(l, pre_at(p, q, j4), z);
+                    store_post(l, (n0 + q) * (fan_out / 4u) + j4, h);
                 }
             } else if q < count {
                 for (var t = 0u; t < 4u; t++) {
@@ -122,7 +138,8 @@ fn emit_layer(a: u32, l: u32, fan_out: u32, n0: u32, count: u32, hidden: bool) {
 // The body of `train_forward`. Invocations past the last row run along on zeros and store
 // nothing (a subgroup's lanes must all be there when they share the weights).
 fn train_rows(gid: vec3<u32>, nwg: vec3<u32>) {
-    let n0 = particle_id(gid, nwg) * PPI;
+    let p = particle_id(gid, nwg);
+    let n0 = p * PPI;
     let count = start_rows(gid, nwg);
     let fan_in = D + 2u * F;
     let fan_in4 = (fan_in + 3u) / 4u;
@@ -142,45 +159,45 @@ fn train_rows(gid: vec3<u32>, nwg: vec3<u32>) {
     // `dense` leaves z (activation off) and emit_layer activates it.
     let w4 = W / 4u;
     dense(0u, 1u, 0u, fan_in4, W, 0u, false);
-    emit_layer(1u, 0u, W, n0, count, true);
+    emit_layer(1u, 0u, W, p, count, true);
     if H > 1u {
         dense(1u, 0u, 1u, w4, W, W, false);
-        emit_layer(0u, 1u, W, n0, count, true);
+        emit_layer(0u, 1u, W, p, count, true);
     }
     if H > 2u {
         dense(0u, 1u, 2u, w4, W, 2u * W, false);
-        emit_layer(1u, 2u, W, n0, count, true);
+        emit_layer(1u, 2u, W, p, count, true);
     }
     if H > 3u {
         dense(1u, 0u, 3u, w4, W, 3u * W, false);
-        emit_layer(0u, 3u, W, n0, count, true);
+        emit_layer(0u, 3u, W, p, count, true);
     }
     // After H hidden layers the activations are in g (H odd) or h (H even).
     if (H & 1u) == 1u {
         dense(1u, 0u, H, w4, D, H * W, false);
-        emit_layer(0u, H, D, n0, count, false);
+        emit_layer(0u, H, D, p, count, false);
     } else {
         dense(0u, 1u, H, w4, D, H * W, false);
-        emit_layer(1u, H, D, n0, count, false);
+        emit_layer(1u, H, D, p, count, false);
     }
 }
 
 // dL/dh of hidden layer l (left in activation array a by `dense` over W_{l+1}^T) for the
 // invocation's `count` rows from n0: times silu'(z), z read back from pre[l], into dL/dz, kept
 // in place (the next transposed layer's input) and stored as dz[l].
-fn emit_gradient(a: u32, l: u32, n0: u32, count: u32) {
+fn emit_gradient(a: u32, l: u32, p: u32, count: u32) {
+    let n0 = p * PPI;
     for (var j4 = 0u; j4 < W / 4u; j4++) {
         for (var q = 0u; q < PPI; q++) {
-            let i = (n0 + q) * (W / 4u) + j4;
             var z = vec4<f32>(0.0);
             if q < count {
-                z = load_pre(l, i);
+                z = load_pre(l, pre_at(p, q, j4));
             }
             let s = 1.0 / (1.0 + exp(-z));
             let dz = load_act(a, j4 * PPI + q) * s * (1.0 + z * (1.0 - s));
             store_act(a, j4 * PPI + q, dz);
             if q < count {
-                store_dz(l, i, dz);
+                store_dz(l, (n0 + q) * (W / 4u) + j4, dz);
             }
         }
     }
@@ -190,7 +207,8 @@ fn emit_gradient(a: u32, l: u32, n0: u32, count: u32) {
 // output, layer by layer down, as `train_rows` went up. Invocations past the last row run along
 // on zeros and store nothing.
 fn train_input_gradients(gid: vec3<u32>, nwg: vec3<u32>) {
-    let n0 = particle_id(gid, nwg) * PPI;
+    let p = particle_id(gid, nwg);
+    let n0 = p * PPI;
     let count = start_rows(gid, nwg);
     let d4 = (D + 3u) / 4u;
     for (var k = 0u; k < d4; k++) {
@@ -210,17 +228,17 @@ fn train_input_gradients(gid: vec3<u32>, nwg: vec3<u32>) {
     // small H skips).
     let w4 = W / 4u;
     dense(0u, 1u, H, d4, W, 0u, false);
-    emit_gradient(1u, H - 1u, n0, count);
+    emit_gradient(1u, H - 1u, p, count);
     if H > 1u {
         dense(1u, 0u, H - 1u, w4, W, 0u, false);
-        emit_gradient(0u, max(H, 2u) - 2u, n0, count);
+        emit_gradient(0u, max(H, 2u) - 2u, p, count);
     }
     if H > 2u {
         dense(0u, 1u, max(H, 2u) - 2u, w4, W, 0u, false);
-        emit_gradient(1u, max(H, 3u) - 3u, n0, count);
+        emit_gradient(1u, max(H, 3u) - 3u, p, count);
     }
     if H > 3u {
         dense(1u, 0u, max(H, 3u) - 3u, w4, W, 0u, false);
-        emit_gradient(0u, max(H, 4u) - 4u, n0, count);
+        emit_gradient(0u, max(H, 4u) - 4u, p, count);
     }
 }

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{uniform_window, Bound, DenseKernel, Gpu, GpuBuffer, PackedWeights, Tuning, UNIFORM_WINDOW_BYTES};
 use crate::objective::kernels::binding as embed;
 use crate::rng::{self, Stream};
-use crate::sample::{train_rows, train_rows_fit, TrainBuffers, TrainRows};
+use crate::sample::{pre_rows, train_rows, train_rows_fit, TrainBuffers, TrainRows};
 use crate::shaders;
 
 /// Fourier frequencies of the noise embedding; the embedding has twice as many features.
@@ -268,12 +268,17 @@ impl Activations {
             GpuBuffer::<f32>::new(gpu, &label(what), len + WINDOW_FLOATS, wgpu::BufferUsages::UNIFORM)
         };
         let hidden = &layers[..layers.len() - 1];
+        // The hidden layers' z holds whole blocks of the fused training kernels' rows (their
+        // layout, `pre_rows`); the output layer's, exactly the rows.
+        let pre_len = |l: usize| match l < hidden.len() {
+            true => pre_rows(gpu, rows) * layers[l].fan_out,
+            false => rows * layers[l].fan_out,
+        };
         Ok(Self {
             input: windowed("input", rows * layers[0].fan_in)?,
             // VERTEX: the network output can be drawn straight from here (`Evaluator::output`).
-            pre: layers
-                .iter()
-                .map(|l| GpuBuffer::<f32>::new(gpu, &label("pre"), rows * l.fan_out, wgpu::BufferUsages::VERTEX))
+            pre: (0..layers.len())
+                .map(|l| GpuBuffer::<f32>::new(gpu, &label("pre"), pre_len(l), wgpu::BufferUsages::VERTEX))
                 .collect::<Result<_>>()?,
             post: hidden.iter().map(|_| windowed("post", rows * shape.hidden_row())).collect::<Result<_>>()?,
             dpre: match training {

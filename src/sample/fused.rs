@@ -156,7 +156,8 @@ pub(crate) fn fused_network(shape: &MlpShape) -> bool {
 }
 
 /// Storage buffers `train_forward` binds: the input, five pre-activation and four
-/// post-activation buffers, the packed weights and the scratch (`train_backward` binds 11).
+/// post-activation buffers, the packed weights and the scratch (`train_backward` binds as many:
+/// the five pre-activation buffers, five of dL/dz, the weights and the scratch).
 const TRAIN_ROWS_STORAGE_BUFFERS: u32 = 12;
 
 /// A training step's rows on the fused network kernel (train_rows.wgsl): `forward` writes every
@@ -201,7 +202,7 @@ pub(crate) async fn train_rows(
     rows: usize,
 ) -> Result<TrainRows> {
     let wide = is_wide(shape);
-    let ppi = (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES);
+    let ppi = fused_particles(gpu);
     let mut constants = vec![
         ("D", shape.dim as f64),
         ("H", shape.hidden_layers as f64),
@@ -249,6 +250,7 @@ pub(crate) async fn train_rows(
         (binding::PRE1, layer(hidden_pre, 1)),
         (binding::PRE2, layer(hidden_pre, 2)),
         (binding::PRE3, layer(hidden_pre, 3)),
+        (binding::PRE_OUT, output_pre[0].binding()),
         (binding::DZ_OUT, bufs.dpre[shape.hidden_layers].binding()),
         (binding::DZ0, layer(hidden, 0)),
         (binding::DZ1, layer(hidden, 1)),
@@ -264,6 +266,21 @@ pub(crate) async fn train_rows(
         weights: net.weights,
         _buffers: keep,
     })
+}
+
+/// train_rows.wgsl's PRE_LANES: invocations per block of the hidden layers' z.
+const PRE_LANES: usize = 8;
+
+/// Rows a hidden layer's z buffer holds for a pass of `rows` rows: train_rows.wgsl stores z in
+/// blocks of PRE_LANES invocations of PPI rows each (`pre_at`), so the rows round up to a
+/// whole block.
+pub(crate) fn pre_rows(gpu: &Gpu, rows: usize) -> usize {
+    rows.next_multiple_of(PRE_LANES * fused_particles(gpu))
+}
+
+/// Batch rows per invocation of the fused training kernels (PPI).
+fn fused_particles(gpu: &Gpu) -> usize {
+    (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES)
 }
 
 /// Layer l's buffer of `buffers`, or `missing` for a layer the network does not have.

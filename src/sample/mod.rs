@@ -14,7 +14,7 @@ pub mod method;
 mod staged;
 
 use fused::{fit_loop_budget, fused_kernel, fused_network, is_wide, scratch_floats};
-pub(crate) use fused::{train_rows, train_rows_fit, TrainBuffers, TrainRows};
+pub(crate) use fused::{pre_rows, train_rows, train_rows_fit, TrainBuffers, TrainRows};
 use staged::{staged_kernels, Staged};
 
 pub use classes::{Classes, NO_CLASS};
