@@ -15,6 +15,10 @@ with perf_event_paranoid <= 1 and ptrace allowed. Example (BENCHMARKS.md, sessio
 
     python3 scripts/llvmpipe_profile.py -- ./target/release/scorefield bench --workload W1 \
         --steps 3000 --repeats 1
+
+With --listing DIR it also writes each shown function's disassembly with its samples per
+instruction, where the hot loops and the loads that stall on cache misses (a load whose next
+instruction collects the samples) can be read (BENCHMARKS.md, session 20).
 """
 
 import argparse
