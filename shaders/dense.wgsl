@@ -98,9 +98,10 @@ override KEEP_DH: bool = false;
 @group(0) @binding(6) var<uniform> awin: array<vec4<f32>, 4096>;
 @group(0) @binding(7) var<storage, read> skip: array<f32>;
 
-// MODE 2 over several chunks in one dispatch (mlp_subgroup.wgsl's WINDOWS): set once a chunk's
-// sums are to add to what the chunks before it stored, as ACCUM does across dispatches.
-var<private> later_chunk: bool;
+// MODE 2 over several chunks in one dispatch (mlp_subgroup.wgsl's WINDOWS): set once the sums
+// in registers include what earlier dispatches stored (ACCUM), so the tile is stored, not
+// added to the stored one.
+var<private> stored_included: bool;
 
 fn window(i: u32) -> f32 {
     return wwin[i / 4u][i % 4u];
@@ -241,8 +242,27 @@ fn store(m: u32, n: u32, c: f32) {
         }
     } else {
         let i = OFF_W + m * N + n;
-        out0[i] = select(c, out0[i] + c, ACCUM || later_chunk);
+        out0[i] = select(c, out0[i] + c, ACCUM && !stored_included);
     }
+}
+
+// What out0 holds of MODE 2's dW at row m, columns n .. n + 3 (zero past M or N).
+fn stored4(m: u32, n: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var t = 0u; t < 4u; t++) {
+        if m < M && n + t < N {
+            v[t] = out0[OFF_W + m * N + n + t];
+        }
+    }
+    return v;
+}
+
+// What out0 holds of MODE 2's db at row m (zero past M).
+fn stored_bias(m: u32) -> f32 {
+    if m < M {
+        return out0[OFF_B + m];
+    }
+    return 0.0;
 }
 
 fn store4(m: u32, n: u32, v: vec4<f32>) {
@@ -266,7 +286,7 @@ fn carry_row(m: u32) {
 fn store_bias(m: u32, c: f32) {
     if m < M {
         let i = OFF_B + m;
-        out0[i] = select(c, out0[i] + c, ACCUM || later_chunk);
+        out0[i] = select(c, out0[i] + c, ACCUM && !stored_included);
     }
 }
 

@@ -20,8 +20,9 @@ override COLS: u32 = 16u;
 
 // MODE 2 chunk by chunk (WIN and AWIN): chunks per dispatch, 1 to 4, each through its own
 // pair of windows (dense.wgsl's load_a_in, load_b_in); each chunk's tile is summed from zero and
-// added to the stored one, as one dispatch per chunk would (model.rs WEIGHT_GRADIENT_WINDOWS: on
-// llvmpipe each dispatch costs tens of microseconds).
+// added to the ones before it in the order one dispatch per chunk would add it to the stored
+// tile, and the sum stored once (model.rs WEIGHT_GRADIENT_WINDOWS: on llvmpipe each dispatch
+// costs tens of microseconds).
 override WINDOWS: u32 = 1u;
 
 // The accumulators of one lane: row i of the lane's four, columns 4q..4q+3 of the tile in cq;
@@ -133,20 +134,68 @@ fn store_tile(t: Tile, r: u32, c: u32) {
     }
 }
 
+// What earlier dispatches stored of the lane's tile (MODE 2 with ACCUM): dW at its rows from r,
+// columns from c, and where the bias gradient falls to this lane (c = 0), db.
+fn stored_tile(r: u32, c: u32) -> Tile {
+    let zero = vec4<f32>(0.0);
+    var t = Tile(zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero);
+    t.r0c0 = stored4(r, c);
+    t.r1c0 = stored4(r + 8u, c);
+    t.r2c0 = stored4(r + 16u, c);
+    t.r3c0 = stored4(r + 24u, c);
+    if COLS > 4u {
+        t.r0c1 = stored4(r, c + 4u);
+        t.r1c1 = stored4(r + 8u, c + 4u);
+        t.r2c1 = stored4(r + 16u, c + 4u);
+        t.r3c1 = stored4(r + 24u, c + 4u);
+    }
+    if COLS > 8u {
+        t.r0c2 = stored4(r, c + 8u);
+        t.r1c2 = stored4(r + 8u, c + 8u);
+        t.r2c2 = stored4(r + 16u, c + 8u);
+        t.r3c2 = stored4(r + 24u, c + 8u);
+        t.r0c3 = stored4(r, c + 12u);
+        t.r1c3 = stored4(r + 8u, c + 12u);
+        t.r2c3 = stored4(r + 16u, c + 12u);
+        t.r3c3 = stored4(r + 24u, c + 12u);
+    }
+    if TANGENTS == 0u && c == 0u {
+        t.bias = vec4<f32>(stored_bias(r), stored_bias(r + 8u), stored_bias(r + 16u), stored_bias(r + 24u));
+    }
+    return t;
+}
+
+fn add_tiles(a: Tile, b: Tile) -> Tile {
+    return Tile(
+        a.r0c0 + b.r0c0, a.r0c1 + b.r0c1, a.r0c2 + b.r0c2, a.r0c3 + b.r0c3,
+        a.r1c0 + b.r1c0, a.r1c1 + b.r1c1, a.r1c2 + b.r1c2, a.r1c3 + b.r1c3,
+        a.r2c0 + b.r2c0, a.r2c1 + b.r2c1, a.r2c2 + b.r2c2, a.r2c3 + b.r2c3,
+        a.r3c0 + b.r3c0, a.r3c1 + b.r3c1, a.r3c2 + b.r3c2, a.r3c3 + b.r3c3,
+        a.bias + b.bias,
+    );
+}
+
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let r = wid.y * 32u + lane;
     let c = wid.x * COLS;
-    store_tile(chunk_tile(0u, r, c, lane), r, c);
-    // Each later chunk's tile adds to the stored one (the chunk index a constant per call).
-    later_chunk = true;
+    var t = chunk_tile(0u, r, c, lane);
+    // Several chunks (MODE 2): summed here, the stored tile first where earlier dispatches
+    // stored one, then chunk by chunk, each addition the one a dispatch per chunk would make in
+    // memory (so bit for bit the block kernel's), and stored once: on llvmpipe every float
+    // loaded from or stored to storage is a loop over the lanes (BENCHMARKS.md, session 20).
     if WINDOWS > 1u {
-        store_tile(chunk_tile(1u, r, c, lane), r, c);
+        if ACCUM {
+            t = add_tiles(stored_tile(r, c), t);
+        }
+        t = add_tiles(t, chunk_tile(1u, r, c, lane));
+        if WINDOWS > 2u {
+            t = add_tiles(t, chunk_tile(2u, r, c, lane));
+        }
+        if WINDOWS > 3u {
+            t = add_tiles(t, chunk_tile(3u, r, c, lane));
+        }
+        stored_included = true;
     }
-    if WINDOWS > 2u {
-        store_tile(chunk_tile(2u, r, c, lane), r, c);
-    }
-    if WINDOWS > 3u {
-        store_tile(chunk_tile(3u, r, c, lane), r, c);
-    }
+    store_tile(t, r, c);
 }
