@@ -286,6 +286,20 @@ fn the_fused_training_rows_match_the_reference() {
             assert!(c.loss < 1e-4, "{name}: loss error {:.2e}", c.loss);
         }
     }
+    // The hidden layers' z goes out in blocks of 8 invocations of PPI rows each (train_rows.wgsl,
+    // `pre_at`; the buffers round the rows up to whole blocks): other rows per invocation than
+    // the CPU default, 70 rows filling no block.
+    for ppi in [1, 3] {
+        let gpu = own.clone().with_tuning(Tuning { fused_training: true, fused_particles: ppi, ..own.tuning() });
+        let shape = MlpShape::new(3, 2, 36);
+        let c = check_one_step(&gpu, Objective::Dsm { sigma: 0.5 }, LossWeight::Uniform, shape, 70, 50, seed ^ 99);
+        let name = format!("{shape:?}, batch 70, {ppi} rows per invocation");
+        eprintln!("{name}: fused {}, grads {:.1e}, params {:.1e}", c.fused_rows, c.grads, c.params);
+        assert_eq!(c.fused_rows, bindings, "{name}: the rows ran elsewhere than asked");
+        assert!(c.grads < 2e-4, "{name}: gradient error {:.2e}", c.grads);
+        assert!(c.params < 1e-3, "{name}: parameter update error {:.2e}", c.params);
+        assert!(c.loss < 1e-4, "{name}: loss error {:.2e}", c.loss);
+    }
 }
 
 /// Min-SNR loss weights (Hang et al. 2023) in the loss kernel against the reference: the
