@@ -99,13 +99,12 @@ fn pre_at(p: u32, q: u32, j4: u32) -> u32 {
     return (((p / PRE_LANES) * (W / 4u) + j4) * PPI + q) * PRE_LANES + p % PRE_LANES;
 }
 
-// Points the invocation's scratch at its own and returns how many of its PPI rows exist (the
+// Points invocation p's scratch at its own and returns how many of its PPI rows exist (the
 // rows are as many as pre_out, the output layer's z, holds).
-fn start_rows(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    scratch_base = particle_id(gid, nwg) * 2u * act4();
+fn start_rows(p: u32) -> u32 {
+    scratch_base = p * 2u * act4();
     let rows = arrayLength(&pre_out) / D;
-    let n0 = particle_id(gid, nwg) * PPI;
-    return min(PPI, rows - min(n0, rows));
+    return min(PPI, rows - min(p * PPI, rows));
 }
 
 // Layer l's outputs z (bias added, left in activation array a by `dense`) for the invocation's
@@ -140,7 +139,7 @@ fn emit_layer(a: u32, l: u32, fan_out: u32, p: u32, count: u32, hidden: bool) {
 fn train_rows(gid: vec3<u32>, nwg: vec3<u32>) {
     let p = particle_id(gid, nwg);
     let n0 = p * PPI;
-    let count = start_rows(gid, nwg);
+    let count = start_rows(p);
     let fan_in = D + 2u * F;
     let fan_in4 = (fan_in + 3u) / 4u;
     for (var k = 0u; k < fan_in4; k++) {
@@ -183,8 +182,8 @@ fn train_rows(gid: vec3<u32>, nwg: vec3<u32>) {
 }
 
 // dL/dh of hidden layer l (left in activation array a by `dense` over W_{l+1}^T) for the
-// invocation's `count` rows from n0: times silu'(z), z read back from pre[l], into dL/dz, kept
-// in place (the next transposed layer's input) and stored as dz[l].
+// `count` rows of invocation p: times silu'(z), z read back from pre[l], into dL/dz, kept in
+// place (the next transposed layer's input) and stored as dz[l].
 fn emit_gradient(a: u32, l: u32, p: u32, count: u32) {
     let n0 = p * PPI;
     for (var j4 = 0u; j4 < W / 4u; j4++) {
@@ -209,7 +208,7 @@ fn emit_gradient(a: u32, l: u32, p: u32, count: u32) {
 fn train_input_gradients(gid: vec3<u32>, nwg: vec3<u32>) {
     let p = particle_id(gid, nwg);
     let n0 = p * PPI;
-    let count = start_rows(gid, nwg);
+    let count = start_rows(p);
     let d4 = (D + 3u) / 4u;
     for (var k = 0u; k < d4; k++) {
         for (var q = 0u; q < PPI; q++) {

@@ -278,8 +278,9 @@ pub(crate) fn pre_rows(gpu: &Gpu, rows: usize) -> usize {
     rows.next_multiple_of(PRE_LANES * fused_particles(gpu))
 }
 
-/// Batch rows per invocation of the fused training kernels (PPI).
-fn fused_particles(gpu: &Gpu) -> usize {
+/// Rows (particles) per invocation of the fused kernels, PPI, as the adapter's tuning asks (the
+/// sampler takes fewer where a particle's dimensions would overfill the private arrays).
+pub(super) fn fused_particles(gpu: &Gpu) -> usize {
     (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES)
 }
 

@@ -13,7 +13,7 @@ pub mod known;
 pub mod method;
 mod staged;
 
-use fused::{fit_loop_budget, fused_kernel, fused_network, is_wide, scratch_floats};
+use fused::{fit_loop_budget, fused_kernel, fused_network, fused_particles, is_wide, scratch_floats};
 pub(crate) use fused::{pre_rows, train_rows, train_rows_fit, TrainBuffers, TrainRows};
 use staged::{staged_kernels, Staged};
 
@@ -617,9 +617,7 @@ fn choose_path(gpu: &Gpu, source: &ScoreSource<'_>, fusable: bool, config: &Samp
     // A network's particles share each weight load, several per invocation where the
     // adapter's tuning asks for it and their dimensions fit the private arrays.
     let particles = match *source {
-        ScoreSource::Network { .. } if fused => {
-            (gpu.tuning().fused_particles as usize).clamp(1, MAX_FUSED_PARTICLES).min(MAX_FUSED_FLOATS / d)
-        }
+        ScoreSource::Network { .. } if fused => fused_particles(gpu).min(MAX_FUSED_FLOATS / d),
         _ => 1,
     };
     Ok(FusedChoice { fused, particles, wide: fused && wide })
