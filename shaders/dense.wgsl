@@ -16,6 +16,8 @@
 //   7  storage, read        skip: dL/dh of this layer, when SKIP (BACKWARD_INPUT only)
 //   8-13 uniform            wwin1, awin1 .. wwin3, awin3: as 5 and 6, for the BACKWARD_WEIGHT
 //                           chunks 1-3 of a dispatch that sums several (mlp_subgroup.wgsl)
+//   14-15 storage, read     lhs4, rhs4: lhs and rhs again, read a vec4 at a time by
+//                           mlp_subgroup.wgsl's BACKWARD_WEIGHT from storage (VEC4)
 // Unused bindings get a small dummy buffer.
 //
 // C[m, n] = sum_k A(m, k) B(k, n), with A, B and the epilogue chosen by MODE. A layer maps
@@ -176,6 +178,11 @@ fn load_b(k: u32, n: u32) -> f32 {
 @group(0) @binding(11) var<uniform> awin2: array<vec4<f32>, 4096>;
 @group(0) @binding(12) var<uniform> wwin3: array<vec4<f32>, 4096>;
 @group(0) @binding(13) var<uniform> awin3: array<vec4<f32>, 4096>;
+
+// lhs and rhs as vec4s (mlp_subgroup.wgsl's VEC4; the host binds the same buffers there and a
+// placeholder elsewhere).
+@group(0) @binding(14) var<storage, read> lhs4: array<vec4<f32>>;
+@group(0) @binding(15) var<storage, read> rhs4: array<vec4<f32>>;
 
 // A(m, k) of chunk c (a constant where it is called, so the switch folds).
 fn load_a_in(c: u32, m: u32, k: u32) -> f32 {

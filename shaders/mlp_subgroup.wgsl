@@ -3,8 +3,8 @@
 // the adapter's smallest subgroup size).
 //
 // A workgroup is 8 invocations, lanes of one subgroup, and computes a 32 x COLS tile of C
-// (COLS = 4, 8 or 16): lane l holds rows r + l, r + l + 8, r + l + 16 and r + l + 24, every column,
-// in up to sixteen vec4 registers. For each block of 8 k, lane l loads B(k0 + l, n) of the tile's
+// (COLS = 4, 8 or 16): lane l holds rows r + l, r + l + 8, r + l + 16 and r + l + 24 (with VEC4,
+// r + 4 l .. r + 4 l + 3), every column, in up to sixteen vec4 registers. For each block of 8 k, lane l loads B(k0 + l, n) of the tile's
 // COLS columns, so one load across the 8 lanes fetches 8 different values where mlp.wgsl's lanes
 // fetch one column each; `subgroupBroadcast` then hands lane j's values to every lane for
 // k = k0 + j (a register shuffle on llvmpipe, where every load is a per-lane gather). Per k and
@@ -25,6 +25,18 @@ override COLS: u32 = 16u;
 // costs tens of microseconds).
 override WINDOWS: u32 = 1u;
 
+// MODE 2 from storage with M and N multiples of 4 (the host decides): A and B read a vec4 at a
+// time (lhs4, rhs4), the lane's rows of the tile 4 l .. 4 l + 3 instead of l, l + 8, l + 16,
+// l + 24. On llvmpipe every load from storage is a loop over the lanes, with a vec4's four loads
+// inside one: per k, one loop for A where there were four (BENCHMARKS.md, session 21). Each
+// output's fma chain is the same either way.
+override VEC4: bool = false;
+
+// The step between the lane's four rows of the tile.
+fn row_step() -> u32 {
+    return select(8u, 1u, VEC4);
+}
+
 // The accumulators of one lane: row i of the lane's four, columns 4q..4q+3 of the tile in cq;
 // bias: row sums of A for MODE 2's bias gradient.
 struct Tile {
@@ -37,16 +49,35 @@ struct Tile {
 
 // B(k0 + lane, c + 4q .. c + 4q + 3): this lane's share of the tile's B values for a block of k.
 fn load_b4(c: u32, k: u32, n: u32) -> vec4<f32> {
+    if VEC4 {
+        if k >= K || n >= N {
+            return vec4<f32>(0.0);
+        }
+        return rhs4[(k * N + n) / 4u];
+    }
     return vec4<f32>(load_b_in(c, k, n), load_b_in(c, k, n + 1u), load_b_in(c, k, n + 2u), load_b_in(c, k, n + 3u));
 }
 
-// One k for the lane's four rows from r: b0..b3 are B(k, c .. c + 15), broadcast by the caller
+// A(r + i row_step, k) for i = 0 .. 3: the lane's four rows from r.
+fn load_a4(c: u32, r: u32, k: u32) -> vec4<f32> {
+    if VEC4 {
+        if r >= M || k >= K {
+            return vec4<f32>(0.0);
+        }
+        return lhs4[(k * M + r) / 4u];
+    }
+    let s = row_step();
+    return vec4<f32>(load_a_in(c, r, k), load_a_in(c, r + s, k), load_a_in(c, r + 2u * s, k), load_a_in(c, r + 3u * s, k));
+}
+
+// One k for the lane's four rows from r (row_step apart): b0..b3 are B(k, c .. c + 15), broadcast by the caller
 // (a lane index must be a constant).
 fn accumulate(t: ptr<function, Tile>, c: u32, r: u32, k: u32, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) {
-    let a0 = vec4<f32>(load_a_in(c, r, k));
-    let a1 = vec4<f32>(load_a_in(c, r + 8u, k));
-    let a2 = vec4<f32>(load_a_in(c, r + 16u, k));
-    let a3 = vec4<f32>(load_a_in(c, r + 24u, k));
+    let a = load_a4(c, r, k);
+    let a0 = vec4<f32>(a.x);
+    let a1 = vec4<f32>(a.y);
+    let a2 = vec4<f32>(a.z);
+    let a3 = vec4<f32>(a.w);
     (*t).r0c0 = fma(a0, b0, (*t).r0c0);
     (*t).r1c0 = fma(a1, b0, (*t).r1c0);
     (*t).r2c0 = fma(a2, b0, (*t).r2c0);
@@ -68,7 +99,7 @@ fn accumulate(t: ptr<function, Tile>, c: u32, r: u32, k: u32, b0: vec4<f32>, b1:
         (*t).r3c3 = fma(a3, b3, (*t).r3c3);
     }
     if MODE == MODE_BACKWARD_WEIGHT {
-        (*t).bias += vec4<f32>(a0.x, a1.x, a2.x, a3.x);
+        (*t).bias += a;
     }
 }
 
@@ -116,21 +147,22 @@ fn chunk_tile(ch: u32, r: u32, c: u32, lane: u32) -> Tile {
 // Stores the lane's tile (rows from r, columns from c), and where they fall to this lane, the
 // bias gradient (MODE 2) or the carried embedding (MODE 0).
 fn store_tile(t: Tile, r: u32, c: u32) {
+    let s = row_step();
     store_cols(r, c, t.r0c0, t.r0c1, t.r0c2, t.r0c3);
-    store_cols(r + 8u, c, t.r1c0, t.r1c1, t.r1c2, t.r1c3);
-    store_cols(r + 16u, c, t.r2c0, t.r2c1, t.r2c2, t.r2c3);
-    store_cols(r + 24u, c, t.r3c0, t.r3c1, t.r3c2, t.r3c3);
+    store_cols(r + s, c, t.r1c0, t.r1c1, t.r1c2, t.r1c3);
+    store_cols(r + 2u * s, c, t.r2c0, t.r2c1, t.r2c2, t.r2c3);
+    store_cols(r + 3u * s, c, t.r3c0, t.r3c1, t.r3c2, t.r3c3);
     if MODE == MODE_BACKWARD_WEIGHT && TANGENTS == 0u && c == 0u {
         store_bias(r, t.bias.x);
-        store_bias(r + 8u, t.bias.y);
-        store_bias(r + 16u, t.bias.z);
-        store_bias(r + 24u, t.bias.w);
+        store_bias(r + s, t.bias.y);
+        store_bias(r + 2u * s, t.bias.z);
+        store_bias(r + 3u * s, t.bias.w);
     }
     if MODE == MODE_FORWARD && ACT && CARRY > 0u && c == 0u {
         carry_row(r);
-        carry_row(r + 8u);
-        carry_row(r + 16u);
-        carry_row(r + 24u);
+        carry_row(r + s);
+        carry_row(r + 2u * s);
+        carry_row(r + 3u * s);
     }
 }
 
@@ -139,28 +171,29 @@ fn store_tile(t: Tile, r: u32, c: u32) {
 fn stored_tile(r: u32, c: u32) -> Tile {
     let zero = vec4<f32>(0.0);
     var t = Tile(zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero);
+    let s = row_step();
     t.r0c0 = stored4(r, c);
-    t.r1c0 = stored4(r + 8u, c);
-    t.r2c0 = stored4(r + 16u, c);
-    t.r3c0 = stored4(r + 24u, c);
+    t.r1c0 = stored4(r + s, c);
+    t.r2c0 = stored4(r + 2u * s, c);
+    t.r3c0 = stored4(r + 3u * s, c);
     if COLS > 4u {
         t.r0c1 = stored4(r, c + 4u);
-        t.r1c1 = stored4(r + 8u, c + 4u);
-        t.r2c1 = stored4(r + 16u, c + 4u);
-        t.r3c1 = stored4(r + 24u, c + 4u);
+        t.r1c1 = stored4(r + s, c + 4u);
+        t.r2c1 = stored4(r + 2u * s, c + 4u);
+        t.r3c1 = stored4(r + 3u * s, c + 4u);
     }
     if COLS > 8u {
         t.r0c2 = stored4(r, c + 8u);
-        t.r1c2 = stored4(r + 8u, c + 8u);
-        t.r2c2 = stored4(r + 16u, c + 8u);
-        t.r3c2 = stored4(r + 24u, c + 8u);
+        t.r1c2 = stored4(r + s, c + 8u);
+        t.r2c2 = stored4(r + 2u * s, c + 8u);
+        t.r3c2 = stored4(r + 3u * s, c + 8u);
         t.r0c3 = stored4(r, c + 12u);
-        t.r1c3 = stored4(r + 8u, c + 12u);
-        t.r2c3 = stored4(r + 16u, c + 12u);
-        t.r3c3 = stored4(r + 24u, c + 12u);
+        t.r1c3 = stored4(r + s, c + 12u);
+        t.r2c3 = stored4(r + 2u * s, c + 12u);
+        t.r3c3 = stored4(r + 3u * s, c + 12u);
     }
     if TANGENTS == 0u && c == 0u {
-        t.bias = vec4<f32>(stored_bias(r), stored_bias(r + 8u), stored_bias(r + 16u), stored_bias(r + 24u));
+        t.bias = vec4<f32>(stored_bias(r), stored_bias(r + s), stored_bias(r + 2u * s), stored_bias(r + 3u * s));
     }
     return t;
 }
@@ -177,7 +210,7 @@ fn add_tiles(a: Tile, b: Tile) -> Tile {
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-    let r = wid.y * 32u + lane;
+    let r = wid.y * 32u + lane * select(1u, 4u, VEC4);
     let c = wid.x * COLS;
     var t = chunk_tile(0u, r, c, lane);
     // Several chunks (MODE 2): summed here, the stored tile first where earlier dispatches

@@ -95,9 +95,11 @@ override CLASSES: u32 = 0u;     // C: the class code's columns of a class-condit
 override GUIDED: bool = false;  // rows N .. 2N hold the unconditional outputs
 override GUIDANCE: f32 = 0.0;   // w
 // `dense` multiplies by the transposes of the packed W, without biases: the input-gradient
-// pass of training (train_rows.wgsl's `train_backward`). Row r of layer l's W^T is column r of
-// its W, gathered a float at a time from the same packed weights (on llvmpipe a vec4 load from
-// a uniform window is four gathers anyway), so no transposed copy is made.
+// pass of training (train_rows.wgsl's `train_backward`). It reads W^T from the same packed
+// weights, no transposed copy: a 4 x 4 block of W^T is four vec4s of W's rows (`row_ats`), which
+// `rows4` multiplies as columns, so that a WIDE network's weights come from storage a vec4 at a
+// time, where gathering W^T's rows a float at a time made four loops over the lanes of one load
+// each (BENCHMARKS.md, session 21).
 override TRANSPOSE: bool = false;
 
 @group(0) @binding(0) var<uniform> cursor: SampleCursor;
@@ -190,20 +192,6 @@ fn weight4(l: u32, i: u32) -> vec4<f32> {
     }
 }
 
-// Float i of layer l's packed W.
-fn weight1(l: u32, i: u32) -> f32 {
-    if WIDE {
-        return net[layer_start(l) + i / 4u][i % 4u];
-    }
-    switch l {
-        case 0u: { return w0[i / 4u][i % 4u]; }
-        case 1u: { return w1[i / 4u][i % 4u]; }
-        case 2u: { return w2[i / 4u][i % 4u]; }
-        case 3u: { return w3[i / 4u][i % 4u]; }
-        default: { return w4[i / 4u][i % 4u]; }
-    }
-}
-
 // Layer l's inputs and outputs (the network's, not its transpose's).
 fn layer_fan_in4(l: u32) -> u32 {
     return select(W / 4u, (D + 2u * F + 3u) / 4u, l == 0u);
@@ -213,18 +201,30 @@ fn layer_fan_out(l: u32) -> u32 {
     return select(W, D, l == H);
 }
 
-// Vec4 k of the `dense` row at `at`: of W, at = the row's first vec4; with TRANSPOSE, of W^T,
-// at = the row (a column of W), whose floats past W's last row are zero.
+// The vec4 of layer l's W that `dense` reads at input vec4 k for `at` (from `row_ats`): vec4 k
+// of the W row whose first vec4 is `at`; with TRANSPOSE, at = t (vec4s per W row) + c, the vec4
+// at column vec4 c of W's row 4 k + t, zeros past W's last row.
 fn weight_row4(l: u32, at: u32, k: u32) -> vec4<f32> {
     if TRANSPOSE {
-        let stride = 4u * layer_fan_in4(l);
+        let stride = layer_fan_in4(l);
+        let row = 4u * k + at / stride;
         let last = layer_fan_out(l) - 1u;
-        let o = 4u * k + vec4<u32>(0u, 1u, 2u, 3u);
-        let i = min(o, vec4<u32>(last)) * stride + at;
-        let v = vec4<f32>(weight1(l, i.x), weight1(l, i.y), weight1(l, i.z), weight1(l, i.w));
-        return select(vec4<f32>(0.0), v, o <= vec4<u32>(last));
+        let v = weight4(l, min(row, last) * stride + at % stride);
+        return select(vec4<f32>(0.0), v, row <= last);
     }
     return weight4(l, at + k);
+}
+
+// The `at`s (weight_row4) of `dense`'s outputs j + 4 g .. j + 4 g + 3 (last: its last output):
+// the first vec4s of W's rows j + 4 g .. (rows past the last repeat it); with TRANSPOSE, W's
+// rows 4 k + 0 .. 3 at column vec4 j / 4 + g (past the last, the last), whose vec4s are those
+// outputs' weights for inputs 4 k .. 4 k + 3.
+fn row_ats(l: u32, j: u32, g: u32, last: u32, fan_in4: u32) -> vec4<u32> {
+    let t = vec4<u32>(0u, 1u, 2u, 3u);
+    if TRANSPOSE {
+        return t * layer_fan_in4(l) + min(j / 4u + g, last / 4u);
+    }
+    return min(j + 4u * g + t, vec4<u32>(last)) * fan_in4;
 }
 
 fn bias(i: u32) -> f32 {
@@ -249,17 +249,35 @@ fn act4() -> u32 {
 }
 
 // The activations of the invocation's particles, a layer at a time: two arrays, h (0) and g
-// (1), private, or for a WIDE network in `scratch` from scratch_base (set by fused_steps). Each
-// layer reads one and writes the other. (Module-scope arrays named by a constant rather than
-// pointers passed to these helpers: wgpu's GL backend passes an array pointer as a copy in and
-// out, which took llvmpipe's GL compiler past 8 minutes.)
+// (1), private, or for a WIDE network in `scratch` (`scratch_at`). Each layer reads one and
+// writes the other. (Module-scope arrays named by a constant rather than pointers passed to
+// these helpers: wgpu's GL backend passes an array pointer as a copy in and out, which took
+// llvmpipe's GL compiler past 8 minutes.)
 var<private> h: array<vec4<f32>, MAX_H4>;
 var<private> g: array<vec4<f32>, MAX_H4>;
 var<private> scratch_base: u32;
 
+// Invocations per block of what each writes to memory only for itself (a WIDE network's
+// activations here, train_rows.wgsl's z): llvmpipe's SIMD width, its 256-bit vectors.
+const BLOCK_LANES: u32 = 8u;
+
+// Points invocation p at its activations in `scratch`: in blocks of BLOCK_LANES invocations,
+// vec4 by vec4, the lanes' vectors side by side. A load or store of the eight lanes then touches
+// two cache lines of one page where a layout by invocation touched eight lines 2 act4() vec4s
+// apart, all in one cache set, in whichever pages the driver got (W2's training forward and
+// backward ran 1.3x slower in some processes than in others: BENCHMARKS.md, session 21).
+fn start_scratch(p: u32) {
+    scratch_base = (p / BLOCK_LANES) * 2u * act4() * BLOCK_LANES + p % BLOCK_LANES;
+}
+
+// Where vec4 i of the invocation's activation array a is in `scratch`.
+fn scratch_at(a: u32, i: u32) -> u32 {
+    return scratch_base + (a * act4() + i) * BLOCK_LANES;
+}
+
 fn load_act(a: u32, i: u32) -> vec4<f32> {
     if WIDE {
-        return scratch[scratch_base + a * act4() + i];
+        return scratch[scratch_at(a, i)];
     }
     if a == 0u {
         return h[i];
@@ -269,7 +287,7 @@ fn load_act(a: u32, i: u32) -> vec4<f32> {
 
 fn store_act(a: u32, i: u32, v: vec4<f32>) {
     if WIDE {
-        scratch[scratch_base + a * act4() + i] = v;
+        scratch[scratch_at(a, i)] = v;
     } else if a == 0u {
         h[i] = v;
     } else {
@@ -292,8 +310,13 @@ struct Rows8 {
     r7: vec4<f32>,
 }
 
-// Four outputs of a layer for one particle: the rows w0 .. w3 of W against its inputs h.
+// Four outputs of a layer for one particle: the rows w0 .. w3 of W against its inputs h; with
+// TRANSPOSE, w0 .. w3 are the four outputs' weights for inputs h.x .. h.w (row_ats), summed in
+// the same order.
 fn rows4(w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>, h: vec4<f32>) -> vec4<f32> {
+    if TRANSPOSE {
+        return w0 * h.x + w1 * h.y + w2 * h.z + w3 * h.w;
+    }
     return vec4<f32>(dot(w0, h), dot(w1, h), dot(w2, h), dot(w3, h));
 }
 
@@ -348,14 +371,12 @@ fn store8(dst: u32, b: Block8, j: u32, last: u32, b_off: u32, act: bool) {
 // is the same sum over k in the same order however many share a load.
 fn dense(src: u32, dst: u32, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
     let last = fan_out - 1u;
-    // Where each row is for weight_row4: its first vec4, or with TRANSPOSE the row itself.
-    let row_at = select(fan_in4, 1u, TRANSPOSE);
     for (var j = 0u; j < fan_out; j += 16u) {
-        // Rows j .. j + 7 (a) and j + 8 .. j + 15 (b); rows past the last repeat it.
-        let a_rows = min(vec4<u32>(j, j + 1u, j + 2u, j + 3u), vec4<u32>(last)) * row_at;
-        let a_rows_hi = min(vec4<u32>(j + 4u, j + 5u, j + 6u, j + 7u), vec4<u32>(last)) * row_at;
-        let b_rows = min(vec4<u32>(j + 8u, j + 9u, j + 10u, j + 11u), vec4<u32>(last)) * row_at;
-        let b_rows_hi = min(vec4<u32>(j + 12u, j + 13u, j + 14u, j + 15u), vec4<u32>(last)) * row_at;
+        // The weights of outputs j .. j + 7 (a) and j + 8 .. j + 15 (b).
+        let a_rows = row_ats(l, j, 0u, last, fan_in4);
+        let a_rows_hi = row_ats(l, j, 1u, last, fan_in4);
+        let b_rows = row_ats(l, j, 2u, last, fan_in4);
+        let b_rows_hi = row_ats(l, j, 3u, last, fan_in4);
         // The sums of outputs j .. j + 3 (a_lo), j + 4 .. j + 7 (a_hi), j + 8 .. j + 15 (b_lo,
         // b_hi) for particle q (the digit). Written out: as structs passed through helpers, the
         // same sums ran W4 1.3x slower on llvmpipe.
@@ -475,7 +496,7 @@ fn network_score(x: ptr<function, array<f32, MAX_D>>, s: ptr<function, array<f32
 // there when they share the weights.
 fn fused_steps(gid: vec3<u32>, nwg: vec3<u32>) {
     let n0 = particle_id(gid, nwg) * PPI;
-    scratch_base = particle_id(gid, nwg) * 2u * act4();
+    start_scratch(particle_id(gid, nwg));
     // The invocation's particles: PPI, fewer at the end (the rest stay zero and are not stored).
     let count = min(PPI, N - min(n0, N));
     var x: array<f32, MAX_D>;

@@ -85,24 +85,21 @@ fn store_dz(l: u32, i: u32, v: vec4<f32>) {
     }
 }
 
-// The lanes of one block of the hidden layers' z: llvmpipe's SIMD width, its 256-bit vectors.
-const PRE_LANES: u32 = 8u;
-
-// Where vec4 j4 of row n0 + q's z is for invocation p (n0 = p PPI): in blocks of PRE_LANES
+// Where vec4 j4 of row n0 + q's z is for invocation p (n0 = p PPI): in blocks of BLOCK_LANES
 // invocations, each block j4 by j4 and row by row, the lanes' vectors side by side. Only
 // train_forward writes z and only train_backward reads it, so its layout is theirs: this way the
 // lanes of one access touch two whole cache lines and a block's z is one run of memory, which
 // the prefetcher follows (row-major, each access touched eight rows and the backward's loads
 // stalled on misses: BENCHMARKS.md, session 20). The buffers hold the rows rounded up to a
-// multiple of PRE_LANES PPI (fused.rs, pre_rows).
+// multiple of BLOCK_LANES PPI (fused.rs, pre_rows).
 fn pre_at(p: u32, q: u32, j4: u32) -> u32 {
-    return (((p / PRE_LANES) * (W / 4u) + j4) * PPI + q) * PRE_LANES + p % PRE_LANES;
+    return (((p / BLOCK_LANES) * (W / 4u) + j4) * PPI + q) * BLOCK_LANES + p % BLOCK_LANES;
 }
 
 // Points invocation p's scratch at its own and returns how many of its PPI rows exist (the
 // rows are as many as pre_out, the output layer's z, holds).
 fn start_rows(p: u32) -> u32 {
-    scratch_base = p * 2u * act4();
+    start_scratch(p);
     let rows = arrayLength(&pre_out) / D;
     return min(PPI, rows - min(p * PPI, rows));
 }

@@ -397,6 +397,8 @@ pub mod binding {
         AWIN2 = 11,
         WWIN3 = 12,
         AWIN3 = 13,
+        LHS4 = 14,
+        RHS4 = 15,
     );
 }
 
@@ -504,44 +506,6 @@ fn weight_gradient_windows(gpu: &Gpu) -> usize {
     }
 }
 
-/// One dense-layer dispatch: C is [m, n] with a k-long reduction (see dense.wgsl), by the
-/// device's dense kernel; by the block kernel where the subgroup kernel's grid would be too tall.
-/// `chunks`: the (input, dL/dz) windows of the weight gradient's chunks after the first, where
-/// one dispatch sums several (`weight_gradient_windows`); `spare` fills the subgroup kernel's
-/// windows a dispatch does not read.
-async fn dense(
-    gpu: &Gpu,
-    variant: Variant,
-    [m, n, k]: [usize; 3],
-    layer: &Layer,
-    entries: &[(u32, wgpu::BindingResource<'_>)],
-    chunks: &[(wgpu::BindingResource<'_>, wgpu::BindingResource<'_>)],
-    spare: wgpu::BindingResource<'_>,
-) -> Result<Dispatch> {
-    let mut constants = shape_constants(variant, m, n, k, layer).to_vec();
-    let mut entries = entries.to_vec();
-    let rows_fit = m.div_ceil(SUBGROUP_ROWS) <= gpu.limits().max_compute_workgroups_per_dimension as usize;
-    let (kernel, grid) = if gpu.tuning().dense == DenseKernel::Subgroup && rows_fit {
-        let cols = subgroup_cols(n);
-        constants.extend([("COLS", cols as f64), ("WINDOWS", (1 + chunks.len()) as f64)]);
-        for (i, binding) in [binding::WWIN1, binding::WWIN2, binding::WWIN3].into_iter().enumerate() {
-            let (b, a) = chunks.get(i).cloned().unwrap_or((spare.clone(), spare.clone()));
-            entries.extend([(binding, b), (binding + 1, a)]);
-        }
-        (&shaders::MLP_SUBGROUP, [n.div_ceil(cols) as u32, m.div_ceil(SUBGROUP_ROWS) as u32])
-    } else {
-        if !chunks.is_empty() {
-            return Err(Error::Internal("the block dense kernel sums one weight-gradient chunk per dispatch".into()));
-        }
-        let [wg_x, wg_y] = matmul_workgroup(m, n);
-        constants.extend([("WG_X", wg_x as f64), ("WG_Y", wg_y as f64)]);
-        (&shaders::MLP, matmul_grid(m, n))
-    };
-    let pipeline = gpu.pipeline(kernel, "main", &constants).await?;
-    let bg = pipeline.bind_group(gpu, &entries);
-    Ok((Bound::new(pipeline, bg), grid))
-}
-
 /// A side of a pass: its activations, its rows, and the tangent directions per primal row (0 for
 /// the primal rows).
 type Side<'a> = (&'a Activations, usize, usize);
@@ -564,6 +528,63 @@ fn windowed(layer: &Layer) -> bool {
 }
 
 impl LayerBindings<'_> {
+    /// One dense-layer dispatch: C is [m, n] with a k-long reduction (see dense.wgsl), by the
+    /// device's dense kernel; by the block kernel where the subgroup kernel's grid would be too
+    /// tall. `chunks`: the (input, dL/dz) windows of the weight gradient's chunks after the first,
+    /// where one dispatch sums several (`weight_gradient_windows`); the subgroup kernel's windows
+    /// a dispatch does not read get window 0.
+    async fn dense(
+        &self,
+        variant: Variant,
+        [m, n, k]: [usize; 3],
+        layer: &Layer,
+        entries: &[(u32, wgpu::BindingResource<'_>)],
+        chunks: &[(wgpu::BindingResource<'_>, wgpu::BindingResource<'_>)],
+    ) -> Result<Dispatch> {
+        let gpu = self.gpu;
+        let mut constants = shape_constants(variant, m, n, k, layer).to_vec();
+        let mut entries = entries.to_vec();
+        let rows_fit = m.div_ceil(SUBGROUP_ROWS) <= gpu.limits().max_compute_workgroups_per_dimension as usize;
+        let (kernel, grid) = if gpu.tuning().dense == DenseKernel::Subgroup && rows_fit {
+            let cols = subgroup_cols(n);
+            // The weight gradient from storage reads its operands a vec4 at a time where its rows
+            // are whole vec4s: the same buffers bound again as vec4 arrays.
+            let vec4 = variant.mode == MODE_BACKWARD_WEIGHT
+                && !variant.window
+                && !variant.a_window
+                && m.is_multiple_of(4)
+                && n.is_multiple_of(4);
+            let bound = |b: u32| entries.iter().find(|(at, _)| *at == b).map(|(_, r)| r.clone());
+            let (lhs4, rhs4) = match (vec4, bound(binding::LHS), bound(binding::RHS)) {
+                (true, Some(lhs), Some(rhs)) => (lhs, rhs),
+                _ => (self.dummy_read.binding(), self.dummy_read.binding()),
+            };
+            entries.extend([(binding::LHS4, lhs4), (binding::RHS4, rhs4)]);
+            constants.extend([
+                ("COLS", cols as f64),
+                ("WINDOWS", (1 + chunks.len()) as f64),
+                ("VEC4", if vec4 { 1.0 } else { 0.0 }),
+            ]);
+            for (i, binding) in [binding::WWIN1, binding::WWIN2, binding::WWIN3].into_iter().enumerate() {
+                let (b, a) = chunks.get(i).cloned().unwrap_or((self.window(0), self.window(0)));
+                entries.extend([(binding, b), (binding + 1, a)]);
+            }
+            (&shaders::MLP_SUBGROUP, [n.div_ceil(cols) as u32, m.div_ceil(SUBGROUP_ROWS) as u32])
+        } else {
+            if !chunks.is_empty() {
+                return Err(Error::Internal(
+                    "the block dense kernel sums one weight-gradient chunk per dispatch".into(),
+                ));
+            }
+            let [wg_x, wg_y] = matmul_workgroup(m, n);
+            constants.extend([("WG_X", wg_x as f64), ("WG_Y", wg_y as f64)]);
+            (&shaders::MLP, matmul_grid(m, n))
+        };
+        let pipeline = gpu.pipeline(kernel, "main", &constants).await?;
+        let bg = pipeline.bind_group(gpu, &entries);
+        Ok((Bound::new(pipeline, bg), grid))
+    }
+
     /// Layer `l`'s weight window; layers too large for one read W from storage and get window
     /// 0 bound, unused.
     fn window(&self, l: usize) -> wgpu::BindingResource<'_> {
@@ -613,7 +634,7 @@ impl LayerBindings<'_> {
                         (binding::AWIN, a_window),
                         (binding::SKIP, self.dummy_read.binding()),
                     ];
-                    forward.push(dense(self.gpu, variant, [len, n, k], layer, &entries, &[], self.window(0)).await?);
+                    forward.push(self.dense(variant, [len, n, k], layer, &entries, &[]).await?);
                 }
             }
         }
@@ -674,7 +695,7 @@ impl LayerBindings<'_> {
                         (binding::AWIN, a_win),
                         (binding::SKIP, self.dummy_read.binding()),
                     ];
-                    backward.push(dense(self.gpu, variant, [m, n, k], layer, &entries, &later, self.window(0)).await?);
+                    backward.push(self.dense(variant, [m, n, k], layer, &entries, &later).await?);
                 }
             }
             // dL/dz of layer l - 1 (the network input's gradient is not needed).
@@ -718,7 +739,7 @@ impl LayerBindings<'_> {
                         (binding::AWIN, a_window),
                         (binding::SKIP, skip_in),
                     ];
-                    backward.push(dense(self.gpu, variant, [len, n, k], layer, &entries, &[], self.window(0)).await?);
+                    backward.push(self.dense(variant, [len, n, k], layer, &entries, &[]).await?);
                 }
             }
             if let Some(tan) = tangent {
@@ -825,7 +846,8 @@ impl MlpPass {
             _ => Some(Activations::new(gpu, shape, tangent_rows, training, true)?),
         };
         let none = wgpu::BufferUsages::empty();
-        let dummy_read = GpuBuffer::<f32>::new(gpu, "scorefield.mlp.unused_read", 1, none)?;
+        // Four floats: the smallest a vec4 array binding (LHS4, RHS4) takes.
+        let dummy_read = GpuBuffer::<f32>::new(gpu, "scorefield.mlp.unused_read", 4, none)?;
         let dummy_write = GpuBuffer::<f32>::new(gpu, "scorefield.mlp.unused_write", 1, none)?;
         let w = match weights {
             Weights::Raw => &model.params,

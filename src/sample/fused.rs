@@ -268,14 +268,15 @@ pub(crate) async fn train_rows(
     })
 }
 
-/// train_rows.wgsl's PRE_LANES: invocations per block of the hidden layers' z.
-const PRE_LANES: usize = 8;
+/// sample.wgsl's BLOCK_LANES: invocations per block of the hidden layers' z (and of a wide
+/// network's scratch activations, whose invocations come in workgroups of WG, a multiple).
+const BLOCK_LANES: usize = 8;
 
 /// Rows a hidden layer's z buffer holds for a pass of `rows` rows: train_rows.wgsl stores z in
-/// blocks of PRE_LANES invocations of PPI rows each (`pre_at`), so the rows round up to a
+/// blocks of BLOCK_LANES invocations of PPI rows each (`pre_at`), so the rows round up to a
 /// whole block.
 pub(crate) fn pre_rows(gpu: &Gpu, rows: usize) -> usize {
-    rows.next_multiple_of(PRE_LANES * fused_particles(gpu))
+    rows.next_multiple_of(BLOCK_LANES * fused_particles(gpu))
 }
 
 /// Rows (particles) per invocation of the fused kernels, PPI, as the adapter's tuning asks (the
