@@ -95,11 +95,8 @@ override CLASSES: u32 = 0u;     // C: the class code's columns of a class-condit
 override GUIDED: bool = false;  // rows N .. 2N hold the unconditional outputs
 override GUIDANCE: f32 = 0.0;   // w
 // `dense` multiplies by the transposes of the packed W, without biases: the input-gradient
-// pass of training (train_rows.wgsl's `train_backward`). It reads W^T from the same packed
-// weights, no transposed copy: a 4 x 4 block of W^T is four vec4s of W's rows (`row_ats`), which
-// `rows4` multiplies as columns, so that a WIDE network's weights come from storage a vec4 at a
-// time, where gathering W^T's rows a float at a time made four loops over the lanes of one load
-// each (BENCHMARKS.md, session 21).
+// pass of training (train_rows.wgsl's `train_backward`), from the same packed weights, no
+// transposed copy (see `transposed_blocks`).
 override TRANSPOSE: bool = false;
 
 @group(0) @binding(0) var<uniform> cursor: SampleCursor;
@@ -201,30 +198,60 @@ fn layer_fan_out(l: u32) -> u32 {
     return select(W, D, l == H);
 }
 
+// How `dense` reads W^T (TRANSPOSE). A WIDE network's W, in storage, as 4 x 4 blocks of W^T:
+// four vec4s of W's rows (`row_ats`), which `rows4` multiplies as columns. On llvmpipe every load
+// from storage is a loop over the lanes, a vec4's four floats inside one, so gathering W^T's rows
+// a float at a time made four loops per vec4 (W2's training backward 1.2x slower relative to its
+// forward: BENCHMARKS.md, session 21). Through uniform windows a row of W^T is gathered a float
+// at a time: there a vec4 load is four gathers anyway, and the blocks measured a little slower
+// on W1.
+fn transposed_blocks() -> bool {
+    return TRANSPOSE && WIDE;
+}
+
+// Float i of layer l's W in its uniform window (a network that is not WIDE).
+fn weight1(l: u32, i: u32) -> f32 {
+    switch l {
+        case 0u: { return w0[i / 4u][i % 4u]; }
+        case 1u: { return w1[i / 4u][i % 4u]; }
+        case 2u: { return w2[i / 4u][i % 4u]; }
+        case 3u: { return w3[i / 4u][i % 4u]; }
+        default: { return w4[i / 4u][i % 4u]; }
+    }
+}
+
 // The vec4 of layer l's W that `dense` reads at input vec4 k for `at` (from `row_ats`): vec4 k
-// of the W row whose first vec4 is `at`; with TRANSPOSE, at = t (vec4s per W row) + c, the vec4
-// at column vec4 c of W's row 4 k + t, zeros past W's last row.
+// of the W row whose first vec4 is `at`. With TRANSPOSE, zeros past W's last row, and from
+// blocks, at = t (vec4s per W row) + c: the vec4 at column vec4 c of W's row 4 k + t; else at = a
+// row of W^T (a column of W): its floats 4 k .. 4 k + 3.
 fn weight_row4(l: u32, at: u32, k: u32) -> vec4<f32> {
-    if TRANSPOSE {
+    let last = layer_fan_out(l) - 1u;
+    if transposed_blocks() {
         let stride = layer_fan_in4(l);
         let row = 4u * k + at / stride;
-        let last = layer_fan_out(l) - 1u;
         let v = weight4(l, min(row, last) * stride + at % stride);
         return select(vec4<f32>(0.0), v, row <= last);
+    }
+    if TRANSPOSE {
+        let stride = 4u * layer_fan_in4(l);
+        let o = 4u * k + vec4<u32>(0u, 1u, 2u, 3u);
+        let i = min(o, vec4<u32>(last)) * stride + at;
+        let v = vec4<f32>(weight1(l, i.x), weight1(l, i.y), weight1(l, i.z), weight1(l, i.w));
+        return select(vec4<f32>(0.0), v, o <= vec4<u32>(last));
     }
     return weight4(l, at + k);
 }
 
-// The `at`s (weight_row4) of `dense`'s outputs j + 4 g .. j + 4 g + 3 (last: its last output):
-// the first vec4s of W's rows j + 4 g .. (rows past the last repeat it); with TRANSPOSE, W's
-// rows 4 k + 0 .. 3 at column vec4 j / 4 + g (past the last, the last), whose vec4s are those
-// outputs' weights for inputs 4 k .. 4 k + 3.
+// The `at`s (weight_row4) of `dense`'s outputs j + 4 g .. j + 4 g + 3 (last: its last output;
+// past it, the last): the first vec4s of W's rows j + 4 g + 0 .. 3, or of W^T's the rows
+// themselves; from blocks of W^T, W's rows 4 k + 0 .. 3 at column vec4 j / 4 + g, whose vec4s
+// are those outputs' weights for inputs 4 k .. 4 k + 3.
 fn row_ats(l: u32, j: u32, g: u32, last: u32, fan_in4: u32) -> vec4<u32> {
     let t = vec4<u32>(0u, 1u, 2u, 3u);
-    if TRANSPOSE {
+    if transposed_blocks() {
         return t * layer_fan_in4(l) + min(j / 4u + g, last / 4u);
     }
-    return min(j + 4u * g + t, vec4<u32>(last)) * fan_in4;
+    return min(j + 4u * g + t, vec4<u32>(last)) * select(fan_in4, 1u, TRANSPOSE);
 }
 
 fn bias(i: u32) -> f32 {
@@ -310,11 +337,11 @@ struct Rows8 {
     r7: vec4<f32>,
 }
 
-// Four outputs of a layer for one particle: the rows w0 .. w3 of W against its inputs h; with
-// TRANSPOSE, w0 .. w3 are the four outputs' weights for inputs h.x .. h.w (row_ats), summed in
-// the same order.
+// Four outputs of a layer for one particle: the rows w0 .. w3 of W against its inputs h; from
+// blocks of W^T (`transposed_blocks`), w0 .. w3 are the four outputs' weights for inputs h.x ..
+// h.w, summed in the same order.
 fn rows4(w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>, h: vec4<f32>) -> vec4<f32> {
-    if TRANSPOSE {
+    if transposed_blocks() {
         return w0 * h.x + w1 * h.y + w2 * h.z + w3 * h.w;
     }
     return vec4<f32>(dot(w0, h), dot(w1, h), dot(w2, h), dot(w3, h));
