@@ -242,6 +242,13 @@ fn weight_row4(l: u32, at: u32, k: u32) -> vec4<f32> {
     return weight4(l, at + k);
 }
 
+// Outputs per block of `dense`: 32 for a WIDE network, whose activations come from `scratch`,
+// where each load is a loop over the lanes, so that each feeds twice the FMAs; 16 where they
+// come from private arrays (BENCHMARKS.md, session 21).
+fn out_block() -> u32 {
+    return select(16u, 32u, WIDE);
+}
+
 // The `at`s (weight_row4) of `dense`'s outputs j + 4 g .. j + 4 g + 3 (last: its last output;
 // past it, the last): the first vec4s of W's rows j + 4 g + 0 .. 3, or of W^T's the rows
 // themselves; from blocks of W^T, W's rows 4 k + 0 .. 3 at column vec4 j / 4 + g, whose vec4s
@@ -392,21 +399,27 @@ fn store8(dst: u32, b: Block8, j: u32, last: u32, b_off: u32, act: bool) {
 
 // dst = act(W src + b) for layer l (src, dst: the activation arrays, 0 h or 1 g; fan_in4 vec4s
 // per row of W; biases from b_off), for the PPI particles of the invocation. Sixteen outputs at
-// a time share each load of src, and the PPI particles each load of W: on llvmpipe the loads,
-// not the FMAs, set the speed (BENCHMARKS.md: eight outputs instead of four 1.03-1.2x on W3,
-// session 14; sixteen instead of eight 1.2x on W3 and 1.3-1.4x on W4, session 16). Each output
-// is the same sum over k in the same order however many share a load.
+// a time (a WIDE network: 32, `out_block`) share each load of src, and the PPI particles each
+// load of W: on llvmpipe the loads, not the FMAs, set the speed (BENCHMARKS.md: eight outputs
+// instead of four 1.03-1.2x on W3, session 14; sixteen instead of eight 1.2x on W3 and 1.3-1.4x
+// on W4, session 16). Each output is the same sum over k in the same order however many share a
+// load.
 fn dense(src: u32, dst: u32, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act: bool) {
     let last = fan_out - 1u;
-    for (var j = 0u; j < fan_out; j += 16u) {
-        // The weights of outputs j .. j + 7 (a) and j + 8 .. j + 15 (b).
+    for (var j = 0u; j < fan_out; j += out_block()) {
+        // The weights of outputs j .. j + 7 (a), j + 8 .. j + 15 (b), and where WIDE,
+        // j + 16 .. j + 23 (c) and j + 24 .. j + 31 (d).
         let a_rows = row_ats(l, j, 0u, last, fan_in4);
         let a_rows_hi = row_ats(l, j, 1u, last, fan_in4);
         let b_rows = row_ats(l, j, 2u, last, fan_in4);
         let b_rows_hi = row_ats(l, j, 3u, last, fan_in4);
+        let c_rows = row_ats(l, j, 4u, last, fan_in4);
+        let c_rows_hi = row_ats(l, j, 5u, last, fan_in4);
+        let d_rows = row_ats(l, j, 6u, last, fan_in4);
+        let d_rows_hi = row_ats(l, j, 7u, last, fan_in4);
         // The sums of outputs j .. j + 3 (a_lo), j + 4 .. j + 7 (a_hi), j + 8 .. j + 15 (b_lo,
-        // b_hi) for particle q (the digit). Written out: as structs passed through helpers, the
-        // same sums ran W4 1.3x slower on llvmpipe.
+        // b_hi), ... for particle q (the digit). Written out: as structs passed through helpers,
+        // the same sums ran W4 1.3x slower on llvmpipe.
         var a_lo0 = vec4<f32>(0.0);
         var a_hi0 = vec4<f32>(0.0);
         var b_lo0 = vec4<f32>(0.0);
@@ -423,40 +436,91 @@ fn dense(src: u32, dst: u32, l: u32, fan_in4: u32, fan_out: u32, b_off: u32, act
         var a_hi3 = vec4<f32>(0.0);
         var b_lo3 = vec4<f32>(0.0);
         var b_hi3 = vec4<f32>(0.0);
+        var c_lo0 = vec4<f32>(0.0);
+        var c_hi0 = vec4<f32>(0.0);
+        var d_lo0 = vec4<f32>(0.0);
+        var d_hi0 = vec4<f32>(0.0);
+        var c_lo1 = vec4<f32>(0.0);
+        var c_hi1 = vec4<f32>(0.0);
+        var d_lo1 = vec4<f32>(0.0);
+        var d_hi1 = vec4<f32>(0.0);
+        var c_lo2 = vec4<f32>(0.0);
+        var c_hi2 = vec4<f32>(0.0);
+        var d_lo2 = vec4<f32>(0.0);
+        var d_hi2 = vec4<f32>(0.0);
+        var c_lo3 = vec4<f32>(0.0);
+        var c_hi3 = vec4<f32>(0.0);
+        var d_lo3 = vec4<f32>(0.0);
+        var d_hi3 = vec4<f32>(0.0);
         for (var k = 0u; k < fan_in4; k++) {
             let wa = rows8(l, a_rows, a_rows_hi, k);
             let wb = rows8(l, b_rows, b_rows_hi, k);
             let i = k * PPI;
             let h0 = load_act(src, i);
+            var h1 = vec4<f32>(0.0);
+            var h2 = vec4<f32>(0.0);
+            var h3 = vec4<f32>(0.0);
             a_lo0 += rows4(wa.r0, wa.r1, wa.r2, wa.r3, h0);
             a_hi0 += rows4(wa.r4, wa.r5, wa.r6, wa.r7, h0);
             b_lo0 += rows4(wb.r0, wb.r1, wb.r2, wb.r3, h0);
             b_hi0 += rows4(wb.r4, wb.r5, wb.r6, wb.r7, h0);
             if PPI > 1u {
-                let h1 = load_act(src, i + 1u);
+                h1 = load_act(src, i + 1u);
                 a_lo1 += rows4(wa.r0, wa.r1, wa.r2, wa.r3, h1);
                 a_hi1 += rows4(wa.r4, wa.r5, wa.r6, wa.r7, h1);
                 b_lo1 += rows4(wb.r0, wb.r1, wb.r2, wb.r3, h1);
                 b_hi1 += rows4(wb.r4, wb.r5, wb.r6, wb.r7, h1);
             }
             if PPI > 2u {
-                let h2 = load_act(src, i + 2u);
+                h2 = load_act(src, i + 2u);
                 a_lo2 += rows4(wa.r0, wa.r1, wa.r2, wa.r3, h2);
                 a_hi2 += rows4(wa.r4, wa.r5, wa.r6, wa.r7, h2);
                 b_lo2 += rows4(wb.r0, wb.r1, wb.r2, wb.r3, h2);
                 b_hi2 += rows4(wb.r4, wb.r5, wb.r6, wb.r7, h2);
             }
             if PPI > 3u {
-                let h3 = load_act(src, i + 3u);
+                h3 = load_act(src, i + 3u);
                 a_lo3 += rows4(wa.r0, wa.r1, wa.r2, wa.r3, h3);
                 a_hi3 += rows4(wa.r4, wa.r5, wa.r6, wa.r7, h3);
                 b_lo3 += rows4(wb.r0, wb.r1, wb.r2, wb.r3, h3);
                 b_hi3 += rows4(wb.r4, wb.r5, wb.r6, wb.r7, h3);
             }
+            if out_block() > 16u {
+                let wc = rows8(l, c_rows, c_rows_hi, k);
+                let wd = rows8(l, d_rows, d_rows_hi, k);
+                c_lo0 += rows4(wc.r0, wc.r1, wc.r2, wc.r3, h0);
+                c_hi0 += rows4(wc.r4, wc.r5, wc.r6, wc.r7, h0);
+                d_lo0 += rows4(wd.r0, wd.r1, wd.r2, wd.r3, h0);
+                d_hi0 += rows4(wd.r4, wd.r5, wd.r6, wd.r7, h0);
+                if PPI > 1u {
+                    c_lo1 += rows4(wc.r0, wc.r1, wc.r2, wc.r3, h1);
+                    c_hi1 += rows4(wc.r4, wc.r5, wc.r6, wc.r7, h1);
+                    d_lo1 += rows4(wd.r0, wd.r1, wd.r2, wd.r3, h1);
+                    d_hi1 += rows4(wd.r4, wd.r5, wd.r6, wd.r7, h1);
+                }
+                if PPI > 2u {
+                    c_lo2 += rows4(wc.r0, wc.r1, wc.r2, wc.r3, h2);
+                    c_hi2 += rows4(wc.r4, wc.r5, wc.r6, wc.r7, h2);
+                    d_lo2 += rows4(wd.r0, wd.r1, wd.r2, wd.r3, h2);
+                    d_hi2 += rows4(wd.r4, wd.r5, wd.r6, wd.r7, h2);
+                }
+                if PPI > 3u {
+                    c_lo3 += rows4(wc.r0, wc.r1, wc.r2, wc.r3, h3);
+                    c_hi3 += rows4(wc.r4, wc.r5, wc.r6, wc.r7, h3);
+                    d_lo3 += rows4(wd.r0, wd.r1, wd.r2, wd.r3, h3);
+                    d_hi3 += rows4(wd.r4, wd.r5, wd.r6, wd.r7, h3);
+                }
+            }
         }
         store8(dst, Block8(a_lo0, a_hi0, a_lo1, a_hi1, a_lo2, a_hi2, a_lo3, a_hi3), j, last, b_off, act);
         if j + 8u <= last {
             store8(dst, Block8(b_lo0, b_hi0, b_lo1, b_hi1, b_lo2, b_hi2, b_lo3, b_hi3), j + 8u, last, b_off, act);
+        }
+        if out_block() > 16u && j + 16u <= last {
+            store8(dst, Block8(c_lo0, c_hi0, c_lo1, c_hi1, c_lo2, c_hi2, c_lo3, c_hi3), j + 16u, last, b_off, act);
+        }
+        if out_block() > 16u && j + 24u <= last {
+            store8(dst, Block8(d_lo0, d_hi0, d_lo1, d_hi1, d_lo2, d_hi2, d_lo3, d_hi3), j + 24u, last, b_off, act);
         }
     }
 }
