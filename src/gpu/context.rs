@@ -117,6 +117,7 @@ impl DenseKernel {
                     && features.contains(wgpu::Features::SUBGROUP)
                     && info.subgroup_min_size >= 8
                     && limits.max_uniform_buffers_per_shader_stage >= SUBGROUP_UNIFORM_BUFFERS
+                    && limits.max_storage_buffers_per_shader_stage >= SUBGROUP_STORAGE_BUFFERS
             }
         }
     }
@@ -125,6 +126,10 @@ impl DenseKernel {
 /// Uniform buffers mlp_subgroup.wgsl binds: W's window and the A window, and three more pairs
 /// of windows for the weight gradient's chunks.
 pub const SUBGROUP_UNIFORM_BUFFERS: u32 = 8;
+
+/// Storage buffers mlp_subgroup.wgsl binds: dense.wgsl's lhs, rhs, aux, out0, out1 and skip, and
+/// lhs and rhs again as vec4s (VEC4).
+pub const SUBGROUP_STORAGE_BUFFERS: u32 = 8;
 
 /// llvmpipe's loop budget per invocation, see [`Tuning::loop_limit`].
 pub const LLVMPIPE_LOOP_ITERATIONS: usize = 65535;
