@@ -2,15 +2,15 @@
 // dense.wgsl). Needs the `subgroups` feature and subgroups of at least 8 lanes (the host checks
 // the adapter's smallest subgroup size).
 //
-// A workgroup is 8 invocations, lanes of one subgroup, and computes a 32 x COLS tile of C
-// (COLS = 4, 8 or 16): lane l holds rows r + l, r + l + 8, r + l + 16 and r + l + 24 (with VEC4,
-// r + 4 l .. r + 4 l + 3), every column, in up to sixteen vec4 registers. For each block of 8 k, lane l loads B(k0 + l, n) of the tile's
-// COLS columns, so one load across the 8 lanes fetches 8 different values where mlp.wgsl's lanes
-// fetch one column each; `subgroupBroadcast` then hands lane j's values to every lane for
-// k = k0 + j (a register shuffle on llvmpipe, where every load is a per-lane gather). Per k and
-// 8 lanes: 4 loads of A and COLS / 8 of B for 4 x COLS FMAs per lane (the 8 x 8 block: 16 loads
-// per 64). With W in storage (the 512-wide layers) the B loads are the dear ones, and the
-// subgroup loads an eighth as many of them.
+// A workgroup is 8 invocations, lanes of one subgroup, and computes a 32 x COLS tile of C (COLS =
+// 4, 8 or 16): lane l holds rows r + l, r + l + 8, r + l + 16 and r + l + 24 (with VEC4, r + 4 l ..
+// r + 4 l + 3), every column, in up to sixteen vec4 registers. For each block of 8 k, lane l loads
+// B(k0 + l, n) of the tile's COLS columns, so one load across the 8 lanes fetches 8 different
+// values where mlp.wgsl's lanes fetch one column each; `subgroupBroadcast` then hands lane j's
+// values to every lane for k = k0 + j (a register shuffle on llvmpipe, where every load is a
+// per-lane gather). Per k and 8 lanes: 4 loads of A and COLS / 8 of B for 4 x COLS FMAs per lane
+// (the 8 x 8 block: 16 loads per 64). With W in storage (the 512-wide layers) the B loads are the
+// dear ones, and the subgroup loads an eighth as many of them.
 //
 // Each output is the same fma chain over k = 0, 1, ..., K - 1 as in mlp.wgsl, so the two kernels
 // agree bit for bit (a k past K adds fma(0, 0, c): c itself, up to the sign of a zero).
@@ -70,8 +70,8 @@ fn load_a4(c: u32, r: u32, k: u32) -> vec4<f32> {
     return vec4<f32>(load_a_in(c, r, k), load_a_in(c, r + s, k), load_a_in(c, r + 2u * s, k), load_a_in(c, r + 3u * s, k));
 }
 
-// One k for the lane's four rows from r (row_step apart): b0..b3 are B(k, c .. c + 15), broadcast by the caller
-// (a lane index must be a constant).
+// One k for the lane's four rows from r (row_step apart): b0..b3 are B(k, c .. c + 15),
+// broadcast by the caller (a lane index must be a constant).
 fn accumulate(t: ptr<function, Tile>, c: u32, r: u32, k: u32, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) {
     let a = load_a4(c, r, k);
     let a0 = vec4<f32>(a.x);

@@ -296,10 +296,11 @@ var<private> scratch_base: u32;
 const BLOCK_LANES: u32 = 8u;
 
 // Points invocation p at its activations in `scratch`: in blocks of BLOCK_LANES invocations,
-// vec4 by vec4, the lanes' vectors side by side. A load or store of the eight lanes then touches
-// two cache lines of one page where a layout by invocation touched eight lines 2 act4() vec4s
-// apart, all in one cache set, in whichever pages the driver got (W2's training forward and
-// backward ran 1.3x slower in some processes than in others: BENCHMARKS.md, session 21).
+// vec4 by vec4, the lanes' vectors side by side, as train_rows.wgsl lays out z. A load or store
+// of the eight lanes then touches two cache lines of one page where a layout by invocation
+// touched eight lines 2 act4() vec4s apart, all in one cache set. (It was meant to cure W2's
+// slow runs and did not: those were the machine's; W2's profile did not move, W4 ran a little
+// faster in two rounds. BENCHMARKS.md, session 21.)
 fn start_scratch(p: u32) {
     scratch_base = (p / BLOCK_LANES) * 2u * act4() * BLOCK_LANES + p % BLOCK_LANES;
 }

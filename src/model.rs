@@ -532,7 +532,8 @@ impl LayerBindings<'_> {
     /// device's dense kernel; by the block kernel where the subgroup kernel's grid would be too
     /// tall. `chunks`: the (input, dL/dz) windows of the weight gradient's chunks after the first,
     /// where one dispatch sums several (`weight_gradient_windows`); the subgroup kernel's windows
-    /// a dispatch does not read get window 0.
+    /// a dispatch does not read get window 0, and its vec4 operands (LHS4, RHS4) the placeholder
+    /// where it reads floats.
     async fn dense(
         &self,
         variant: Variant,
