@@ -18,6 +18,7 @@
 //                           chunks 1-3 of a dispatch that sums several (mlp_subgroup.wgsl)
 //   14-15 storage, read     lhs4, rhs4: lhs and rhs again, read a vec4 at a time by
 //                           mlp_subgroup.wgsl's BACKWARD_WEIGHT from storage (VEC4)
+//   16-21 uniform           wwin4, awin4 .. wwin6, awin6: chunks 4-6, as 8-13
 // Unused bindings get a small dummy buffer.
 //
 // C[m, n] = sum_k A(m, k) B(k, n), with A, B and the epilogue chosen by MODE. A layer maps
@@ -168,16 +169,23 @@ fn load_b(k: u32, n: u32) -> f32 {
     return rhs[k * N + n];
 }
 
-// The windows of MODE 2's chunks 1 to 3 where one dispatch sums several (mlp_subgroup.wgsl's
+// The windows of MODE 2's chunks 1 to 6 where one dispatch sums several (mlp_subgroup.wgsl's
 // WINDOWS; the block kernel reads chunk 0 only). load_a and load_b do not call the `_in` forms
-// below: mlp.wgsl calls them, and a function that names windows 1-3 would make the block
-// kernel's bind group need them too.
+// below: mlp.wgsl calls them, and a function that names windows 1-6 would make the block
+// kernel's bind group need them too. Seven chunks take 14 of llvmpipe's 15 uniform buffers per
+// stage (D3D12 has 14): W1's 4096 rows are 5 dispatches per layer, not 8 of four chunks.
 @group(0) @binding(8) var<uniform> wwin1: array<vec4<f32>, 4096>;
 @group(0) @binding(9) var<uniform> awin1: array<vec4<f32>, 4096>;
 @group(0) @binding(10) var<uniform> wwin2: array<vec4<f32>, 4096>;
 @group(0) @binding(11) var<uniform> awin2: array<vec4<f32>, 4096>;
 @group(0) @binding(12) var<uniform> wwin3: array<vec4<f32>, 4096>;
 @group(0) @binding(13) var<uniform> awin3: array<vec4<f32>, 4096>;
+@group(0) @binding(16) var<uniform> wwin4: array<vec4<f32>, 4096>;
+@group(0) @binding(17) var<uniform> awin4: array<vec4<f32>, 4096>;
+@group(0) @binding(18) var<uniform> wwin5: array<vec4<f32>, 4096>;
+@group(0) @binding(19) var<uniform> awin5: array<vec4<f32>, 4096>;
+@group(0) @binding(20) var<uniform> wwin6: array<vec4<f32>, 4096>;
+@group(0) @binding(21) var<uniform> awin6: array<vec4<f32>, 4096>;
 
 // lhs and rhs as vec4s (mlp_subgroup.wgsl's VEC4; the host binds the same buffers there and a
 // placeholder elsewhere).
@@ -196,7 +204,36 @@ fn load_a_in(c: u32, m: u32, k: u32) -> f32 {
     switch c {
         case 1u: { return awin1[i / 4u][i % 4u]; }
         case 2u: { return awin2[i / 4u][i % 4u]; }
-        default: { return awin3[i / 4u][i % 4u]; }
+        case 3u: { return awin3[i / 4u][i % 4u]; }
+        case 4u: { return awin4[i / 4u][i % 4u]; }
+        case 5u: { return awin5[i / 4u][i % 4u]; }
+        default: { return awin6[i / 4u][i % 4u]; }
+    }
+}
+
+// Vec4 i of chunk c's windows of MODE 2's A (dL/dz) and B (the layer input's rows), read
+// whole by mlp_subgroup.wgsl's VEC4.
+fn awin4_in(c: u32, i: u32) -> vec4<f32> {
+    switch c {
+        case 0u: { return awin[i]; }
+        case 1u: { return awin1[i]; }
+        case 2u: { return awin2[i]; }
+        case 3u: { return awin3[i]; }
+        case 4u: { return awin4[i]; }
+        case 5u: { return awin5[i]; }
+        default: { return awin6[i]; }
+    }
+}
+
+fn wwin4_in(c: u32, i: u32) -> vec4<f32> {
+    switch c {
+        case 0u: { return wwin[i]; }
+        case 1u: { return wwin1[i]; }
+        case 2u: { return wwin2[i]; }
+        case 3u: { return wwin3[i]; }
+        case 4u: { return wwin4[i]; }
+        case 5u: { return wwin5[i]; }
+        default: { return wwin6[i]; }
     }
 }
 
@@ -212,7 +249,10 @@ fn load_b_in(c: u32, k: u32, n: u32) -> f32 {
     switch c {
         case 1u: { return wwin1[i / 4u][i % 4u]; }
         case 2u: { return wwin2[i / 4u][i % 4u]; }
-        default: { return wwin3[i / 4u][i % 4u]; }
+        case 3u: { return wwin3[i / 4u][i % 4u]; }
+        case 4u: { return wwin4[i / 4u][i % 4u]; }
+        case 5u: { return wwin5[i / 4u][i % 4u]; }
+        default: { return wwin6[i / 4u][i % 4u]; }
     }
 }
 

@@ -18,18 +18,20 @@
 // Columns per workgroup (model.rs subgroup_cols): 16, or fewer for a narrow C.
 override COLS: u32 = 16u;
 
-// MODE 2 chunk by chunk (WIN and AWIN): chunks per dispatch, 1 to 4, each through its own
-// pair of windows (dense.wgsl's load_a_in, load_b_in); each chunk's tile is summed from zero and
-// added to the ones before it in the order one dispatch per chunk would add it to the stored
-// tile, and the sum stored once (model.rs WEIGHT_GRADIENT_WINDOWS: on llvmpipe each dispatch
-// costs tens of microseconds).
+// MODE 2 chunk by chunk (WIN and AWIN): chunks per dispatch, 1 to 7, each through its own
+// pair of windows (dense.wgsl's load_a_in, load_b_in, awin4_in, wwin4_in); each chunk's tile is
+// summed from zero and added to the ones before it in the order one dispatch per chunk would add
+// it to the stored tile, and the sum stored once (model.rs WEIGHT_GRADIENT_WINDOWS: on llvmpipe
+// each dispatch costs 100-300 microseconds besides its work).
 override WINDOWS: u32 = 1u;
 
-// MODE 2 from storage with M and N multiples of 4 (the host decides): A and B read a vec4 at a
-// time (lhs4, rhs4), the lane's rows of the tile 4 l .. 4 l + 3 instead of l, l + 8, l + 16,
-// l + 24. On llvmpipe every load from storage is a loop over the lanes, with a vec4's four loads
-// inside one: per k, one loop for A where there were four (BENCHMARKS.md, session 21). Each
-// output's fma chain is the same either way.
+// MODE 2 with M and N multiples of 4 (the host decides): A and B read a vec4 at a time, from
+// storage (lhs4, rhs4) or from the chunks' windows (awin4_in, wwin4_in), the lane's rows of the
+// tile 4 l .. 4 l + 3 instead of l, l + 8, l + 16, l + 24. On llvmpipe every load from storage
+// is a loop over the lanes, with a vec4's four loads inside one: per k, one loop for A where
+// there were four (BENCHMARKS.md, session 21); from a window a vec4 is still four gathers, but
+// with one index, one bounds test and one set of lane addresses (W1's weight gradients about
+// 10% faster, session 22). Each output's fma chain is the same either way.
 override VEC4: bool = false;
 
 // The step between the lane's four rows of the tile.
@@ -53,6 +55,9 @@ fn load_b4(c: u32, k: u32, n: u32) -> vec4<f32> {
         if k >= K || n >= N {
             return vec4<f32>(0.0);
         }
+        if WIN {
+            return wwin4_in(c, (k * N + n) / 4u);
+        }
         return rhs4[(k * N + n) / 4u];
     }
     return vec4<f32>(load_b_in(c, k, n), load_b_in(c, k, n + 1u), load_b_in(c, k, n + 2u), load_b_in(c, k, n + 3u));
@@ -63,6 +68,9 @@ fn load_a4(c: u32, r: u32, k: u32) -> vec4<f32> {
     if VEC4 {
         if r >= M || k >= K {
             return vec4<f32>(0.0);
+        }
+        if AWIN {
+            return awin4_in(c, (k * M + r) / 4u);
         }
         return lhs4[(k * M + r) / 4u];
     }
@@ -227,6 +235,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         }
         if WINDOWS > 3u {
             t = add_tiles(t, chunk_tile(3u, r, c, lane));
+        }
+        if WINDOWS > 4u {
+            t = add_tiles(t, chunk_tile(4u, r, c, lane));
+        }
+        if WINDOWS > 5u {
+            t = add_tiles(t, chunk_tile(5u, r, c, lane));
+        }
+        if WINDOWS > 6u {
+            t = add_tiles(t, chunk_tile(6u, r, c, lane));
         }
         stored_included = true;
     }

@@ -397,6 +397,12 @@ pub mod binding {
         AWIN2 = 11,
         WWIN3 = 12,
         AWIN3 = 13,
+        WWIN4 = 16,
+        AWIN4 = 17,
+        WWIN5 = 18,
+        AWIN5 = 19,
+        WWIN6 = 20,
+        AWIN6 = 21,
         LHS4 = 14,
         RHS4 = 15,
     );
@@ -445,14 +451,19 @@ fn row_chunks(rows: usize, chunk: Option<usize>) -> Vec<(usize, usize)> {
 }
 
 /// Consecutive chunks of equal length, up to `windows` at a time: the chunks each weight-gradient
-/// dispatch sums.
+/// dispatch sums. The first group of a run of equal chunks takes the remainder and the others
+/// `windows` each (W1's 32 chunks per layer: 4, 7, 7, 7, 7), so a layer's dispatches are two
+/// pipelines, the first one's (which stores its sums) and the rest's (which add theirs): each
+/// pipeline of seven windows takes llvmpipe several seconds to compile.
 fn chunk_groups(chunks: &[(usize, usize)], windows: usize) -> Vec<Vec<(usize, usize)>> {
-    let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
-    for &chunk in chunks {
-        match groups.last_mut() {
-            Some(group) if group.len() < windows && group[0].1 == chunk.1 => group.push(chunk),
-            _ => groups.push(vec![chunk]),
-        }
+    let mut groups = Vec::new();
+    for run in chunks.chunk_by(|a, b| a.1 == b.1) {
+        let first = match run.len() % windows {
+            0 => windows.min(run.len()),
+            rest => rest,
+        };
+        groups.push(run[..first].to_vec());
+        groups.extend(run[first..].chunks(windows).map(<[_]>::to_vec));
     }
     groups
 }
@@ -493,9 +504,10 @@ fn subgroup_cols(n: usize) -> usize {
 }
 
 /// Weight-gradient chunks one dispatch of the subgroup kernel sums (WINDOWS in
-/// mlp_subgroup.wgsl): W1's 4096 rows took 32 dispatches per layer of 128-row chunks, each
-/// costing tens of microseconds on llvmpipe besides its work (BENCHMARKS.md, session 18).
-const WEIGHT_GRADIENT_WINDOWS: usize = 4;
+/// mlp_subgroup.wgsl), as many as its uniform buffers allow: W1's 4096 rows took 32 dispatches
+/// per layer of 128-row chunks, each costing 100-300 microseconds on llvmpipe besides its work
+/// (BENCHMARKS.md, sessions 18 and 22); with seven, 5 per layer.
+const WEIGHT_GRADIENT_WINDOWS: usize = 7;
 
 /// Where the dense kernel takes several weight-gradient chunks per dispatch (the subgroup
 /// kernel), how many; else 1.
@@ -551,12 +563,11 @@ impl LayerBindings<'_> {
             // The weight gradient from storage reads its operands a vec4 at a time where its rows
             // are whole vec4s: the same buffers bound again as vec4 arrays.
             let vec4 = variant.mode == MODE_BACKWARD_WEIGHT
-                && !variant.window
-                && !variant.a_window
+                && variant.window == variant.a_window
                 && m.is_multiple_of(4)
                 && n.is_multiple_of(4);
             let bound = |b: u32| entries.iter().find(|(at, _)| *at == b).map(|(_, r)| r.clone());
-            let (lhs4, rhs4) = match (vec4, bound(binding::LHS), bound(binding::RHS)) {
+            let (lhs4, rhs4) = match (vec4 && !variant.window, bound(binding::LHS), bound(binding::RHS)) {
                 (true, Some(lhs), Some(rhs)) => (lhs, rhs),
                 _ => (self.dummy_read.binding(), self.dummy_read.binding()),
             };
@@ -566,7 +577,11 @@ impl LayerBindings<'_> {
                 ("WINDOWS", (1 + chunks.len()) as f64),
                 ("VEC4", if vec4 { 1.0 } else { 0.0 }),
             ]);
-            for (i, binding) in [binding::WWIN1, binding::WWIN2, binding::WWIN3].into_iter().enumerate() {
+            for (i, binding) in
+                [binding::WWIN1, binding::WWIN2, binding::WWIN3, binding::WWIN4, binding::WWIN5, binding::WWIN6]
+                    .into_iter()
+                    .enumerate()
+            {
                 let (b, a) = chunks.get(i).cloned().unwrap_or((self.window(0), self.window(0)));
                 entries.extend([(binding, b), (binding + 1, a)]);
             }
@@ -1131,5 +1146,28 @@ impl Evaluator {
     /// so an application draws it without a copy.
     pub fn output(&self) -> &wgpu::Buffer {
         self.pass.output().raw()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Group sizes, and that the groups hold every chunk once, in order.
+    fn group_sizes(rows: usize, windows: usize) -> Vec<usize> {
+        let chunks = row_chunks(rows, Some(128));
+        let groups = chunk_groups(&chunks, windows);
+        assert_eq!(groups.concat(), chunks, "{rows} rows, {windows} windows: the groups lose or reorder chunks");
+        assert!(groups.iter().all(|g| g.iter().all(|c| c.1 == g[0].1)), "a group mixes chunk lengths");
+        groups.iter().map(Vec::len).collect()
+    }
+
+    #[test]
+    fn weight_gradient_chunk_groups_take_the_remainder_first() {
+        assert_eq!(group_sizes(4096, 7), [4, 7, 7, 7, 7]);
+        assert_eq!(group_sizes(9 * 128 + 50, 7), [2, 7, 1]);
+        assert_eq!(group_sizes(14 * 128, 7), [7, 7]);
+        assert_eq!(group_sizes(3 * 128, 7), [3]);
+        assert_eq!(group_sizes(4096, 1), vec![1; 32]);
     }
 }

@@ -123,9 +123,10 @@ impl DenseKernel {
     }
 }
 
-/// Uniform buffers mlp_subgroup.wgsl binds: W's window and the A window, and three more pairs
-/// of windows for the weight gradient's chunks.
-pub const SUBGROUP_UNIFORM_BUFFERS: u32 = 8;
+/// Uniform buffers mlp_subgroup.wgsl binds: W's window and the A window, and six more pairs of
+/// windows for the weight gradient's chunks (llvmpipe has 15, D3D12 14; browsers do not run
+/// the kernel).
+pub const SUBGROUP_UNIFORM_BUFFERS: u32 = 14;
 
 /// Storage buffers mlp_subgroup.wgsl binds: dense.wgsl's lhs, rhs, aux, out0, out1 and skip, and
 /// lhs and rhs again as vec4s (VEC4).

@@ -559,13 +559,14 @@ async fn info(repeats: usize, adapter: Option<&str>) -> Result<()> {
         println!("  {}", a.describe());
         println!(
             "    workgroup storage {} KiB, invocations/workgroup {}, storage binding {} MiB, uniform binding {} KiB, \
-             max buffer {} MiB, storage buffers/stage {}, workgroups/dim {}",
+             max buffer {} MiB, storage buffers/stage {}, uniform buffers/stage {}, workgroups/dim {}",
             l.max_compute_workgroup_storage_size / 1024,
             l.max_compute_invocations_per_workgroup,
             l.max_storage_buffer_binding_size / (1 << 20),
             l.max_uniform_buffer_binding_size / 1024,
             l.max_buffer_size / (1 << 20),
             l.max_storage_buffers_per_shader_stage,
+            l.max_uniform_buffers_per_shader_stage,
             l.max_compute_workgroups_per_dimension,
         );
         let f = a.features;
