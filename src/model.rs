@@ -397,14 +397,14 @@ pub mod binding {
         AWIN2 = 11,
         WWIN3 = 12,
         AWIN3 = 13,
+        LHS4 = 14,
+        RHS4 = 15,
         WWIN4 = 16,
         AWIN4 = 17,
         WWIN5 = 18,
         AWIN5 = 19,
         WWIN6 = 20,
         AWIN6 = 21,
-        LHS4 = 14,
-        RHS4 = 15,
     );
 }
 
@@ -505,8 +505,8 @@ fn subgroup_cols(n: usize) -> usize {
 
 /// Weight-gradient chunks one dispatch of the subgroup kernel sums (WINDOWS in
 /// mlp_subgroup.wgsl), as many as its uniform buffers allow: W1's 4096 rows took 32 dispatches
-/// per layer of 128-row chunks, each costing 100-300 microseconds on llvmpipe besides its work
-/// (BENCHMARKS.md, sessions 18 and 22); with seven, 5 per layer.
+/// per layer of 128-row chunks, each costing 35-300 microseconds on llvmpipe besides its work,
+/// by the machine's hour (BENCHMARKS.md, sessions 18, 20 and 22); with seven, 5 per layer.
 const WEIGHT_GRADIENT_WINDOWS: usize = 7;
 
 /// Where the dense kernel takes several weight-gradient chunks per dispatch (the subgroup
@@ -560,8 +560,9 @@ impl LayerBindings<'_> {
         let rows_fit = m.div_ceil(SUBGROUP_ROWS) <= gpu.limits().max_compute_workgroups_per_dimension as usize;
         let (kernel, grid) = if gpu.tuning().dense == DenseKernel::Subgroup && rows_fit {
             let cols = subgroup_cols(n);
-            // The weight gradient from storage reads its operands a vec4 at a time where its rows
-            // are whole vec4s: the same buffers bound again as vec4 arrays.
+            // The weight gradient reads its operands a vec4 at a time where its rows are whole
+            // vec4s: from the chunks' windows, or from storage through the same buffers bound
+            // again as vec4 arrays.
             let vec4 = variant.mode == MODE_BACKWARD_WEIGHT
                 && variant.window == variant.a_window
                 && m.is_multiple_of(4)
