@@ -563,10 +563,7 @@ impl LayerBindings<'_> {
             // The weight gradient reads its operands a vec4 at a time where its rows are whole
             // vec4s: from the chunks' windows, or from storage through the same buffers bound
             // again as vec4 arrays.
-            let vec4 = variant.mode == MODE_BACKWARD_WEIGHT
-                && variant.window == variant.a_window
-                && m.is_multiple_of(4)
-                && n.is_multiple_of(4);
+            let vec4 = variant.mode == MODE_BACKWARD_WEIGHT && m.is_multiple_of(4) && n.is_multiple_of(4);
             let bound = |b: u32| entries.iter().find(|(at, _)| *at == b).map(|(_, r)| r.clone());
             let (lhs4, rhs4) = match (vec4 && !variant.window, bound(binding::LHS), bound(binding::RHS)) {
                 (true, Some(lhs), Some(rhs)) => (lhs, rhs),
