@@ -228,8 +228,9 @@ impl ScoreMlp {
         let none = wgpu::BufferUsages::empty();
         Ok(Self {
             shape,
-            params: GpuBuffer::from_slice(gpu, "scorefield.model.params", params, none)?,
-            ema: GpuBuffer::from_slice(gpu, "scorefield.model.ema", ema, none)?,
+            // Whole vec4s: Adam (adam.wgsl) updates them four parameters at a time.
+            params: GpuBuffer::from_slice_vec4s(gpu, "scorefield.model.params", params, none)?,
+            ema: GpuBuffer::from_slice_vec4s(gpu, "scorefield.model.ema", ema, none)?,
             freqs: GpuBuffer::from_slice(gpu, "scorefield.model.freqs", freqs, none)?,
         })
     }

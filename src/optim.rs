@@ -92,9 +92,10 @@ impl Optimizer {
     ) -> Result<Self> {
         let p = model.shape.param_count();
         let none = wgpu::BufferUsages::empty();
-        let m = GpuBuffer::<f32>::new(gpu, "scorefield.train.adam_m", p, none)?;
-        let v = GpuBuffer::<f32>::new(gpu, "scorefield.train.adam_v", p, none)?;
-        let kept = GpuBuffer::<f32>::new(gpu, "scorefield.train.good_state", 4 * p, none)?;
+        // Whole vec4s, as the parameters and their gradients (adam.wgsl runs a vec4 each).
+        let m = GpuBuffer::<f32>::new_vec4s(gpu, "scorefield.train.adam_m", p, none)?;
+        let v = GpuBuffer::<f32>::new_vec4s(gpu, "scorefield.train.adam_v", p, none)?;
+        let kept = GpuBuffer::<f32>::new(gpu, "scorefield.train.good_state", 4 * p.next_multiple_of(4), none)?;
         let constants = [("P", p as f64), ("WG", WG_ADAM as f64)];
         let adam = gpu.pipeline(&shaders::ADAM, "main", &constants).await?;
         let adam_groups = (0..ring.slots())
@@ -136,8 +137,9 @@ impl Optimizer {
         })
     }
 
+    /// One invocation per vec4 of parameters.
     fn grid(&self, gpu: &Gpu) -> [u32; 2] {
-        gpu.grid((self.params as u32).div_ceil(WG_ADAM))
+        gpu.grid((self.params.div_ceil(4) as u32).div_ceil(WG_ADAM))
     }
 
     /// The update with the step parameters of ring slot `slot`.

@@ -263,7 +263,8 @@ impl Trainer {
             ));
         }
         let (d, tangents) = (config.shape.dim, config.objective.tangents(config.shape.dim));
-        let grads = GpuBuffer::<f32>::new(
+        // Whole vec4s, as the parameters: Adam reads them four at a time.
+        let grads = GpuBuffer::<f32>::new_vec4s(
             gpu,
             "scorefield.train.grads",
             config.shape.param_count(),

@@ -89,7 +89,19 @@ pub struct GpuBuffer<T: Pod> {
 impl<T: Pod> GpuBuffer<T> {
     /// An uninitialised (zeroed by wgpu) buffer of `len` elements.
     pub fn new(gpu: &Gpu, label: &str, len: usize, extra: wgpu::BufferUsages) -> Result<Self> {
-        let size = Self::byte_size(gpu, label, len)?;
+        Self::with_elements(gpu, label, len, len, extra)
+    }
+
+    /// A zeroed buffer of `len` elements in whole 16-byte vectors, zeros past `len`: for the
+    /// buffers a kernel reads and writes a vec4 at a time (adam.wgsl, over the parameters).
+    pub fn new_vec4s(gpu: &Gpu, label: &str, len: usize, extra: wgpu::BufferUsages) -> Result<Self> {
+        let per_vec4 = (16 / std::mem::size_of::<T>()).max(1);
+        Self::with_elements(gpu, label, len, len.next_multiple_of(per_vec4), extra)
+    }
+
+    /// A buffer of `len` elements with room for `room` (at least `len`).
+    fn with_elements(gpu: &Gpu, label: &str, len: usize, room: usize, extra: wgpu::BufferUsages) -> Result<Self> {
+        let size = Self::byte_size(gpu, label, room)?;
         let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
@@ -101,9 +113,17 @@ impl<T: Pod> GpuBuffer<T> {
 
     /// A buffer holding `data`.
     pub fn from_slice(gpu: &Gpu, label: &str, data: &[T], extra: wgpu::BufferUsages) -> Result<Self> {
-        let buf = Self::new(gpu, label, data.len(), extra)?;
-        buf.write(gpu, 0, data);
-        Ok(buf)
+        Self::new(gpu, label, data.len(), extra)?.holding(gpu, data)
+    }
+
+    /// A buffer holding `data` in whole 16-byte vectors ([`GpuBuffer::new_vec4s`]).
+    pub fn from_slice_vec4s(gpu: &Gpu, label: &str, data: &[T], extra: wgpu::BufferUsages) -> Result<Self> {
+        Self::new_vec4s(gpu, label, data.len(), extra)?.holding(gpu, data)
+    }
+
+    fn holding(self, gpu: &Gpu, data: &[T]) -> Result<Self> {
+        self.write(gpu, 0, data);
+        Ok(self)
     }
 
     /// Byte size, checked against the device's limits; never zero (wgpu rejects empty bindings).
