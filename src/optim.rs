@@ -95,6 +95,8 @@ impl Optimizer {
         // Whole vec4s, as the parameters and their gradients (adam.wgsl runs a vec4 each).
         let m = GpuBuffer::<f32>::new_vec4s(gpu, "scorefield.train.adam_m", p, none)?;
         let v = GpuBuffer::<f32>::new_vec4s(gpu, "scorefield.train.adam_v", p, none)?;
+        // Four of those buffers end to end: adam.wgsl's `snapshot` and `copies` below step by a
+        // whole buffer (its vec4s), not by `p`.
         let kept = GpuBuffer::<f32>::new(gpu, "scorefield.train.good_state", 4 * p.next_multiple_of(4), none)?;
         let constants = [("P", p as f64), ("WG", WG_ADAM as f64)];
         let adam = gpu.pipeline(&shaders::ADAM, "main", &constants).await?;
