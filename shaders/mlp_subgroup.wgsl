@@ -18,7 +18,8 @@
 // Columns per workgroup (model.rs subgroup_cols): 16, or fewer for a narrow C.
 override COLS: u32 = 16u;
 
-// MODE 2 chunk by chunk (WIN and AWIN): chunks per dispatch, 1 to 7, each through its own
+// MODE 2 chunk by chunk (WIN and AWIN): chunks per dispatch, 1 to 7 (more than 1: the entry
+// point `chunks`), each through its own
 // pair of windows (dense.wgsl's load_a_in, load_b_in, awin4_in, wwin4_in); each chunk's tile is
 // summed from zero and added to the ones before it in the order one dispatch per chunk would add
 // it to the stored tile, and the sum stored once (model.rs WEIGHT_GRADIENT_WINDOWS: on llvmpipe
@@ -216,36 +217,51 @@ fn add_tiles(a: Tile, b: Tile) -> Tile {
     );
 }
 
+// The lane's first row and the tile's first column.
+fn tile_origin(wid: vec3<u32>, lane: u32) -> vec2<u32> {
+    return vec2<u32>(wid.y * 32u + lane * select(1u, 4u, VEC4), wid.x * COLS);
+}
+
+// One chunk per dispatch: every mode, WINDOWS = 1.
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-    let r = wid.y * 32u + lane * select(1u, 4u, VEC4);
-    let c = wid.x * COLS;
+    let o = tile_origin(wid, lane);
+    store_tile(chunk_tile(0u, o.x, o.y, lane), o.x, o.y);
+}
+
+// MODE 2 over WINDOWS > 1 chunks per dispatch. An entry point of its own rather than a branch
+// of `main` on WINDOWS: lavapipe inlines everything an entry point reaches before it drops the
+// branches its constants rule out, and the six more chunk tiles made every one-chunk pipeline
+// take three times as long to build (BENCHMARKS.md, session 24).
+@compute @workgroup_size(8)
+fn chunks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let o = tile_origin(wid, lane);
+    let r = o.x;
+    let c = o.y;
     var t = chunk_tile(0u, r, c, lane);
-    // Several chunks (MODE 2): summed here, the stored tile first where earlier dispatches
-    // stored one, then chunk by chunk, each addition the one a dispatch per chunk would make in
-    // memory (so bit for bit the block kernel's), and stored once: on llvmpipe every float
-    // loaded from or stored to storage is a loop over the lanes (BENCHMARKS.md, session 20).
-    if WINDOWS > 1u {
-        if ACCUM {
-            t = add_tiles(stored_tile(r, c), t);
-        }
-        t = add_tiles(t, chunk_tile(1u, r, c, lane));
-        if WINDOWS > 2u {
-            t = add_tiles(t, chunk_tile(2u, r, c, lane));
-        }
-        if WINDOWS > 3u {
-            t = add_tiles(t, chunk_tile(3u, r, c, lane));
-        }
-        if WINDOWS > 4u {
-            t = add_tiles(t, chunk_tile(4u, r, c, lane));
-        }
-        if WINDOWS > 5u {
-            t = add_tiles(t, chunk_tile(5u, r, c, lane));
-        }
-        if WINDOWS > 6u {
-            t = add_tiles(t, chunk_tile(6u, r, c, lane));
-        }
-        stored_included = true;
+    // Summed here, the stored tile first where earlier dispatches stored one, then chunk by
+    // chunk, each addition the one a dispatch per chunk would make in memory (so bit for bit
+    // the block kernel's), and stored once: on llvmpipe every float loaded from or stored to
+    // storage is a loop over the lanes (BENCHMARKS.md, session 20).
+    if ACCUM {
+        t = add_tiles(stored_tile(r, c), t);
     }
+    t = add_tiles(t, chunk_tile(1u, r, c, lane));
+    if WINDOWS > 2u {
+        t = add_tiles(t, chunk_tile(2u, r, c, lane));
+    }
+    if WINDOWS > 3u {
+        t = add_tiles(t, chunk_tile(3u, r, c, lane));
+    }
+    if WINDOWS > 4u {
+        t = add_tiles(t, chunk_tile(4u, r, c, lane));
+    }
+    if WINDOWS > 5u {
+        t = add_tiles(t, chunk_tile(5u, r, c, lane));
+    }
+    if WINDOWS > 6u {
+        t = add_tiles(t, chunk_tile(6u, r, c, lane));
+    }
+    stored_included = true;
     store_tile(t, r, c);
 }

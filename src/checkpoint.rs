@@ -12,6 +12,10 @@
 //! - `adam.m`, `adam.v` `[P]`: the moments over the flat parameter vector (layer by layer,
 //!   weight then bias, each row-major).
 //!
+//! A file's fan_in is a layer's `inputs` (`model::Layer`): the class code's zero padding
+//! columns, which the device's rows carry so they are whole vec4s, are not stored, and are
+//! zeros again when the file is read.
+//!
 //! Metadata: `scorefield.format` = "1", `shape.dim`, `shape.hidden_layers`, `shape.width`,
 //! `shape.residual` ("1" for the residual network, whose layers above the first take [h, e];
 //! absent or "0": the plain network, as in checkpoints from before it existed), `shape.classes`
@@ -24,11 +28,12 @@
 //! tensors load into `nn.Linear` layers of the same shapes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::{Error, Result};
-use crate::model::{MlpShape, EMBED_FREQS};
+use crate::model::{Layer, MlpShape, EMBED_FREQS};
 
 /// A training state on the host.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +52,19 @@ pub struct Checkpoint {
 const FORMAT: &str = "1";
 fn bad(why: impl Into<String>) -> Error {
     Error::invalid("checkpoint", why)
+}
+
+/// Where a layer's stored W and b are in the flat parameter vector: its W rows' first `inputs`
+/// columns, and b.
+fn stored_ranges(l: &Layer) -> (Vec<Range<usize>>, Vec<Range<usize>>) {
+    let rows = (0..l.fan_out).map(|r| l.w_offset + r * l.fan_in).map(|start| start..start + l.inputs).collect();
+    (rows, vec![l.b_offset..l.b_offset + l.fan_out])
+}
+
+/// Where every stored value is, in the order of the flat tensors (Adam's moments): layer by
+/// layer, W then b.
+fn stored_flat(shape: &MlpShape) -> Vec<Range<usize>> {
+    shape.layers().iter().map(stored_ranges).flat_map(|(w, b)| w.into_iter().chain(b)).collect()
 }
 
 impl Checkpoint {
@@ -74,18 +92,23 @@ impl Checkpoint {
     /// The safetensors bytes. Refuses a state with a non-finite number in it.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         self.validate()?;
-        let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+        let stored = |values: &[f32], ranges: &[Range<usize>]| -> Vec<f32> {
+            ranges.iter().flat_map(|r| values[r.clone()].iter().copied()).collect()
+        };
+        let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
         for (prefix, values) in [("", &self.params), ("ema.", &self.ema)] {
             for (i, l) in self.shape.layers().iter().enumerate() {
-                let w = &values[l.w_offset..l.w_offset + l.fan_in * l.fan_out];
-                let b = &values[l.b_offset..l.b_offset + l.fan_out];
-                tensors.push((format!("{prefix}layers.{i}.weight"), vec![l.fan_out, l.fan_in], w));
-                tensors.push((format!("{prefix}layers.{i}.bias"), vec![l.fan_out], b));
+                let (w, b) = stored_ranges(l);
+                tensors.push((format!("{prefix}layers.{i}.weight"), vec![l.fan_out, l.inputs], stored(values, &w)));
+                tensors.push((format!("{prefix}layers.{i}.bias"), vec![l.fan_out], stored(values, &b)));
             }
         }
-        tensors.push(("embedding.freqs".into(), vec![EMBED_FREQS], &self.freqs));
-        tensors.push(("adam.m".into(), vec![self.adam_m.len()], &self.adam_m));
-        tensors.push(("adam.v".into(), vec![self.adam_v.len()], &self.adam_v));
+        tensors.push(("embedding.freqs".into(), vec![EMBED_FREQS], self.freqs.clone()));
+        let flat = stored_flat(&self.shape);
+        for (name, values) in [("adam.m", &self.adam_m), ("adam.v", &self.adam_v)] {
+            let values = stored(values, &flat);
+            tensors.push((name.into(), vec![values.len()], values));
+        }
         let views: Vec<(String, TensorView<'_>)> = tensors
             .iter()
             .map(|(name, shape, data)| {
@@ -143,26 +166,41 @@ impl Checkpoint {
             Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
         };
         let p = shape.param_count();
+        let layers = shape.layers();
+        let flat = stored_flat(&shape);
+        let p_stored: usize = flat.iter().map(Range::len).sum();
         // The header's shape decides the allocations below: a header claiming a network larger
         // than the file could hold is refused before any of them.
-        let needed = (4 * p as u64 + EMBED_FREQS as u64) * 4;
+        let needed = (4 * p_stored as u64 + EMBED_FREQS as u64) * 4;
         if needed > bytes.len() as u64 {
             return Err(bad(format!(
-                "the header claims shape {shape:?} ({p} parameters, {needed} bytes of tensors), but the file has \
+                "the header claims shape {shape:?} ({p_stored} parameters, {needed} bytes of tensors), but the file has \
                  only {} bytes: it is truncated or not this model's",
                 bytes.len()
             )));
         }
+        // The device layout: the stored values where `ranges` say, zeros in the padding.
+        let placed = |stored: &[f32], ranges: &[Range<usize>], values: &mut [f32]| {
+            let mut from = 0;
+            for r in ranges {
+                values[r.clone()].copy_from_slice(&stored[from..from + r.len()]);
+                from += r.len();
+            }
+        };
         let mut params = vec![0.0; p];
         let mut ema = vec![0.0; p];
         for (prefix, values) in [("", &mut params), ("ema.", &mut ema)] {
-            for (i, l) in shape.layers().iter().enumerate() {
-                let w = read(&format!("{prefix}layers.{i}.weight"), &[l.fan_out, l.fan_in])?;
-                values[l.w_offset..l.w_offset + w.len()].copy_from_slice(&w);
-                let b = read(&format!("{prefix}layers.{i}.bias"), &[l.fan_out])?;
-                values[l.b_offset..l.b_offset + b.len()].copy_from_slice(&b);
+            for (i, l) in layers.iter().enumerate() {
+                let (w, b) = stored_ranges(l);
+                placed(&read(&format!("{prefix}layers.{i}.weight"), &[l.fan_out, l.inputs])?, &w, values);
+                placed(&read(&format!("{prefix}layers.{i}.bias"), &[l.fan_out])?, &b, values);
             }
         }
+        let mut adam = [vec![0.0; p], vec![0.0; p]];
+        for (name, values) in ["adam.m", "adam.v"].into_iter().zip(&mut adam) {
+            placed(&read(name, &[p_stored])?, &flat, values);
+        }
+        let [adam_m, adam_v] = adam;
         let metadata = meta
             .iter()
             .filter(|(k, _)| !(k.starts_with("shape.") || *k == "step" || *k == "scorefield.format"))
@@ -173,8 +211,8 @@ impl Checkpoint {
             step,
             params,
             ema,
-            adam_m: read("adam.m", &[p])?,
-            adam_v: read("adam.v", &[p])?,
+            adam_m,
+            adam_v,
             freqs: read("embedding.freqs", &[EMBED_FREQS])?,
             metadata,
         };

@@ -293,7 +293,7 @@ impl Solve {
             ScoreSource::Mixture(m) => (0.0, m.components(), 0, 1.0, crate::sample::pack_mixture(m)),
             ScoreSource::Network { model, parametrisation, .. } => {
                 let sign = if parametrisation == Parametrisation::Eps { -1.0 } else { 1.0 };
-                (1.0, 1, model.shape.classes, sign, vec![0.0])
+                (1.0, 1, model.shape.class_columns(), sign, vec![0.0])
             }
         };
         let mixture = GpuBuffer::from_slice(gpu, "scorefield.likelihood.mixture", &mixture_values, none)?;

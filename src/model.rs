@@ -20,7 +20,11 @@
 //! W_l per class is a learned class embedding added at every layer that reads e, and one network
 //! learns the conditional and the unconditional score (Ho & Salimans 2022, classifier-free
 //! guidance: the label is dropped with probability p in training; the zero code stands for their
-//! null token, its embedding being the layer's bias).
+//! null token, its embedding being the layer's bias). The code takes `classes` rounded up to a
+//! multiple of 4 columns (`MlpShape::class_columns`), the extra ones always zero with zero
+//! weights, so that a conditional network's rows are whole vec4s like an unconditional one's:
+//! the dense kernels read a row a vec4 at a time only then (digits: 256 + 32 + 10 = 298 floats
+//! would be read a float at a time). Checkpoints hold the `classes` columns only (`Layer::inputs`).
 //!
 //! The network's output is
 //! sigma * score (score parametrisation) or the predicted noise (eps parametrisation); the
@@ -67,6 +71,9 @@ pub struct MlpShape {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layer {
     pub fan_in: usize,
+    /// The columns of a row that carry data: `fan_in` less the class code's zero padding (see
+    /// the module docs), the `nn.Linear` fan_in a checkpoint stores. The rest of a row is zeros.
+    pub inputs: usize,
     pub fan_out: usize,
     pub w_offset: usize,
     pub b_offset: usize,
@@ -88,10 +95,16 @@ impl MlpShape {
         Self { classes, ..self }
     }
 
+    /// The class code's columns: `classes` rounded up to a multiple of 4, the columns past
+    /// `classes` always zero (see the module docs).
+    pub fn class_columns(&self) -> usize {
+        self.classes.next_multiple_of(4)
+    }
+
     /// The conditioning columns after x in an input row: the noise embedding, then the class
     /// code.
     pub fn conditioning(&self) -> usize {
-        2 * EMBED_FREQS + self.classes
+        2 * EMBED_FREQS + self.class_columns()
     }
 
     pub fn input_width(&self) -> usize {
@@ -150,13 +163,15 @@ impl MlpShape {
     /// layer above the first reads [h, e] (`hidden_row` columns; h alone in the plain network).
     pub fn layers(&self) -> Vec<Layer> {
         let fan_outs = std::iter::repeat_n(self.width, self.hidden_layers).chain([self.dim]);
-        let mut fan_in = self.input_width();
+        let padding = self.class_columns() - self.classes;
+        let (mut fan_in, mut inputs) = (self.input_width(), self.input_width() - padding);
         let mut offset = 0;
         fan_outs
             .map(|fan_out| {
-                let layer = Layer { fan_in, fan_out, w_offset: offset, b_offset: offset + fan_in * fan_out };
+                let layer = Layer { fan_in, inputs, fan_out, w_offset: offset, b_offset: offset + fan_in * fan_out };
                 offset += fan_in * fan_out + fan_out;
                 fan_in = self.hidden_row();
+                inputs = fan_in - if self.residual { padding } else { 0 };
                 layer
             })
             .collect()
@@ -173,16 +188,18 @@ impl MlpShape {
 }
 
 /// Initial parameters and embedding frequencies for `seed`: weights and biases uniform in
-/// (-1/sqrt(fan_in), 1/sqrt(fan_in)) from u32 number p of stream `Init.at(0)` for parameter p;
-/// frequencies 16 * normal k of stream `Init.at(1)`.
+/// (-1/sqrt(fan_in), 1/sqrt(fan_in)) from u32 number p of stream `Init.at(0)` for parameter p
+/// (fan_in: the layer's `inputs`; the class code's padding columns get zero weights, which stay
+/// zero since their inputs are); frequencies 16 * normal k of stream `Init.at(1)`.
 pub fn init_params(shape: &MlpShape, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut params = vec![0.0f32; shape.param_count()];
     for layer in shape.layers() {
-        let bound = 1.0 / (layer.fan_in as f64).sqrt();
+        let bound = 1.0 / (layer.inputs as f64).sqrt();
         let end = layer.b_offset + layer.fan_out;
         for (p, value) in params.iter_mut().enumerate().take(end).skip(layer.w_offset) {
+            let padding = p < layer.b_offset && (p - layer.w_offset) % layer.fan_in >= layer.inputs;
             let u = rng::uniform_at(seed, Stream::Init.at(0), p as u64) as f64;
-            *value = (bound * (2.0 * u - 1.0)) as f32;
+            *value = if padding { 0.0 } else { (bound * (2.0 * u - 1.0)) as f32 };
         }
     }
     let freqs = rng::normals(seed, Stream::Init.at(1), 0, EMBED_FREQS).iter().map(|z| (EMBED_STD * z) as f32).collect();
@@ -559,7 +576,7 @@ impl LayerBindings<'_> {
         let mut constants = shape_constants(variant, m, n, k, layer).to_vec();
         let mut entries = entries.to_vec();
         let rows_fit = m.div_ceil(SUBGROUP_ROWS) <= gpu.limits().max_compute_workgroups_per_dimension as usize;
-        let (kernel, grid) = if gpu.tuning().dense == DenseKernel::Subgroup && rows_fit {
+        let (kernel, entry, grid) = if gpu.tuning().dense == DenseKernel::Subgroup && rows_fit {
             let cols = subgroup_cols(n);
             // The weight gradient reads its operands a vec4 at a time where its rows are whole
             // vec4s: from the chunks' windows, or from storage through the same buffers bound
@@ -584,7 +601,9 @@ impl LayerBindings<'_> {
                 let (b, a) = chunks.get(i).cloned().unwrap_or((self.window(0), self.window(0)));
                 entries.extend([(binding, b), (binding + 1, a)]);
             }
-            (&shaders::MLP_SUBGROUP, [n.div_ceil(cols) as u32, m.div_ceil(SUBGROUP_ROWS) as u32])
+            // Several chunks per dispatch are an entry point of their own (mlp_subgroup.wgsl).
+            let entry = if chunks.is_empty() { "main" } else { "chunks" };
+            (&shaders::MLP_SUBGROUP, entry, [n.div_ceil(cols) as u32, m.div_ceil(SUBGROUP_ROWS) as u32])
         } else {
             if !chunks.is_empty() {
                 return Err(Error::Internal(
@@ -593,9 +612,9 @@ impl LayerBindings<'_> {
             }
             let [wg_x, wg_y] = matmul_workgroup(m, n);
             constants.extend([("WG_X", wg_x as f64), ("WG_Y", wg_y as f64)]);
-            (&shaders::MLP, matmul_grid(m, n))
+            (&shaders::MLP, "main", matmul_grid(m, n))
         };
-        let pipeline = gpu.pipeline(kernel, "main", &constants).await?;
+        let pipeline = gpu.pipeline(kernel, entry, &constants).await?;
         let bg = pipeline.bind_group(gpu, &entries);
         Ok((Bound::new(pipeline, bg), grid))
     }
@@ -1072,7 +1091,7 @@ impl Evaluator {
         let constants = [
             ("D", d as f64),
             ("F", EMBED_FREQS as f64),
-            ("CLASSES", model.shape.classes as f64),
+            ("CLASSES", model.shape.class_columns() as f64),
             ("B", batch as f64),
             ("WG", WG_ROWS as f64),
         ];

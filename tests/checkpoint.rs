@@ -132,16 +132,43 @@ fn the_residual_network_round_trips_and_older_files_read_as_plain() {
 
 /// A class-conditional network's checkpoint says how many classes it knows, and its layers
 /// take the class code after the embedding; a file without `shape.classes` is unconditional.
+/// The device's rows carry the code in whole vec4s (10 classes: 12 columns, two of them zero
+/// padding); the file holds the 10 columns `nn.Linear` would, and reading it puts each value
+/// back in its place and zeros in the padding.
 #[test]
 fn class_conditional_networks_round_trip_and_older_files_read_as_unconditional() {
     let plain = small_checkpoint();
     let shape = plain.shape.with_residual(true).with_classes(10);
-    let conditional = with_shape(&plain, shape);
+    assert_eq!(shape.class_columns(), 12);
+    let layers = shape.layers();
+    let padding =
+        |i: usize| layers.iter().any(|l| i >= l.w_offset && i < l.b_offset && (i - l.w_offset) % l.fan_in >= l.inputs);
+    let ramp = |k: f32| (0..shape.param_count()).map(|i| if padding(i) { 0.0 } else { k * (i + 1) as f32 }).collect();
+    let conditional = Checkpoint {
+        params: ramp(0.5),
+        ema: ramp(0.25),
+        adam_m: ramp(0.1),
+        adam_v: ramp(0.01),
+        ..with_shape(&plain, shape)
+    };
     let bytes = conditional.to_bytes().unwrap();
     assert_eq!(Checkpoint::from_bytes(&bytes).unwrap(), conditional);
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    assert_eq!(st.tensor("layers.0.weight").unwrap().shape(), &[4, plain.shape.dim + 32 + 10]);
-    assert_eq!(st.tensor("layers.1.weight").unwrap().shape(), &[plain.shape.dim, 4 + 32 + 10]);
+    let (inputs_0, inputs_1) = (plain.shape.dim + 32 + 10, 4 + 32 + 10);
+    assert_eq!(
+        (layers[0].fan_in, layers[0].inputs, layers[1].fan_in, layers[1].inputs),
+        (inputs_0 + 2, inputs_0, inputs_1 + 2, inputs_1)
+    );
+    assert_eq!(st.tensor("layers.0.weight").unwrap().shape(), &[4, inputs_0]);
+    let w1 = st.tensor("layers.1.weight").unwrap();
+    assert_eq!(w1.shape(), &[plain.shape.dim, inputs_1]);
+    let w1: Vec<f32> = w1.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    for (r, row) in w1.chunks(inputs_1).enumerate() {
+        let start = layers[1].w_offset + r * layers[1].fan_in;
+        assert_eq!(row, &conditional.params[start..start + inputs_1], "row {r} of layers.1.weight");
+    }
+    let stored = shape.param_count() - 2 * (4 + plain.shape.dim);
+    assert_eq!(st.tensor("adam.m").unwrap().shape(), &[stored]);
 
     let old = edit_header(&plain.to_bytes().unwrap(), &[("\"shape.classes\":\"0\"", "\"note.xxxxxxxx\":\"0\"")]);
     assert_eq!(Checkpoint::from_bytes(&old).unwrap().shape.classes, 0);

@@ -68,7 +68,7 @@ fn constants(config: &TrainConfig, levels: usize) -> [(&'static str, f64); 14] {
         ("VARIANCE_REDUCED", if variance_reduced { 1.0 } else { 0.0 }),
         ("SCALE", objective.model_level().map_or(1.0, |l| l.sigma)),
         ("MIN_SNR", config.loss_weight.gamma()),
-        ("CLASSES", config.shape.classes as f64),
+        ("CLASSES", config.shape.class_columns() as f64),
         ("CLASS_DROP", config.class_drop),
     ]
 }

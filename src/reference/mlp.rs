@@ -27,7 +27,7 @@ pub fn embed(shape: &MlpShape, freqs: &[f64], x: &[f64], cond: &[f64]) -> Vec<f6
         input.extend_from_slice(&x[b * d..(b + 1) * d]);
         input.extend(freqs.iter().take(EMBED_FREQS).map(|w| (c * w).sin()));
         input.extend(freqs.iter().take(EMBED_FREQS).map(|w| (c * w).cos()));
-        input.extend(std::iter::repeat_n(0.0, shape.classes));
+        input.extend(std::iter::repeat_n(0.0, shape.class_columns()));
     }
     input
 }
@@ -38,7 +38,7 @@ pub fn set_class_codes(shape: &MlpShape, input: &mut [f64], labels: &[u32]) {
     let (width, start) = (shape.input_width(), shape.dim + 2 * EMBED_FREQS);
     for (row, &label) in input.chunks_mut(width).zip(labels) {
         for (k, v) in row[start..].iter_mut().enumerate() {
-            *v = if k == label as usize { 1.0 } else { 0.0 };
+            *v = if k == label as usize && k < shape.classes { 1.0 } else { 0.0 };
         }
     }
 }

@@ -53,6 +53,14 @@ impl ScoreSource<'_> {
             ScoreSource::Network { model, .. } => model.shape.classes,
         }
     }
+
+    /// The class code's columns in the network's input rows (`MlpShape::class_columns`).
+    pub fn class_columns(&self) -> usize {
+        match self {
+            ScoreSource::Mixture(_) => 0,
+            ScoreSource::Network { model, .. } => model.shape.class_columns(),
+        }
+    }
 }
 
 /// How the steps are dispatched.
@@ -300,7 +308,7 @@ impl Sampler {
             ("WG", WG as f64),
             ("PPI", fused_particles as f64),
             ("WIDE", if fused_wide { 1.0 } else { 0.0 }),
-            ("CLASSES", source.classes() as f64),
+            ("CLASSES", source.class_columns() as f64),
             ("GUIDED", if classes.is_some_and(Classes::guided) { 1.0 } else { 0.0 }),
             ("GUIDANCE", classes.map_or(0.0, |c| c.guidance as f64)),
         ];
