@@ -56,15 +56,15 @@ fn bad(why: impl Into<String>) -> Error {
 
 /// Where a layer's stored W and b are in the flat parameter vector: its W rows' first `inputs`
 /// columns, and b.
-fn stored_ranges(l: &Layer) -> (Vec<Range<usize>>, Vec<Range<usize>>) {
+fn stored_ranges(l: &Layer) -> (Vec<Range<usize>>, Range<usize>) {
     let rows = (0..l.fan_out).map(|r| l.w_offset + r * l.fan_in).map(|start| start..start + l.inputs).collect();
-    (rows, vec![l.b_offset..l.b_offset + l.fan_out])
+    (rows, l.b_offset..l.b_offset + l.fan_out)
 }
 
 /// Where every stored value is, in the order of the flat tensors (Adam's moments): layer by
 /// layer, W then b.
 fn stored_flat(shape: &MlpShape) -> Vec<Range<usize>> {
-    shape.layers().iter().map(stored_ranges).flat_map(|(w, b)| w.into_iter().chain(b)).collect()
+    shape.layers().iter().map(stored_ranges).flat_map(|(w, b)| w.into_iter().chain([b])).collect()
 }
 
 impl Checkpoint {
@@ -100,7 +100,7 @@ impl Checkpoint {
             for (i, l) in self.shape.layers().iter().enumerate() {
                 let (w, b) = stored_ranges(l);
                 tensors.push((format!("{prefix}layers.{i}.weight"), vec![l.fan_out, l.inputs], stored(values, &w)));
-                tensors.push((format!("{prefix}layers.{i}.bias"), vec![l.fan_out], stored(values, &b)));
+                tensors.push((format!("{prefix}layers.{i}.bias"), vec![l.fan_out], values[b].to_vec()));
             }
         }
         tensors.push(("embedding.freqs".into(), vec![EMBED_FREQS], self.freqs.clone()));
@@ -193,7 +193,7 @@ impl Checkpoint {
             for (i, l) in layers.iter().enumerate() {
                 let (w, b) = stored_ranges(l);
                 placed(&read(&format!("{prefix}layers.{i}.weight"), &[l.fan_out, l.inputs])?, &w, values);
-                placed(&read(&format!("{prefix}layers.{i}.bias"), &[l.fan_out])?, &b, values);
+                placed(&read(&format!("{prefix}layers.{i}.bias"), &[l.fan_out])?, &[b], values);
             }
         }
         let mut adam = [vec![0.0; p], vec![0.0; p]];
