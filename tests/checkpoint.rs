@@ -244,3 +244,44 @@ proptest::proptest! {
         }
     }
 }
+
+/// The class code's padding columns (5 classes: 8 columns) have zero inputs, so their weights
+/// start at zero and training leaves them there (a zero gradient moves neither Adam's moments
+/// nor the weight): a checkpoint, which does not store them, loses nothing, and resuming from it
+/// gives the weights of an uninterrupted run.
+#[test]
+fn the_class_codes_padding_weights_stay_zero_through_training() {
+    let gpu = gpu();
+    let seed = test_seed();
+    let shape = MlpShape::new(2, 2, 32).with_residual(true).with_classes(5);
+    let config = TrainConfig { shape, ..config(seed) };
+    let data = Dataset::TwoMoons.sample(1000, seed);
+    let labels: Vec<u32> = (0..1000).map(|i| i % 5).collect();
+    let layers = shape.layers();
+    let padding: Vec<usize> = (0..shape.param_count())
+        .filter(|&i| {
+            layers.iter().any(|l| i >= l.w_offset && i < l.b_offset && (i - l.w_offset) % l.fan_in >= l.inputs)
+        })
+        .collect();
+    assert_eq!(padding.len(), 3 * (32 + 32 + 2), "three padding columns in each row of every layer");
+
+    let mut straight = pollster::block_on(Trainer::new_labelled(&gpu, config.clone(), &data, &labels)).unwrap();
+    straight.run(20, 0).unwrap();
+    let want = pollster::block_on(straight.checkpoint(BTreeMap::new())).unwrap();
+    for (name, values) in
+        [("params", &want.params), ("ema", &want.ema), ("adam.m", &want.adam_m), ("adam.v", &want.adam_v)]
+    {
+        let moved: Vec<usize> = padding.iter().copied().filter(|&i| values[i] != 0.0).collect();
+        assert!(moved.is_empty(), "{name}: padding entries {moved:?} are not zero after 20 steps");
+    }
+
+    let mut first = pollster::block_on(Trainer::new_labelled(&gpu, config.clone(), &data, &labels)).unwrap();
+    first.run(9, 0).unwrap();
+    let bytes = pollster::block_on(first.checkpoint(BTreeMap::new())).unwrap().to_bytes().unwrap();
+    let ckpt = Checkpoint::from_bytes(&bytes).unwrap();
+    let mut resumed = pollster::block_on(Trainer::resume_labelled(&gpu, config, &data, &labels, &ckpt)).unwrap();
+    resumed.run(11, 0).unwrap();
+    let got = pollster::block_on(resumed.checkpoint(BTreeMap::new())).unwrap();
+    let same = got.params.iter().zip(&want.params).all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "the weights after resuming from the file differ from the uninterrupted run");
+}
