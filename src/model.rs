@@ -79,6 +79,14 @@ pub struct Layer {
     pub b_offset: usize,
 }
 
+impl Layer {
+    /// Whether flat parameter `p` is one of this layer's padding weights: a W column past
+    /// `inputs` (the class code's zero columns, see the module docs).
+    pub fn is_padding(&self, p: usize) -> bool {
+        p >= self.w_offset && p < self.b_offset && (p - self.w_offset) % self.fan_in >= self.inputs
+    }
+}
+
 impl MlpShape {
     /// A plain network: the embedding enters the first layer only.
     pub const fn new(dim: usize, hidden_layers: usize, width: usize) -> Self {
@@ -197,9 +205,8 @@ pub fn init_params(shape: &MlpShape, seed: u64) -> (Vec<f32>, Vec<f32>) {
         let bound = 1.0 / (layer.inputs as f64).sqrt();
         let end = layer.b_offset + layer.fan_out;
         for (p, value) in params.iter_mut().enumerate().take(end).skip(layer.w_offset) {
-            let padding = p < layer.b_offset && (p - layer.w_offset) % layer.fan_in >= layer.inputs;
             let u = rng::uniform_at(seed, Stream::Init.at(0), p as u64) as f64;
-            *value = if padding { 0.0 } else { (bound * (2.0 * u - 1.0)) as f32 };
+            *value = if layer.is_padding(p) { 0.0 } else { (bound * (2.0 * u - 1.0)) as f32 };
         }
     }
     let freqs = rng::normals(seed, Stream::Init.at(1), 0, EMBED_FREQS).iter().map(|z| (EMBED_STD * z) as f32).collect();

@@ -141,8 +141,7 @@ fn class_conditional_networks_round_trip_and_older_files_read_as_unconditional()
     let shape = plain.shape.with_residual(true).with_classes(10);
     assert_eq!(shape.class_columns(), 12);
     let layers = shape.layers();
-    let padding =
-        |i: usize| layers.iter().any(|l| i >= l.w_offset && i < l.b_offset && (i - l.w_offset) % l.fan_in >= l.inputs);
+    let padding = |i: usize| layers.iter().any(|l| l.is_padding(i));
     let ramp = |k: f32| (0..shape.param_count()).map(|i| if padding(i) { 0.0 } else { k * (i + 1) as f32 }).collect();
     let conditional = Checkpoint {
         params: ramp(0.5),
@@ -258,11 +257,7 @@ fn the_class_codes_padding_weights_stay_zero_through_training() {
     let data = Dataset::TwoMoons.sample(1000, seed);
     let labels: Vec<u32> = (0..1000).map(|i| i % 5).collect();
     let layers = shape.layers();
-    let padding: Vec<usize> = (0..shape.param_count())
-        .filter(|&i| {
-            layers.iter().any(|l| i >= l.w_offset && i < l.b_offset && (i - l.w_offset) % l.fan_in >= l.inputs)
-        })
-        .collect();
+    let padding: Vec<usize> = (0..shape.param_count()).filter(|&i| layers.iter().any(|l| l.is_padding(i))).collect();
     assert_eq!(padding.len(), 3 * (32 + 32 + 2), "three padding columns in each row of every layer");
 
     let mut straight = pollster::block_on(Trainer::new_labelled(&gpu, config.clone(), &data, &labels)).unwrap();
